@@ -1,0 +1,116 @@
+"""What every implementation shares: the interface it meets, the loss, the optimizer, the
+evaluation, and the epoch driver. Implementations differ only in how a step is run.
+
+Every trainer holds a ``keras.Model`` whose call returns logits (or the regression output),
+so evaluation and weight handling are written once, here.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from typing import Protocol
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from bench.data import epoch_order
+from bench.tasks import Task
+
+
+class Trainer(Protocol):
+    """The interface every implementation meets (see ``implementations/__init__.py``)."""
+
+    name: str
+    task: Task
+    model: keras.Model
+
+    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """One training step. Returns the loss as a device tensor, without waiting for it
+        (built-in Keras reports the running mean of the epoch's losses, as ``fit`` logs do)."""
+        ...
+
+    def step_losses(self, batches: Iterable[tuple[tf.Tensor, tf.Tensor]]) -> np.ndarray:
+        """Train on each batch in turn; the loss of each individual batch, on the host."""
+        ...
+
+    def fit_epoch(self, dataset: tf.data.Dataset) -> float:
+        """One pass over ``dataset``; the mean training loss."""
+        ...
+
+    def traces(self) -> int:
+        """How many times the step function has been traced (0 for eager)."""
+        ...
+
+    def resolved(self) -> dict:
+        """What the implementation actually resolved to (jit_compile, run_eagerly, ...)."""
+        ...
+
+
+def make_optimizer(task: Task) -> keras.optimizers.Optimizer:
+    if task.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=task.learning_rate)
+    if task.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=task.learning_rate)
+    raise ValueError(f"task {task.name}: unknown optimizer {task.optimizer!r}")
+
+
+def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
+    """Mean loss over the batch: MSE, or sparse cross-entropy on logits."""
+    if task.kind == "regression":
+        return tf.reduce_mean(tf.square(out - y))
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
+
+
+def keras_loss(task: Task) -> keras.losses.Loss:
+    """The built-in Keras loss that computes the same function as ``loss_value``."""
+    if task.kind == "regression":
+        return keras.losses.MeanSquaredError()
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def set_weights(model: keras.Model, weights: list[np.ndarray]) -> None:
+    variables = model.trainable_variables
+    if len(variables) != len(weights):
+        raise ValueError(f"model has {len(variables)} weight arrays, got {len(weights)}")
+    for v, w in zip(variables, weights):
+        if tuple(v.shape) != w.shape:
+            raise ValueError(f"weight {v.path}: shape {tuple(v.shape)}, got {w.shape}")
+        v.assign(w)
+
+
+def get_weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(v.numpy()) for v in model.trainable_variables]
+
+
+def epoch_dataset(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int
+) -> tf.data.Dataset:
+    """One epoch's batches in the suite's fixed order; the ragged last batch is dropped so
+    every step has the same shape (no retracing)."""
+    order = epoch_order(len(x), seed, epoch)
+    ds = tf.data.Dataset.from_tensor_slices((x[order], y[order]))
+    return ds.batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+_forward_fns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def evaluate(
+    model: keras.Model, task: Task, x: np.ndarray, y: np.ndarray, batch_size: int = 1000
+) -> tuple[float, float | None]:
+    """(mean loss, accuracy) of ``model`` on (x, y); accuracy is None for regression.
+    The same code for every implementation, so evaluation is not what differs."""
+    if model not in _forward_fns:
+        _forward_fns[model] = tf.function(lambda inp: model(inp, training=False))
+    forward = _forward_fns[model]
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        out = forward(tf.constant(xb))
+        total_loss += float(loss_value(task, tf.constant(yb), out)) * len(xb)
+        if task.kind == "classification":
+            correct += int(np.sum(np.argmax(out.numpy(), axis=-1) == yb))
+    accuracy = correct / len(x) if task.kind == "classification" else None
+    return total_loss / len(x), accuracy
