@@ -1,0 +1,35 @@
+"""Command line: ``python -m bench report ...`` and ``python -m bench compare ...``.
+
+Neither command imports TensorFlow: they read pytest-benchmark JSON files.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m bench {report,compare} ...
+
+  report   RESULTS.json [MORE.json ...] --out DIR   tables (markdown, CSV) and plots
+  compare  BASELINE.json CURRENT.json [--threshold 10%] [--normalize]   regression check
+
+'python -m bench COMMAND --help' for a command's options."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "report":
+        from bench.report import main as run
+    elif command == "compare":
+        from bench.compare import main as run
+    else:
+        print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return run(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
