@@ -1,0 +1,345 @@
+"""How a training step is timed, and what is recorded with it. Imports TensorFlow.
+
+The method (README, "How a step is timed"):
+1. build the implementation from the task and the seeded initial weights;
+2. put one fixed batch on the device (the input pipeline is not what is timed);
+3. time the first call alone -- tracing and XLA compilation -- as ``compile_s``;
+4. run warm-up steps, then estimate a step's time and pick ``K`` steps per round so a round
+   lasts about ``round_seconds``;
+5. each timed round runs K steps and then fetches the last loss to the host, so the device
+   has finished every step before the clock stops; one data point = round time / K;
+6. if the step was traced again while being timed, fail: the numbers would include it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+import implementations
+from bench.tasks import Task, initial_weights, train_flops_per_sample
+
+
+class RetraceError(RuntimeError):
+    """The step was traced (and maybe compiled) again inside the timed region."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    rounds: int
+    warmup_steps: int
+    round_seconds: float
+    sweep_batches: tuple[int, ...]
+    sweep_implementations: tuple[str, ...]
+
+
+PROFILES = {
+    "quick": Profile(
+        "quick",
+        rounds=7,
+        warmup_steps=3,
+        round_seconds=0.25,
+        sweep_batches=(32, 512),
+        sweep_implementations=("custom_eager", "custom_graph", "custom_xla"),
+    ),
+    "full": Profile(
+        "full",
+        rounds=15,
+        warmup_steps=10,
+        round_seconds=1.0,
+        sweep_batches=(32, 64, 128, 256, 512, 1024, 2048),
+        sweep_implementations=tuple(implementations.REGISTRY),
+    ),
+}
+
+
+# --- device and machine ----------------------------------------------------------------
+
+
+def device_name() -> str:
+    return "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+
+
+def sync(value: tf.Tensor) -> float:
+    # sync: fetching a value to the host waits for the step that produced it (and, on one
+    # stream, for every step before it).
+    return float(np.asarray(value).ravel()[0])
+
+
+def reset_peak_memory() -> None:
+    if tf.config.list_logical_devices("GPU"):
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        return
+    try:  # Linux >= 4.0: "5" resets the process's resident high-water mark (VmHWM).
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb() -> tuple[float, str]:
+    if tf.config.list_logical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "gpu_peak"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024, "cpu_rss_hwm"
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "cpu_rss_hwm"
+
+
+def onednn_enabled() -> bool:
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") not in ("0", "false")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_details() -> list[dict]:
+    out = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        cc = details.get("compute_capability")
+        entry = {
+            "name": details.get("device_name", gpu.name),
+            "compute_capability": ".".join(map(str, cc)) if cc else None,
+            "memory_mb": None,
+        }
+        try:
+            import subprocess
+
+            idx = gpu.name.rsplit(":", 1)[-1]
+            total = subprocess.run(
+                ["nvidia-smi", f"--id={idx}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()
+            entry["memory_mb"] = float(total)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+        out.append(entry)
+    return out
+
+
+def calibrate_matmul(seconds: float = 1.0) -> dict:
+    """The machine's sustained fp32 matmul rate: the best of several timed rounds of a
+    compiled square matmul chain, synced at the end of each round."""
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    n = 4096 if gpu else 1024
+    with tf.device(device_name()):
+        a = tf.random.stateless_uniform((n, n), seed=(1, 2))
+        b = tf.random.stateless_uniform((n, n), seed=(3, 4)) / n
+
+    @tf.function
+    def chain(a, b, reps):
+        for _ in tf.range(reps):
+            a = tf.matmul(a, b)
+        return a[0, 0]
+
+    sync(chain(a, b, tf.constant(1)))
+    reps = 1
+    while True:
+        t0 = time.perf_counter()
+        sync(chain(a, b, tf.constant(reps)))
+        dt = time.perf_counter() - t0
+        if dt > 0.1 or reps >= 1 << 14:
+            break
+        reps *= 2
+    best = dt / reps
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        sync(chain(a, b, tf.constant(reps)))
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return {"calibration_n": n, "calibration_matmul_s": best, "calibration_gflops": 2 * n**3 / best / 1e9}
+
+
+def machine_info(profile: str, calibration: dict) -> dict:
+    import keras
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "device": "GPU" if tf.config.list_logical_devices("GPU") else "CPU",
+        "gpus": gpu_details(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "onednn": {"env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "enabled": onednn_enabled()},
+        "threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
+        "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
+        "xla_flags": {k: os.environ.get(k) for k in ("XLA_FLAGS", "TF_XLA_FLAGS")},
+        "profile": profile,
+        **calibration,
+    }
+
+
+# --- the fixed batch and the step measurement --------------------------------------------
+
+
+def fixed_batch(task: Task, batch_size: int, dataset) -> tuple[tf.Tensor, tf.Tensor]:
+    """The first ``batch_size`` training examples (tiled if the set is smaller), on device."""
+    idx = np.arange(batch_size) % len(dataset.x_train)
+    with tf.device(device_name()):
+        return tf.constant(dataset.x_train[idx]), tf.constant(dataset.y_train[idx])
+
+
+@dataclass
+class StepMeasurement:
+    compile_s: float
+    steps_per_round: int
+    traces: int
+    graph_ops: int | None
+    fit_overhead_s: float | None
+
+
+def choose_steps_per_round(step: Callable[[], tf.Tensor], round_seconds: float) -> int:
+    t0 = time.perf_counter()
+    n = 0
+    while True:
+        loss = step()
+        n += 1
+        if n >= 3:
+            sync(loss)
+            if time.perf_counter() - t0 > round_seconds / 4 or n >= 200:
+                break
+    per_step = (time.perf_counter() - t0) / n
+    return max(1, min(1000, math.ceil(round_seconds / per_step)))
+
+
+def count_graph_ops(trainer, x: tf.Tensor, y: tf.Tensor) -> int | None:
+    """Ops in the traced step graph (custom loops only): roughly what eager mode dispatches
+    one by one, so (eager - graph) / ops estimates the per-op dispatch cost."""
+    from implementations.custom_loop import CustomLoopTrainer, make_step
+
+    if not isinstance(trainer, CustomLoopTrainer):
+        return None
+    fn = tf.function(make_step(trainer.model, trainer.optimizer, trainer.task))
+    graph = fn.get_concrete_function(x, y).graph
+    return sum(1 for op in graph.get_operations() if op.type not in ("Placeholder", "NoOp"))
+
+
+def measure_fit_overhead(trainer, x, y, steps: int, step_s: float) -> float | None:
+    """What one ``fit()`` call costs beyond its steps (Keras implementations only)."""
+    from implementations.keras_fit import KerasFitTrainer
+
+    if not isinstance(trainer, KerasFitTrainer):
+        return None
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
+    trainer.model.fit(ds, epochs=1, shuffle=False, verbose=0)  # first fit call: adapters
+    t0 = time.perf_counter()
+    trainer.model.fit(ds, epochs=1, shuffle=False, verbose=0)
+    return max(0.0, time.perf_counter() - t0 - steps * step_s)
+
+
+def benchmark_step(
+    benchmark,
+    impl: str,
+    task: Task,
+    dataset,
+    batch_size: int,
+    profile: Profile,
+    calibration_gflops: float | None = None,
+) -> dict:
+    """Time steady-state training steps of one implementation with pytest-benchmark's
+    fixture, and fill ``benchmark.extra_info``. Returns the extra_info dict."""
+    trainer = implementations.get(impl)(task, initial_weights(task))
+    x, y = fixed_batch(task, batch_size, dataset)
+    reset_peak_memory()
+
+    def one_step():
+        return trainer.step(x, y)
+
+    t0 = time.perf_counter()
+    sync(one_step())
+    compile_s = time.perf_counter() - t0
+
+    for _ in range(profile.warmup_steps):
+        loss = one_step()
+    sync(loss)
+    k = choose_steps_per_round(one_step, profile.round_seconds)
+    traces_before = trainer.traces()
+
+    def timed_round():
+        for _ in range(k):
+            loss = one_step()
+        sync(loss)
+
+    benchmark.pedantic(timed_round, rounds=profile.rounds, iterations=1, warmup_rounds=1)
+    if trainer.traces() != traces_before:
+        raise RetraceError(
+            f"{impl}/{task.name}: step traced {trainer.traces() - traces_before} more time(s) "
+            "during the timed rounds; the timings include tracing/compilation"
+        )
+    per_step_data = to_per_step(benchmark, k)
+    median = float(np.median(per_step_data))
+    peak_mb, peak_kind = peak_memory_mb()
+    flops = train_flops_per_sample(task) * batch_size
+    gflops = flops / median / 1e9
+    info = {
+        "kind": "step",
+        "implementation": impl,
+        "task": task.name,
+        "dataset": dataset.name,
+        "seed": task.seed,
+        "device": device_name(),
+        "batch_size": batch_size,
+        "steps_per_round": k,
+        "rounds": profile.rounds,
+        "samples_per_s": batch_size / median,
+        "compile_s": compile_s,
+        "fit_overhead_s": measure_fit_overhead(trainer, x, y, k, median),
+        "flops_per_step": flops,
+        "gflops_per_s": gflops,
+        "pct_of_matmul_peak": 100 * gflops / calibration_gflops if calibration_gflops else None,
+        "peak_memory_mb": peak_mb,
+        "peak_memory_kind": peak_kind,
+        **trainer.resolved(),
+        "graph_ops": count_graph_ops(trainer, x, y),
+        "traces": trainer.traces(),
+    }
+    benchmark.extra_info.update(info)
+    return info
+
+
+def to_per_step(benchmark, steps_per_round: int) -> list[float]:
+    """Turn pytest-benchmark's per-round data into per-step data in place.
+
+    pytest-benchmark's own ``iterations=K`` would divide each round by K too, but it cannot
+    sync the device at the end of a round; we time K steps + sync as one call and apply the
+    same division here, before any statistic is computed, so ``stats`` (and the JSON and the
+    terminal table) are seconds per step with ``iterations == K``.
+    """
+    meta = benchmark.stats
+    if meta is None:  # --benchmark-disable: nothing was timed
+        return [float("nan")]
+    meta.stats.data[:] = [d / steps_per_round for d in meta.stats.data]
+    meta.iterations = steps_per_round
+    return list(meta.stats.data)

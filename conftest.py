@@ -1,0 +1,81 @@
+"""pytest configuration shared by the tests (``tests/``) and the benchmarks (``bench/``).
+
+- ``--profile quick|full`` picks the benchmark profile (README: "Profiles").
+- Benchmarks are skipped by a plain ``pytest`` (``--benchmark-skip`` in pyproject's addopts);
+  ``pytest --benchmark-only`` runs them.
+- Every results file gets ``machine_info["loopbench"]``: versions, device, oneDNN, threads and
+  a matmul calibration measured in the same run (``pytest_benchmark_update_machine_info``).
+
+TensorFlow is imported lazily, so test runs that never touch it (reports) stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ INFO lines out of logs
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--profile",
+        choices=("quick", "full"),
+        default=os.environ.get("LOOPBENCH_PROFILE", "quick"),
+        help="benchmark profile: quick (default, a few minutes on 2 cores) or full",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("benchmark_only", default=False):
+        # GPU memory growth must be set before TensorFlow initialises its devices.
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
+_calibration: dict = {}
+
+
+def calibration() -> dict:
+    if not _calibration:
+        from bench.harness import calibrate_matmul
+
+        _calibration.update(calibrate_matmul())
+    return _calibration
+
+
+@pytest.fixture(scope="session")
+def profile(request: pytest.FixtureRequest):
+    from bench.harness import PROFILES
+
+    return PROFILES[request.config.getoption("--profile")]
+
+
+@pytest.fixture(scope="session")
+def matmul_calibration() -> dict:
+    return calibration()
+
+
+@pytest.fixture(scope="session")
+def task_data():
+    """Each task's training data, loaded once per session: ``task_data(task)``."""
+    from bench.data import load_for_task
+
+    cache = {}
+
+    def get(task, n_train=None):
+        key = (task.name, n_train)
+        if key not in cache:
+            cache[key] = load_for_task(task, n_train=n_train)
+        return cache[key]
+
+    return get
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    from bench.harness import machine_info as loopbench_info
+
+    machine_info["loopbench"] = loopbench_info(config.getoption("--profile"), calibration())
