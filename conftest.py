@@ -21,9 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ INFO
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--profile",
-        choices=("quick", "full"),
+        choices=("smoke", "quick", "full"),
         default=os.environ.get("LOOPBENCH_PROFILE", "quick"),
-        help="benchmark profile: quick (default, a few minutes on 2 cores) or full",
+        help="benchmark profile: quick (default, a few minutes on 2 cores), full, or smoke "
+        "(seconds; checks the harness, numbers not meaningful)",
     )
 
 

@@ -45,6 +45,15 @@ class Profile:
 
 
 PROFILES = {
+    # smoke: seconds, for checking the harness itself (its numbers are not to be trusted).
+    "smoke": Profile(
+        "smoke",
+        rounds=3,
+        warmup_steps=1,
+        round_seconds=0.02,
+        sweep_batches=(),
+        sweep_implementations=(),
+    ),
     "quick": Profile(
         "quick",
         rounds=7,
@@ -211,15 +220,6 @@ def fixed_batch(task: Task, batch_size: int, dataset) -> tuple[tf.Tensor, tf.Ten
         return tf.constant(dataset.x_train[idx]), tf.constant(dataset.y_train[idx])
 
 
-@dataclass
-class StepMeasurement:
-    compile_s: float
-    steps_per_round: int
-    traces: int
-    graph_ops: int | None
-    fit_overhead_s: float | None
-
-
 def choose_steps_per_round(step: Callable[[], tf.Tensor], round_seconds: float) -> int:
     t0 = time.perf_counter()
     n = 0
@@ -259,20 +259,10 @@ def measure_fit_overhead(trainer, x, y, steps: int, step_s: float) -> float | No
     return max(0.0, time.perf_counter() - t0 - steps * step_s)
 
 
-def benchmark_step(
-    benchmark,
-    impl: str,
-    task: Task,
-    dataset,
-    batch_size: int,
-    profile: Profile,
-    calibration_gflops: float | None = None,
-) -> dict:
-    """Time steady-state training steps of one implementation with pytest-benchmark's
-    fixture, and fill ``benchmark.extra_info``. Returns the extra_info dict."""
-    trainer = implementations.get(impl)(task, initial_weights(task))
-    x, y = fixed_batch(task, batch_size, dataset)
-    reset_peak_memory()
+def measure_steps(benchmark, trainer, x: tf.Tensor, y: tf.Tensor, profile: Profile) -> dict:
+    """Time ``trainer.step(x, y)`` at steady state with pytest-benchmark's fixture.
+
+    Returns the timing facts (compile time, steps per round, per-step median)."""
 
     def one_step():
         return trainer.step(x, y)
@@ -281,9 +271,11 @@ def benchmark_step(
     sync(one_step())
     compile_s = time.perf_counter() - t0
 
+    loss = None
     for _ in range(profile.warmup_steps):
         loss = one_step()
-    sync(loss)
+    if loss is not None:
+        sync(loss)
     k = choose_steps_per_round(one_step, profile.round_seconds)
     traces_before = trainer.traces()
 
@@ -295,11 +287,30 @@ def benchmark_step(
     benchmark.pedantic(timed_round, rounds=profile.rounds, iterations=1, warmup_rounds=1)
     if trainer.traces() != traces_before:
         raise RetraceError(
-            f"{impl}/{task.name}: step traced {trainer.traces() - traces_before} more time(s) "
-            "during the timed rounds; the timings include tracing/compilation"
+            f"{trainer.name}/{trainer.task.name}: step traced "
+            f"{trainer.traces() - traces_before} more time(s) during the timed rounds; "
+            "the timings would include tracing/compilation"
         )
-    per_step_data = to_per_step(benchmark, k)
-    median = float(np.median(per_step_data))
+    per_step = to_per_step(benchmark, k)
+    return {"compile_s": compile_s, "steps_per_round": k, "median_s": float(np.median(per_step))}
+
+
+def benchmark_step(
+    benchmark,
+    impl: str,
+    task: Task,
+    dataset,
+    batch_size: int,
+    profile: Profile,
+    calibration_gflops: float | None = None,
+) -> dict:
+    """Build one implementation, time its steady-state steps, and fill
+    ``benchmark.extra_info`` (fields: RESULTS_SCHEMA.md). Returns the extra_info dict."""
+    trainer = implementations.get(impl)(task, initial_weights(task))
+    x, y = fixed_batch(task, batch_size, dataset)
+    reset_peak_memory()
+    timing = measure_steps(benchmark, trainer, x, y, profile)
+    median, k = timing["median_s"], timing["steps_per_round"]
     peak_mb, peak_kind = peak_memory_mb()
     flops = train_flops_per_sample(task) * batch_size
     gflops = flops / median / 1e9
@@ -314,7 +325,7 @@ def benchmark_step(
         "steps_per_round": k,
         "rounds": profile.rounds,
         "samples_per_s": batch_size / median,
-        "compile_s": compile_s,
+        "compile_s": timing["compile_s"],
         "fit_overhead_s": measure_fit_overhead(trainer, x, y, k, median),
         "flops_per_step": flops,
         "gflops_per_s": gflops,
