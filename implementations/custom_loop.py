@@ -68,7 +68,7 @@ class Conv2DLayer(keras.layers.Layer):
 
     def call(self, x):
         y = tf.nn.conv2d(x, self.w, strides=self.stride, padding=self.padding)
-        return self.activation(tf.nn.bias_add(y, self.bias))
+        return self.activation(y + self.bias)
 
 
 class FlattenLayer(keras.layers.Layer):

@@ -76,13 +76,13 @@ class KerasFitTrainer:
         return self._train_function(x, y)["loss"]
 
     def step_losses(self, batches: Iterable[tuple[tf.Tensor, tf.Tensor]]) -> np.ndarray:
-        # Keras logs the running mean of the epoch's losses; with equal batch sizes the k-th
-        # batch's own loss is k*mean_k - (k-1)*mean_(k-1).
-        self.model.reset_metrics()
-        means = np.array([float(self.step(x, y)) for x, y in batches], dtype=np.float64)
-        k = np.arange(1, len(means) + 1)
-        totals = k * means
-        return np.diff(totals, prepend=0.0)
+        # Keras logs the running mean of the epoch's losses; resetting the loss tracker
+        # before each step makes the logged value that one batch's loss.
+        losses = []
+        for x, y in batches:
+            self.model.reset_metrics()
+            losses.append(float(self.step(x, y)))
+        return np.array(losses, dtype=np.float64)
 
     def fit_epoch(self, dataset: tf.data.Dataset) -> float:
         if not self._built:
