@@ -495,7 +495,7 @@ def _step_section(run: Run, task: str) -> list[str]:
     eager = _eager_overhead(rows)
     if eager:
         notes.append(eager)
-    return [_table(table, headers), "", *notes]
+    return [_table(table, headers), "", "\n\n".join(notes)]  # one paragraph per note
 
 
 def _eager_overhead(rows: list[StepRow]) -> str | None:
