@@ -1,0 +1,86 @@
+"""Convergence parity and time to accuracy: every implementation trains every task on the
+real data and must reach keras_fit's accuracy (within 1 percentage point), plus external
+anchors on full Fashion-MNIST and a scikit-learn reference.
+
+Run: ``pytest --benchmark-only -k convergence`` (quick: one seed, the first 10,000
+images, a few epochs) or ``--profile full`` (3 seeds, the full training split, each task's
+own epochs; about 2-3 hours on a 2-core CPU, most of it the CNN). Fields: RESULTS_SCHEMA.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import implementations
+from bench.convergence import CONVERGENCE, anchor, sklearn_reference, summarize, train
+from bench.tasks import TASKS
+
+BASELINE = "keras_fit"
+PARITY_PP = 1.0
+# Mean accuracies per task, filled as the baseline runs (it is parametrized first).
+_baseline_accuracy: dict[str, float] = {}
+
+
+def _setup(profile, task_data, task_name):
+    conv = CONVERGENCE[profile.name]
+    task = TASKS[task_name]
+    # The synthetic regression set is small already; subsets apply to the image tasks.
+    data = task_data(task, n_train=conv.n_train if task.kind == "classification" else None)
+    epochs = conv.epochs[task_name] if conv.epochs else task.epochs
+    return conv, task, data, epochs
+
+
+IMPLS = [BASELINE] + [name for name in implementations.REGISTRY if name != BASELINE]
+
+
+@pytest.mark.parametrize("task_name", list(TASKS))
+@pytest.mark.parametrize("impl", IMPLS)
+def test_convergence(benchmark, impl, task_name, profile, task_data):
+    conv, task, data, epochs = _setup(profile, task_data, task_name)
+    benchmark.group = f"convergence-{task_name}"
+
+    def train_all_seeds():
+        return [train(impl, task, data, seed, epochs) for seed in conv.seeds]
+
+    # One round: the wall time of training every seed (evaluation included) is the stat.
+    runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
+    info = {"implementation": impl, **summarize(task, data, runs, conv.seeds, epochs)}
+    info.update(anchor(task, info, full_training=conv.n_train is None and conv.epochs is None))
+    info.update(parity_baseline=BASELINE, parity_delta_pp=None, parity_ok=None)
+    if task.kind == "classification":
+        if impl == BASELINE:
+            _baseline_accuracy[task_name] = info["final_accuracy"]
+        if task_name in _baseline_accuracy:
+            delta = 100 * (info["final_accuracy"] - _baseline_accuracy[task_name])
+            info.update(parity_delta_pp=delta, parity_ok=abs(delta) <= PARITY_PP)
+    benchmark.extra_info.update(info)
+
+    if task.kind == "regression":
+        assert info["param_error"] <= task.param_tolerance, (
+            f"{impl} recovered w={info['w']:.4f}, b={info['b']:.4f}; "
+            f"truth w={task.true_w}, b={task.true_b} (tolerance {task.param_tolerance})"
+        )
+    if info["parity_ok"] is False:
+        pytest.fail(
+            f"{impl}/{task_name}: mean accuracy {info['final_accuracy']:.4f} is "
+            f"{info['parity_delta_pp']:+.2f} pp from {BASELINE}'s (allowed +-{PARITY_PP})"
+        )
+    if info["anchor_ok"] is False:
+        pytest.fail(
+            f"{impl}/{task_name}: accuracy {info['final_accuracy']:.4f} below the external "
+            f"anchor {task.accuracy_target} on full Fashion-MNIST"
+        )
+
+
+def test_convergence_sklearn_reference(benchmark, profile, task_data):
+    conv, task, data, epochs = _setup(profile, task_data, "mlp")
+    benchmark.group = "convergence-mlp"
+    info = benchmark.pedantic(
+        sklearn_reference, args=(task, data, conv.seeds, epochs), rounds=1, iterations=1
+    )
+    info["implementation"] = "sklearn_mlp"
+    info.update(anchor(task, info, full_training=conv.n_train is None and conv.epochs is None))
+    if task.name in _baseline_accuracy:
+        delta = 100 * (info["final_accuracy"] - _baseline_accuracy[task.name])
+        info.update(parity_baseline=BASELINE, parity_delta_pp=delta, parity_ok=None)
+    benchmark.extra_info.update(info)

@@ -1,0 +1,161 @@
+"""Training to convergence: final accuracy, loss curves, time to accuracy. Imports TensorFlow.
+
+Every implementation is trained by the same driver (``train``): the same initial weights
+(per seed), the same batch order (``epoch_dataset``), the same evaluation after every epoch
+(``implementations.common.evaluate``). The time-to-accuracy clock runs while training --
+tracing and XLA compilation included, since that is what a user waits for -- and stops
+while evaluating, so every implementation is measured the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+import implementations
+from bench.data import Dataset
+from bench.tasks import Task, initial_weights
+from implementations.common import epoch_dataset, evaluate, get_weights
+
+
+@dataclass(frozen=True)
+class ConvergenceProfile:
+    seeds: tuple[int, ...]
+    n_train: int | None  # None: the full training split
+    epochs: dict[str, int] | None  # None: each task's own epochs
+
+
+CONVERGENCE = {
+    "smoke": ConvergenceProfile(seeds=(0,), n_train=1024, epochs={"linreg": 1, "mlp": 1, "cnn": 1}),
+    # The seed tutorial's own subset (first 10,000 images), a few epochs: minutes, not hours.
+    "quick": ConvergenceProfile(seeds=(0,), n_train=10_000, epochs={"linreg": 5, "mlp": 3, "cnn": 2}),
+    "full": ConvergenceProfile(seeds=(0, 1, 2), n_train=None, epochs=None),
+}
+
+
+def progress(message: str) -> None:
+    # One line per epoch, past pytest's capture: visible in CI logs without flooding them.
+    print(f"loopbench: {message}", file=sys.__stderr__, flush=True)
+
+
+def train(impl: str, task: Task, data: Dataset, seed: int, epochs: int) -> dict:
+    """Train one implementation from the seed's initial weights; curves and timings."""
+    trainer = implementations.get(impl)(task, initial_weights(task, seed))
+    curves: dict[str, list] = {"epoch": [], "train_loss": [], "test_loss": [], "test_accuracy": []}
+    clock, tta = 0.0, None
+    for epoch in range(epochs):
+        batches = epoch_dataset(data.x_train, data.y_train, task.batch_size, seed, epoch)
+        t0 = time.perf_counter()
+        train_loss = trainer.fit_epoch(batches)  # returns a host float: the device is done
+        clock += time.perf_counter() - t0
+        test_loss, accuracy = evaluate(trainer.model, task, data.x_test, data.y_test)
+        for key, value in zip(curves, (epoch + 1, train_loss, test_loss, accuracy)):
+            curves[key].append(value)
+        if tta is None and task.tta_target is not None and accuracy >= task.tta_target:
+            tta = clock
+        acc = "" if accuracy is None else f" test acc {accuracy:.4f}"
+        progress(
+            f"{impl}/{task.name} seed {seed} epoch {epoch + 1}/{epochs}: "
+            f"train loss {train_loss:.4f} test loss {test_loss:.4f}{acc} ({clock:.1f}s)"
+        )
+    result = {"curves": curves, "train_seconds": clock, "time_to_accuracy_s": tta}
+    if task.kind == "regression":
+        kernel, bias = get_weights(trainer.model)
+        result["w"], result["b"] = float(kernel.ravel()[0]), float(bias.ravel()[0])
+    return result
+
+
+def summarize(task: Task, data: Dataset, runs: list[dict], seeds, epochs: int) -> dict:
+    """extra_info for one implementation x task over its seeds (RESULTS_SCHEMA.md)."""
+    finals = [r["curves"]["test_accuracy"][-1] for r in runs]
+    ttas = [r["time_to_accuracy_s"] for r in runs]
+    info = {
+        "kind": "convergence",
+        "task": task.name,
+        "dataset": data.name,
+        "seed": seeds[0],
+        "seeds": list(seeds),
+        "epochs": epochs,
+        "n_train": len(data.x_train),
+        "final_loss": float(np.mean([r["curves"]["test_loss"][-1] for r in runs])),
+        "curves": runs[0]["curves"],
+        "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
+        "tta_target": task.tta_target,
+        "time_to_accuracy_s": float(np.mean(ttas)) if ttas and None not in ttas else None,
+        "final_accuracy": None,
+        "final_accuracy_std": None,
+        "final_accuracies": None,
+    }
+    if task.kind == "classification":
+        info.update(
+            final_accuracy=float(np.mean(finals)),
+            final_accuracy_std=float(np.std(finals)),
+            final_accuracies=[float(a) for a in finals],
+        )
+    else:
+        w, b = np.mean([r["w"] for r in runs]), np.mean([r["b"] for r in runs])
+        info.update(
+            w=float(w),
+            b=float(b),
+            param_error=float(max(abs(w - task.true_w), abs(b - task.true_b))),
+            param_tolerance=task.param_tolerance,
+        )
+    return info
+
+
+def anchor(task: Task, info: dict, full_training: bool) -> dict:
+    """The external anchor applies only to full training on real Fashion-MNIST."""
+    applies = (
+        task.accuracy_target is not None and info["dataset"] == "fashion-mnist" and full_training
+    )
+    return {
+        "accuracy_target": task.accuracy_target,
+        "anchor_ok": (info["final_accuracy"] >= task.accuracy_target) if applies else None,
+    }
+
+
+def sklearn_reference(task: Task, data: Dataset, seeds, epochs: int) -> dict:
+    """scikit-learn's MLPClassifier on the same standardised data: an independent,
+    non-TensorFlow reference (same layer sizes, Adam, learning rate and batch size)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import log_loss
+    from sklearn.neural_network import MLPClassifier
+
+    hidden = tuple(layer.units for layer in task.layers if hasattr(layer, "units"))[:-1]
+    x_train = data.x_train.reshape(len(data.x_train), -1)
+    x_test = data.x_test.reshape(len(data.x_test), -1)
+    runs = []
+    for seed in seeds:
+        clf = MLPClassifier(
+            hidden_layer_sizes=hidden,
+            solver="adam",
+            learning_rate_init=task.learning_rate,
+            batch_size=task.batch_size,
+            max_iter=epochs,
+            random_state=seed,
+            alpha=0.0,
+        )
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is the epoch budget
+            clf.fit(x_train, data.y_train)
+        accuracy = float(clf.score(x_test, data.y_test))
+        test_loss = float(log_loss(data.y_test, clf.predict_proba(x_test), labels=clf.classes_))
+        progress(f"sklearn_mlp/{task.name} seed {seed}: test acc {accuracy:.4f}")
+        runs.append(
+            {
+                "curves": {
+                    "epoch": list(range(1, len(clf.loss_curve_) + 1)),
+                    "train_loss": [float(v) for v in clf.loss_curve_],
+                    "test_loss": [None] * (len(clf.loss_curve_) - 1) + [test_loss],
+                    "test_accuracy": [None] * (len(clf.loss_curve_) - 1) + [accuracy],
+                },
+                "train_seconds": time.perf_counter() - t0,
+                "time_to_accuracy_s": None,
+            }
+        )
+    return summarize(task, data, runs, seeds, epochs)
