@@ -47,5 +47,11 @@ def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_cal
     task = TASKS[task_name]
     benchmark.group = f"sweep-{task_name}"
     benchmark_step(
-        benchmark, impl, task, task_data(task), batch, profile, matmul_calibration["calibration_gflops"]
+        benchmark,
+        impl,
+        task,
+        task_data(task),
+        batch,
+        profile,
+        matmul_calibration["calibration_gflops"],
     )

@@ -32,7 +32,9 @@ class ConvergenceProfile:
 CONVERGENCE = {
     "smoke": ConvergenceProfile(seeds=(0,), n_train=1024, epochs={"linreg": 1, "mlp": 1, "cnn": 1}),
     # The seed tutorial's own subset (first 10,000 images), a few epochs: minutes, not hours.
-    "quick": ConvergenceProfile(seeds=(0,), n_train=10_000, epochs={"linreg": 5, "mlp": 3, "cnn": 2}),
+    "quick": ConvergenceProfile(
+        seeds=(0,), n_train=10_000, epochs={"linreg": 5, "mlp": 3, "cnn": 2}
+    ),
     "full": ConvergenceProfile(seeds=(0, 1, 2), n_train=None, epochs=None),
 }
 

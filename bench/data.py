@@ -208,7 +208,12 @@ def synthetic_linear(
     x = rng.uniform(-1.0, 1.0, size=(n_train + n_test, 1)).astype(np.float32)
     y = (w * x + b + noise * rng.standard_normal(x.shape)).astype(np.float32)
     return Dataset(
-        "synthetic-linear", f"y={w}*x+{b}+N(0,{noise}^2)", x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+        "synthetic-linear",
+        f"y={w}*x+{b}+N(0,{noise}^2)",
+        x[:n_train],
+        y[:n_train],
+        x[n_train:],
+        y[n_train:],
     )
 
 

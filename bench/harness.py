@@ -13,6 +13,7 @@ The method (README, "How a step is timed"):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -90,10 +91,9 @@ def reset_peak_memory() -> None:
     if tf.config.list_logical_devices("GPU"):
         tf.config.experimental.reset_memory_stats("GPU:0")
         return
-    try:  # Linux >= 4.0: "5" resets the process's resident high-water mark (VmHWM).
+    # Linux >= 4.0: "5" resets the process's resident high-water mark (VmHWM).
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak_memory_mb() -> tuple[float, str]:
@@ -143,8 +143,16 @@ def gpu_details() -> list[dict]:
 
             idx = gpu.name.rsplit(":", 1)[-1]
             total = subprocess.run(
-                ["nvidia-smi", f"--id={idx}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=10, check=True,
+                [
+                    "nvidia-smi",
+                    f"--id={idx}",
+                    "--query-gpu=memory.total",
+                    "--format=csv,noheader,nounits",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout.strip()
             entry["memory_mb"] = float(total)
         except (OSError, ValueError, subprocess.SubprocessError):
@@ -183,7 +191,11 @@ def calibrate_matmul(seconds: float = 1.0) -> dict:
         t0 = time.perf_counter()
         sync(chain(a, b, tf.constant(reps)))
         best = min(best, (time.perf_counter() - t0) / reps)
-    return {"calibration_n": n, "calibration_matmul_s": best, "calibration_gflops": 2 * n**3 / best / 1e9}
+    return {
+        "calibration_n": n,
+        "calibration_matmul_s": best,
+        "calibration_gflops": 2 * n**3 / best / 1e9,
+    }
 
 
 def machine_info(profile: str, calibration: dict) -> dict:

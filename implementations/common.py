@@ -11,9 +11,9 @@ import weakref
 from collections.abc import Iterable
 from typing import Protocol
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from bench.data import epoch_order
 from bench.tasks import Task

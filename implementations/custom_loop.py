@@ -89,7 +89,9 @@ class CustomModel(keras.Model):
                 self.blocks.append(DenseLayer(spec.units, spec.activation))
             elif isinstance(spec, Conv2D):
                 self.blocks.append(
-                    Conv2DLayer(spec.filters, spec.kernel, spec.stride, spec.activation, spec.padding)
+                    Conv2DLayer(
+                        spec.filters, spec.kernel, spec.stride, spec.activation, spec.padding
+                    )
                 )
 
     def call(self, x, training=False):
@@ -151,7 +153,11 @@ class CustomLoopTrainer:
             "jit_compile_requested": self.mode == "xla",
             "run_eagerly": self.mode == "eager",
             "steps_per_execution": 1,
-            "loop": {"eager": "eager GradientTape", "graph": "tf.function", "xla": "tf.function(jit_compile=True)"}[self.mode],
+            "loop": {
+                "eager": "eager GradientTape",
+                "graph": "tf.function",
+                "xla": "tf.function(jit_compile=True)",
+            }[self.mode],
         }
 
 

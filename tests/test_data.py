@@ -73,7 +73,9 @@ def corrupt(tmp_path, how):
     labels = tmp_path / "train-labels-idx1-ubyte.gz"
     images = tmp_path / "train-images-idx3-ubyte.gz"
     if how == "wrong magic":
-        write_split(tmp_path, "train", np.zeros((20, 28, 28)), np.zeros(20), image_magic=0x0803 + 0x1000)
+        write_split(
+            tmp_path, "train", np.zeros((20, 28, 28)), np.zeros(20), image_magic=0x0803 + 0x1000
+        )
         return images, "bad magic"
     if how == "truncated":
         raw = gzip.decompress(images.read_bytes())
@@ -100,7 +102,15 @@ def corrupt(tmp_path, how):
 
 @pytest.mark.parametrize(
     "how",
-    ["wrong magic", "truncated", "label out of range", "count mismatch", "corrupt gzip", "missing", "labels as images"],
+    [
+        "wrong magic",
+        "truncated",
+        "label out of range",
+        "count mismatch",
+        "corrupt gzip",
+        "missing",
+        "labels as images",
+    ],
 )
 def test_bad_files_raise_one_clear_error(tmp_path, how, no_standard_dirs):
     path, message = corrupt(tmp_path, how)
@@ -131,7 +141,12 @@ def test_unknown_dataset_name(no_standard_dirs):
 
 def test_standardize_uses_training_statistics_only():
     ds = data.Dataset(
-        "t", "t", np.full((4, 28, 28), 10, np.uint8), np.zeros(4), np.full((2, 28, 28), 20, np.uint8), np.zeros(2)
+        "t",
+        "t",
+        np.full((4, 28, 28), 10, np.uint8),
+        np.zeros(4),
+        np.full((2, 28, 28), 20, np.uint8),
+        np.zeros(2),
     )
     ds.x_train[0, 0, 0] = 30  # give the training split a nonzero std
     out = data.standardize(ds, (28, 28, 1))

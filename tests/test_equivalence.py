@@ -50,7 +50,11 @@ CHAOTIC = Tolerance(
     1e-3, 2e-2, 0.2, "CNN: rounding differences grow chaotically after a few Adam steps"
 )
 KERAS = {"linreg": TIGHT, "mlp": TIGHT, "cnn": CHAOTIC}
-XLA = {"linreg": Tolerance(2e-5, 2e-5, 1e-5, "XLA fuses and reorders"), "mlp": TIGHT, "cnn": CHAOTIC}
+XLA = {
+    "linreg": Tolerance(2e-5, 2e-5, 1e-5, "XLA fuses and reorders"),
+    "mlp": TIGHT,
+    "cnn": CHAOTIC,
+}
 
 
 def run(task, trainer, data):
@@ -119,7 +123,9 @@ class FrozenBias:
     def __init__(self, trainer):
         self.trainer = trainer
         self.model = trainer.model
-        self.biases = [(v, v.numpy()) for v in trainer.model.trainable_variables if len(v.shape) == 1]
+        self.biases = [
+            (v, v.numpy()) for v in trainer.model.trainable_variables if len(v.shape) == 1
+        ]
 
     def step_losses(self, batches):
         losses = []
@@ -133,7 +139,11 @@ class FrozenBias:
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_a_different_learning_rate_is_caught(runs, task_name):
     task = dataclasses.replace(TASKS[task_name], learning_rate=TASKS[task_name].learning_rate * 1.5)
-    wrong = run(task, implementations.get("custom_graph")(task, initial_weights(task)), runs[task_name]["data"])
+    wrong = run(
+        task,
+        implementations.get("custom_graph")(task, initial_weights(task)),
+        runs[task_name]["data"],
+    )
     # Caught even by the loosest tolerance in use for this task.
     assert differences(wrong, runs[task_name]["custom_xla"], XLA[task_name])
     assert differences(wrong, runs[task_name]["keras_fit"], KERAS[task_name])

@@ -21,7 +21,9 @@ IMPLS = list(implementations.REGISTRY)
 def test_every_implementation_module_is_registered():
     package = Path(implementations.__file__).parent
     modules = {p.stem for p in package.glob("*.py")} - {"__init__", "common"}
-    registered = {factory.__module__.rsplit(".", 1)[-1] for factory in implementations.REGISTRY.values()}
+    registered = {
+        factory.__module__.rsplit(".", 1)[-1] for factory in implementations.REGISTRY.values()
+    }
     assert modules == registered
 
 
