@@ -7,11 +7,14 @@ Timing method: ``bench/harness.py``; results schema: ``RESULTS_SCHEMA.md``.
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pytest
 
 import implementations
-from bench.harness import benchmark_step
-from bench.tasks import TASKS
+from bench.harness import benchmark_step, fixed_batch, measure_steps, sync
+from bench.tasks import TASKS, initial_weights
 
 IMPLEMENTATIONS = list(implementations.REGISTRY)
 
@@ -54,4 +57,40 @@ def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_cal
         batch,
         profile,
         matmul_calibration["calibration_gflops"],
+    )
+
+
+@pytest.mark.parametrize("impl, task_name", [("custom_graph", "linreg"), ("custom_graph", "mlp")])
+def test_harness_overhead(benchmark, impl, task_name, profile, task_data):
+    """The harness's per-step figure against K steps timed by a bare loop, same process,
+    same trainer, rounds interleaved: what pytest-benchmark and the round structure add
+    (linreg's tiny step shows it most)."""
+    task = TASKS[task_name]
+    benchmark.group = "harness-overhead"
+    trainer = implementations.get(impl)(task, initial_weights(task))
+    x, y = fixed_batch(task, task.batch_size, task_data(task))
+    bare = []
+
+    def bare_round(k):
+        t0 = time.perf_counter()
+        for _ in range(k):
+            loss = trainer.step(x, y)
+        sync(loss)
+        bare.append((time.perf_counter() - t0) / k)
+
+    # Bare rounds interleave with the harness's rounds, so drift in machine speed hits both.
+    harness = measure_steps(benchmark, trainer, x, y, profile, between_rounds=bare_round)
+    k = harness["steps_per_round"]
+    bare_median = float(np.median(bare))
+    benchmark.extra_info.update(
+        kind="overhead",
+        implementation=impl,
+        task=task_name,
+        dataset=task_data(task).name,
+        seed=task.seed,
+        batch_size=task.batch_size,
+        steps_per_round=k,
+        harness_s_per_step=harness["median_s"],
+        bare_loop_s_per_step=bare_median,
+        harness_overhead_pct=100 * (harness["median_s"] / bare_median - 1),
     )

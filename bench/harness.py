@@ -271,10 +271,18 @@ def measure_fit_overhead(trainer, x, y, steps: int, step_s: float) -> float | No
     return max(0.0, time.perf_counter() - t0 - steps * step_s)
 
 
-def measure_steps(benchmark, trainer, x: tf.Tensor, y: tf.Tensor, profile: Profile) -> dict:
+def measure_steps(
+    benchmark,
+    trainer,
+    x: tf.Tensor,
+    y: tf.Tensor,
+    profile: Profile,
+    between_rounds: Callable[[int], None] | None = None,
+) -> dict:
     """Time ``trainer.step(x, y)`` at steady state with pytest-benchmark's fixture.
 
-    Returns the timing facts (compile time, steps per round, per-step median)."""
+    ``between_rounds(k)``, if given, runs untimed before each round (the overhead check
+    interleaves a bare loop there). Returns compile time, steps per round, per-step median."""
 
     def one_step():
         return trainer.step(x, y)
@@ -296,7 +304,10 @@ def measure_steps(benchmark, trainer, x: tf.Tensor, y: tf.Tensor, profile: Profi
             loss = one_step()
         sync(loss)
 
-    benchmark.pedantic(timed_round, rounds=profile.rounds, iterations=1, warmup_rounds=1)
+    setup = (lambda: between_rounds(k)) if between_rounds else None
+    benchmark.pedantic(
+        timed_round, setup=setup, rounds=profile.rounds, iterations=1, warmup_rounds=1
+    )
     if trainer.traces() != traces_before:
         raise RetraceError(
             f"{trainer.name}/{trainer.task.name}: step traced "
