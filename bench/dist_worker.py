@@ -220,6 +220,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
+        from bench.distributed import prepare_gpus
+
+        prepare_gpus()  # before anything initialises TensorFlow
         out = {"bench": cmd_bench, "parity": cmd_parity, "train": cmd_train}[args.command](args)
     except Exception:
         traceback.print_exc()

@@ -49,6 +49,7 @@ STRATEGIES = ("mirrored", "multiworker")
 IMPLEMENTATIONS = ("keras_fit", "keras_fit_xla", "custom_graph", "custom_xla")
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"  # multi-worker runs started by this suite never leave the host
+ENV_WORKER_GPU = "LOOPBENCH_WORKER_GPU"
 
 XLA_LOGICAL_CPU_REASON = (
     "XLA (jit_compile=True) on a MirroredStrategy over logical CPU devices fails in "
@@ -100,6 +101,23 @@ def unsupported_reason(strategy: str, impl: str, replicas: int, gpus: int) -> st
 
 
 # --- inside a worker process (TensorFlow) ---------------------------------------------------
+
+
+def prepare_gpus() -> None:
+    """GPU memory growth, as ``conftest.py`` sets it for the pytest process; and in a loopback
+    cluster (``run_workers`` sets ``LOOPBENCH_WORKER_GPU``) each worker sees one GPU of its
+    own, so the workers of one host do not all claim every GPU. A worker started by hand on
+    a real host uses all of that host's GPUs. Call before TensorFlow initialises."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return
+    if os.environ.get(ENV_WORKER_GPU):
+        gpus = [gpus[int(os.environ[ENV_WORKER_GPU]) % len(gpus)]]
+        tf.config.set_visible_devices(gpus, "GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
 
 
 def split_cpu(devices: int) -> None:
@@ -375,6 +393,7 @@ def run_workers(
     out, whatever happened. Raises ``WorkerError`` (with the workers' stderr) if any failed."""
     base_env = dict(os.environ if env is None else env)
     base_env.pop("TF_CONFIG", None)
+    base_env.pop(ENV_WORKER_GPU, None)
     base_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     base_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), base_env.get("PYTHONPATH", "")) if p
@@ -398,6 +417,7 @@ def run_workers(
                 worker_env = dict(base_env)
                 if workers:
                     worker_env["TF_CONFIG"] = tf_config(ports, i)
+                    worker_env[ENV_WORKER_GPU] = str(i)
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "bench.dist_worker", *args],
