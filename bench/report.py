@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-SUITE_KINDS = ("step", "convergence")
+SUITE_KINDS = ("step", "convergence", "distributed", "overhead")
 BASELINE = "keras_fit"
 IMPLEMENTATION_ORDER = (
     "keras_fit",
@@ -136,7 +136,7 @@ def load_run(path: str | os.PathLike[str], label: str | None = None) -> Run:
         for key in ("implementation", "task"):
             if not isinstance(extra.get(key), str):
                 raise fail(f"{bench['name']}: extra_info.{key} is missing")
-        if extra["kind"] == "step" and not (
+        if extra["kind"] in ("step", "distributed") and not (
             _is_number(bench["stats"].get("median")) and bench["stats"]["median"] > 0
         ):
             raise fail(f"{bench['name']}: stats.median is not a positive number")
@@ -259,7 +259,7 @@ def _order(names: Iterable[str], known: Sequence[str]) -> list[str]:
 
 
 def _group_kind(bench: dict[str, Any]) -> str:
-    """``step``, ``sweep`` or ``convergence``."""
+    """``step``, ``sweep``, ``convergence``, ``distributed`` or ``overhead``."""
     kind = _extra(bench)["kind"]
     if kind == "step" and str(bench.get("group") or "").startswith("sweep-"):
         return "sweep"
@@ -649,6 +649,74 @@ def _anchor(e: dict[str, Any]) -> str:
     return f">= {target * 100:.0f}% {'PASS' if ok else 'FAIL'}"
 
 
+def _rank(implementation: str) -> int:
+    known = list(IMPLEMENTATION_ORDER)
+    return known.index(implementation) if implementation in known else len(known)
+
+
+def _distributed_section(run: Run, task: str) -> list[str]:
+    benches = sorted(
+        _benches(run, "distributed", task),
+        key=lambda b: (
+            str(_extra(b).get("strategy")),
+            _rank(_extra(b)["implementation"]),
+            _num(_extra(b).get("replicas")) or 0,
+        ),
+    )
+    rows = []
+    for bench in benches:
+        e = _extra(bench)
+        eff = _num(e.get("scaling_efficiency"))
+        rows.append(
+            [
+                e.get("strategy", MISSING),
+                e["implementation"],
+                fmt(e.get("replicas")),
+                fmt(e.get("per_replica_batch")),
+                fmt(e.get("global_batch")),
+                fmt(_num(bench["stats"].get("median")) * 1e3),
+                fmt(_num(e.get("samples_per_s"))),
+                MISSING if eff is None else f"{eff:.2f}",
+                fmt(_num(e.get("compile_s"))),
+            ]
+        )
+    headers = [
+        "strategy",
+        "implementation",
+        "replicas",
+        "per-replica batch",
+        "global batch",
+        "ms/step",
+        "global samples/s",
+        "scaling efficiency",
+        "compile (s)",
+    ]
+    note = (
+        "Scaling efficiency: global samples/s on N replicas / (N x samples/s on one replica "
+        "of the same strategy and implementation). On a CPU split into logical devices the "
+        "replicas share the same cores, so this measures the strategy's overhead, not scaling."
+    )
+    return [_table(rows, headers), "", note]
+
+
+def _overhead_section(run: Run) -> list[str]:
+    rows = []
+    for bench in _benches(run, "overhead"):
+        e = _extra(bench)
+        rows.append(
+            [
+                f"{e['implementation']}-{e['task']}",
+                fmt(e.get("steps_per_round")),
+                fmt(_num(e.get("harness_s_per_step")) * 1e3),
+                fmt(_num(e.get("bare_loop_s_per_step")) * 1e3),
+                f"{_num(e.get('harness_overhead_pct')):+.1f}",
+            ]
+        )
+    headers = ["benchmark", "steps/round", "harness ms/step", "bare loop ms/step", "difference (%)"]
+    note = "Bare-loop rounds interleave with the harness's rounds in the same process."
+    return [_table(rows, headers), "", note]
+
+
 def render_markdown(runs: Sequence[Run], plots: Sequence[str] | None) -> str:
     """The whole report; ``plots`` are the written PNG names, ``None`` when plots were skipped."""
     lines = ["# tf-loop-bench report", "", "## Machine" + ("s" if len(runs) > 1 else ""), ""]
@@ -674,6 +742,15 @@ def render_markdown(runs: Sequence[Run], plots: Sequence[str] | None) -> str:
             if len(runs) > 1:
                 lines += [f"### {run.label}", ""]
             lines += [*_convergence_section(run, task), ""]
+    for task in _tasks(runs, "distributed"):
+        lines += [f"## {task}: tf.distribute", ""]
+        for run in (r for r in runs if _benches(r, "distributed", task)):
+            if len(runs) > 1:
+                lines += [f"### {run.label}", ""]
+            lines += [*_distributed_section(run, task), ""]
+    for run in (r for r in runs if _benches(r, "overhead")):
+        lines += ["## Harness overhead" + (f" ({run.label})" if len(runs) > 1 else ""), ""]
+        lines += [*_overhead_section(run), ""]
     lines += ["## Plots", ""]
     if plots is None:
         lines += [PLOTS_SKIPPED, ""]

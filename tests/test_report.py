@@ -351,3 +351,18 @@ def test_fmt_three_significant_digits(value, text):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_distributed_section_shows_strategy_replicas_and_efficiency(tmp_path):
+    src = FIXTURES / "report_distributed.json"
+    data = json.loads(src.read_text())
+    assert report.main([str(src), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "tf.distribute" in md and "scaling efficiency" in md
+    for bench in data["benchmarks"]:
+        e = bench["extra_info"]
+        rows = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines()]
+        row = next(
+            r for r in rows if r[:3] == [e["strategy"], e["implementation"], str(e["replicas"])]
+        )
+        assert row[7] == f"{e['scaling_efficiency']:.2f}"
