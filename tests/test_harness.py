@@ -28,11 +28,13 @@ class FakeBenchmark:
         self.extra_info = {}
         self.stats = None
 
-    def pedantic(self, target, rounds, iterations, warmup_rounds):
+    def pedantic(self, target, rounds, iterations, warmup_rounds, setup=None):
         for _ in range(warmup_rounds):
             target()
         data = []
         for _ in range(rounds):
+            if setup:
+                setup()
             t0 = time.perf_counter()
             target()
             data.append(time.perf_counter() - t0)
@@ -122,6 +124,7 @@ STEP_FIELDS = {
     "samples_per_s",
     "compile_s",
     "fit_overhead_s",
+    "fit_s_per_step",
     "flops_per_step",
     "gflops_per_s",
     "pct_of_matmul_peak",
@@ -210,5 +213,7 @@ def test_tiny_run_records_every_field(tiny_run):
         )
         assert info["gflops_per_s"] == pytest.approx(info["flops_per_step"] / stats["median"] / 1e9)
         assert info["jit_compile"] is info["implementation"].endswith("xla")
-        assert (info["fit_overhead_s"] is not None) == info["implementation"].startswith("keras")
+        is_keras = info["implementation"].startswith("keras")
+        assert (info["fit_overhead_s"] is not None) == is_keras
+        assert (info["fit_s_per_step"] is not None) == is_keras
         assert (info["graph_ops"] is not None) == info["implementation"].startswith("custom")
