@@ -9,9 +9,12 @@ own epochs; about 2-3 hours on a 2-core CPU, most of it the CNN). Fields: RESULT
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 import implementations
+from bench import convergence
 from bench.convergence import CONVERGENCE, anchor, sklearn_reference, summarize, train
 from bench.tasks import TASKS
 
@@ -19,6 +22,19 @@ BASELINE = "keras_fit"
 PARITY_PP = 1.0
 # Mean accuracies per task, filled as the baseline runs (it is parametrized first).
 _baseline_accuracy: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def _show_progress(request, monkeypatch):
+    """One line per epoch on the terminal while pytest captures everything else: long
+    runs show where they are without flooding CI logs."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def show(message: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\nloopbench: {message}", file=sys.stderr, end="", flush=True)
+
+    monkeypatch.setattr(convergence, "progress", show)
 
 
 def _setup(profile, task_data, task_name):

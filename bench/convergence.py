@@ -40,8 +40,8 @@ CONVERGENCE = {
 
 
 def progress(message: str) -> None:
-    # One line per epoch, past pytest's capture: visible in CI logs without flooding them.
-    print(f"loopbench: {message}", file=sys.__stderr__, flush=True)
+    """One line per epoch (bench_accuracy.py routes it past pytest's output capture)."""
+    print(f"loopbench: {message}", file=sys.stderr, flush=True)
 
 
 def train(impl: str, task: Task, data: Dataset, seed: int, epochs: int) -> dict:
