@@ -4,7 +4,7 @@ anchors on full Fashion-MNIST and a scikit-learn reference.
 
 Run: ``pytest --benchmark-only -k convergence`` (quick: one seed, the first 10,000
 images, a few epochs) or ``--profile full`` (3 seeds, the full training split, each task's
-own epochs; about 2-3 hours on a 2-core CPU, most of it the CNN). Fields: RESULTS_SCHEMA.md.
+own epochs; 46 minutes on a 2-core CPU, most of it the CNN). Fields: RESULTS_SCHEMA.md.
 """
 
 from __future__ import annotations
