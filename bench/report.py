@@ -737,24 +737,18 @@ def render_markdown(runs: Sequence[Run], plots: Sequence[str] | None) -> str:
             if len(runs) > 1:
                 lines += [f"### {run.label}", ""]
             lines += [*_step_section(run, task), ""]
-    for task in _tasks(runs, "sweep"):
-        lines += [f"## {task}: batch-size sweep (samples/s)", ""]
-        for run in (r for r in runs if _benches(r, "sweep", task)):
-            if len(runs) > 1:
-                lines += [f"### {run.label}", ""]
-            lines += [*_sweep_section(run, task), ""]
-    for task in _tasks(runs, "convergence"):
-        lines += [f"## {task}: convergence", ""]
-        for run in (r for r in runs if _benches(r, "convergence", task)):
-            if len(runs) > 1:
-                lines += [f"### {run.label}", ""]
-            lines += [*_convergence_section(run, task), ""]
-    for task in _tasks(runs, "distributed"):
-        lines += [f"## {task}: tf.distribute", ""]
-        for run in (r for r in runs if _benches(r, "distributed", task)):
-            if len(runs) > 1:
-                lines += [f"### {run.label}", ""]
-            lines += [*_distributed_section(run, task), ""]
+    sections = (
+        ("sweep", "batch-size sweep (samples/s)", _sweep_section),
+        ("convergence", "convergence", _convergence_section),
+        ("distributed", "tf.distribute", _distributed_section),
+    )
+    for kind, title, section in sections:
+        for task in _tasks(runs, kind):
+            lines += [f"## {task}: {title}", ""]
+            for run in (r for r in runs if _benches(r, kind, task)):
+                if len(runs) > 1:
+                    lines += [f"### {run.label}", ""]
+                lines += [*section(run, task), ""]
     for run in (r for r in runs if _benches(r, "overhead")):
         lines += ["## Harness overhead" + (f" ({run.label})" if len(runs) > 1 else ""), ""]
         lines += [*_overhead_section(run), ""]
