@@ -61,7 +61,7 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
     # One round: the wall time of training every seed (evaluation included) is the stat.
     runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
     info = {"implementation": impl, **summarize(task, data, runs, conv.seeds, epochs)}
-    info.update(anchor(task, info, full_training=conv.n_train is None and conv.epochs is None))
+    info.update(anchor(task, info, full_training=conv.full_training))
     info.update(parity_baseline=BASELINE, parity_delta_pp=None, parity_ok=None)
     if task.kind == "classification":
         if impl == BASELINE:
@@ -95,7 +95,7 @@ def test_convergence_sklearn_reference(benchmark, profile, task_data):
         sklearn_reference, args=(task, data, conv.seeds, epochs), rounds=1, iterations=1
     )
     info["implementation"] = "sklearn_mlp"
-    info.update(anchor(task, info, full_training=conv.n_train is None and conv.epochs is None))
+    info.update(anchor(task, info, full_training=conv.full_training))
     if task.name in _baseline_accuracy:
         delta = 100 * (info["final_accuracy"] - _baseline_accuracy[task.name])
         info.update(parity_baseline=BASELINE, parity_delta_pp=delta, parity_ok=None)

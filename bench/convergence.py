@@ -28,6 +28,11 @@ class ConvergenceProfile:
     n_train: int | None  # None: the full training split
     epochs: dict[str, int] | None  # None: each task's own epochs
 
+    @property
+    def full_training(self) -> bool:
+        """The whole training split for each task's own epochs: where anchors apply."""
+        return self.n_train is None and self.epochs is None
+
 
 CONVERGENCE = {
     "smoke": ConvergenceProfile(seeds=(0,), n_train=1024, epochs={"linreg": 1, "mlp": 1, "cnn": 1}),

@@ -62,12 +62,9 @@ class KerasFitTrainer:
         # Instance attribute: the compiled train function wraps whatever train_step is at
         # make_train_function() time. Keras's own train_step still does all the work.
         self.model.train_step = counted_train_step
-        self._built = False
+        self.model.make_train_function()  # wraps counted_train_step; fit() reuses it
 
     def _train_function(self, x: tf.Tensor, y: tf.Tensor):
-        if not self._built:
-            self.model.make_train_function()
-            self._built = True
         # A list is the path train_on_batch takes: the same compiled one-step function that
         # fit runs per batch, fed tensors directly rather than through a tf.data iterator.
         return self.model.train_function([(x, y)])
@@ -85,9 +82,6 @@ class KerasFitTrainer:
         return np.array(losses, dtype=np.float64)
 
     def fit_epoch(self, dataset: tf.data.Dataset) -> float:
-        if not self._built:
-            self.model.make_train_function()
-            self._built = True
         history = self.model.fit(dataset, epochs=1, shuffle=False, verbose=0)
         return float(history.history["loss"][-1])
 
