@@ -38,14 +38,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _calibration: dict = {}
+_session_steal: list = []  # /proc/stat steal counters when the first benchmark began
 
 
 def calibration(again: bool = False) -> dict:
     """The machine's matmul rate, measured when first needed and, with ``again``, once more
     at the end of the session: the better of the two is kept, so a slow spell of a shared
     machine at one moment does not become the yardstick for the whole run."""
-    from bench.harness import calibrate_matmul
+    from bench.harness import calibrate_matmul, cpu_steal_counters
 
+    if not _session_steal:
+        _session_steal.append(cpu_steal_counters())
     if not _calibration or again:
         new = calibrate_matmul(seconds=2.0)
         if not _calibration or new["calibration_gflops"] > _calibration["calibration_gflops"]:
@@ -82,8 +85,14 @@ def task_data():
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    from bench.harness import cpu_steal_counters
     from bench.harness import machine_info as loopbench_info
 
-    machine_info["loopbench"] = loopbench_info(
-        config.getoption("--profile"), calibration(again=True)
+    info = loopbench_info(config.getoption("--profile"), calibration(again=True))
+    start, end = _session_steal[0], cpu_steal_counters()
+    info["steal_pct_session"] = (
+        100 * (end[0] - start[0]) / (end[1] - start[1])
+        if start and end and end[1] > start[1]
+        else None
     )
+    machine_info["loopbench"] = info

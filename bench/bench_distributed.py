@@ -135,7 +135,7 @@ def dist_runs(request, profile):
                     task,
                     counts,
                     impls,
-                    rounds=profile.rounds,
+                    rounds=profile.sweep_rounds,
                     warmup_steps=profile.warmup_steps,
                     round_seconds=profile.round_seconds,
                 )

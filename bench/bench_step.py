@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 import implementations
-from bench.harness import benchmark_step, fixed_batch, measure_steps, sync
+from bench.harness import (
+    benchmark_step,
+    fixed_batch,
+    for_sweep,
+    measure_steps,
+    steal_fields,
+    sync,
+)
 from bench.tasks import TASKS, initial_weights
 
 IMPLEMENTATIONS = list(implementations.REGISTRY)
@@ -55,7 +62,7 @@ def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_cal
         task,
         task_data(task),
         batch,
-        profile,
+        for_sweep(profile),
         matmul_calibration["calibration_gflops"],
     )
 
@@ -78,10 +85,11 @@ def test_harness_overhead(benchmark, impl, task_name, profile, task_data):
         sync(loss)
         bare.append((time.perf_counter() - t0) / k)
 
-    # Bare rounds interleave with the harness's rounds, so drift in machine speed hits both.
+    # Bare rounds interleave with the harness's rounds, so drift in machine speed hits both;
+    # bare round i shares round i's steal window, so both keep the same rounds.
     harness = measure_steps(benchmark, trainer, x, y, profile, between_rounds=bare_round)
     k = harness["steps_per_round"]
-    bare_median = float(np.median(bare))
+    bare_median = float(np.median([bare[i] for i in harness["kept_rounds"]]))
     benchmark.extra_info.update(
         kind="overhead",
         implementation=impl,
@@ -90,6 +98,8 @@ def test_harness_overhead(benchmark, impl, task_name, profile, task_data):
         seed=task.seed,
         batch_size=task.batch_size,
         steps_per_round=k,
+        rounds=len(harness["kept_rounds"]),
+        **steal_fields(harness),
         harness_s_per_step=harness["median_s"],
         bare_loop_s_per_step=bare_median,
         harness_overhead_pct=100 * (harness["median_s"] / bare_median - 1),

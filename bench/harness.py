@@ -21,7 +21,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +38,11 @@ class RetraceError(RuntimeError):
 @dataclass(frozen=True)
 class Profile:
     name: str
-    rounds: int
+    rounds: int  # rounds kept per benchmark
+    max_rounds: int  # rounds run at most, replacing rounds the hypervisor stole time from
     warmup_steps: int
     round_seconds: float
+    sweep_rounds: int  # rounds kept for the batch sweep and tf.distribute (twice that at most)
     sweep_batches: tuple[int, ...]
     sweep_implementations: tuple[str, ...]
 
@@ -50,24 +52,30 @@ PROFILES = {
     "smoke": Profile(
         "smoke",
         rounds=3,
+        max_rounds=6,
         warmup_steps=1,
         round_seconds=0.02,
+        sweep_rounds=3,
         sweep_batches=(),
         sweep_implementations=(),
     ),
     "quick": Profile(
         "quick",
-        rounds=7,
+        rounds=15,
+        max_rounds=30,
         warmup_steps=3,
-        round_seconds=0.25,
+        round_seconds=0.2,
+        sweep_rounds=7,
         sweep_batches=(32, 512),
         sweep_implementations=("custom_eager", "custom_graph", "custom_xla"),
     ),
     "full": Profile(
         "full",
-        rounds=15,
+        rounds=25,
+        max_rounds=50,
         warmup_steps=10,
-        round_seconds=1.0,
+        round_seconds=0.5,
+        sweep_rounds=15,
         sweep_batches=(32, 64, 128, 256, 512, 1024, 2048),
         sweep_implementations=tuple(implementations.REGISTRY),
     ),
@@ -225,6 +233,12 @@ def machine_info(profile: str, calibration: dict) -> dict:
 # --- the fixed batch and the step measurement --------------------------------------------
 
 
+def for_sweep(profile: Profile) -> Profile:
+    """The profile with the sweep's round count: a sweep shows where tf.function and XLA
+    pay off across batch sizes, which needs fewer rounds than the headline figures."""
+    return replace(profile, rounds=profile.sweep_rounds, max_rounds=2 * profile.sweep_rounds)
+
+
 def fixed_batch(task: Task, batch_size: int, dataset) -> tuple[tf.Tensor, tf.Tensor]:
     """The first ``batch_size`` training examples (tiled if the set is smaller), on device."""
     idx = np.arange(batch_size) % len(dataset.x_train)
@@ -258,14 +272,15 @@ def count_graph_ops(trainer, x: tf.Tensor, y: tf.Tensor) -> int | None:
     return sum(1 for op in graph.get_operations() if op.type not in ("Placeholder", "NoOp"))
 
 
-def measure_fit(trainer, x, y, steps: int, step_s: float) -> dict:
-    """Keras implementations only: what ``fit()`` costs on top of the train function.
+def measure_fit(trainer, x, y, steps: int) -> dict:
+    """Keras implementations only: what ``fit()`` costs, as ``fit(n) = setup + n * per_step``.
 
-    ``fit_overhead_s``: one ``fit()`` call on K copies of the fixed batch, minus K steps at
-    the harness's per-step median -- the data adapter, epoch iterator and callbacks.
-    ``fit_s_per_step``: a ``fit()`` call on 2K batches divided by 2K -- the per-step cost a
-    user of ``fit`` sees, set-up amortised. Each is the best of three calls: a single call
-    is at the mercy of one slow moment of a shared machine."""
+    Two ``fit()`` calls on K and 2K copies of the fixed batch (each the best of two, as one
+    call is at the mercy of one slow moment of a shared machine) give
+    ``fit_s_per_step = (fit(2K) - fit(K)) / K``, the cost of a step inside ``fit`` (the train
+    function plus the iterator and callbacks around it), and
+    ``fit_overhead_s = fit(K) - K * fit_s_per_step``, the per-call setup (data adapter, epoch
+    iterator, callbacks), floored at 0 where noise makes it negative."""
     from implementations.keras_fit import KerasFitTrainer
 
     if not isinstance(trainer, KerasFitTrainer):
@@ -277,13 +292,33 @@ def measure_fit(trainer, x, y, steps: int, step_s: float) -> dict:
         trainer.model.fit(ds, epochs=1, shuffle=False, verbose=0)
         return time.perf_counter() - t0
 
-    fit(steps)  # the first fit() traces its iterator function: not what is measured
-    once = min(fit(steps) for _ in range(3))
-    twice = min(fit(2 * steps) for _ in range(3))
-    return {
-        "fit_overhead_s": max(0.0, once - steps * step_s),
-        "fit_s_per_step": twice / (2 * steps),
-    }
+    fit(2)  # the first fit() traces its iterator function: not what is measured
+    once = min(fit(steps) for _ in range(2))
+    twice = min(fit(2 * steps) for _ in range(2))
+    per_step = max(twice - once, 0.0) / steps
+    return {"fit_overhead_s": max(0.0, once - steps * per_step), "fit_s_per_step": per_step}
+
+
+STEAL_LIMIT = 0.02
+"""A round is *contended* when the hypervisor took more than this fraction of the machine's
+CPU time while it ran (``steal`` in /proc/stat). On a shared VM, step time tracks steal
+closely: here a round's time correlated with it at r = 0.83, and rounds with steal ran up to
+twice as long, so contended rounds are replaced (README, "How a step is timed")."""
+
+
+def cpu_steal_counters() -> tuple[int, int] | None:
+    """(steal, total) CPU time over all CPUs, in clock ticks, from /proc/stat; None where the
+    kernel does not report steal (not Linux, or no hypervisor accounting)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already inside user)
+    ticks = [int(v) for v in fields[1:9]]
+    return ticks[7], sum(ticks)
 
 
 def measure_steps(
@@ -293,11 +328,18 @@ def measure_steps(
     y: tf.Tensor,
     profile: Profile,
     between_rounds: Callable[[int], None] | None = None,
+    steal_counters: Callable[[], tuple[int, int] | None] = cpu_steal_counters,
 ) -> dict:
     """Time ``trainer.step(x, y)`` at steady state with pytest-benchmark's fixture.
 
-    ``between_rounds(k)``, if given, runs untimed before each round (the overhead check
-    interleaves a bare loop there). Returns compile time, steps per round, per-step median."""
+    Rounds run until ``profile.rounds`` of them were uncontended (steal at most
+    ``STEAL_LIMIT``) or ``profile.max_rounds`` have run; the ``profile.rounds`` rounds with the
+    least steal are kept (in their order) and become ``benchmark.stats``, in seconds per step.
+    Where steal cannot be read, exactly ``profile.rounds`` rounds run and are kept.
+
+    ``between_rounds(k)``, if given, runs untimed before each round, inside the round's steal
+    window (the overhead check interleaves a bare loop there). Returns compile time, steps per
+    round, the per-step median, which rounds were kept and the steal of each round run."""
 
     def one_step():
         return trainer.step(x, y)
@@ -312,16 +354,51 @@ def measure_steps(
     if loss is not None:
         sync(loss)
     k = choose_steps_per_round(one_step, profile.round_seconds)
-    traces_before = trainer.traces()
 
     def timed_round():
+        if skipping:
+            return
         for _ in range(k):
             loss = one_step()
         sync(loss)
 
-    setup = (lambda: between_rounds(k)) if between_rounds else None
+    skipping = False
+    timed_round()  # one untimed round at the round's own length
+    traces_before = trainer.traces()
+
+    steal: list[float | None] = []  # per round run: fraction of CPU time stolen
+    window: list = [None]
+
+    def enough() -> bool:
+        if any(s is None for s in steal):
+            return len(steal) >= profile.rounds
+        return sum(s <= STEAL_LIMIT for s in steal) >= profile.rounds
+
+    def setup():
+        nonlocal skipping
+        skipping = enough()
+        if skipping:  # the remaining rounds of pedantic's fixed count are empty, and dropped
+            return
+        window[0] = steal_counters()
+        if between_rounds:
+            between_rounds(k)
+
+    def teardown():
+        if skipping:
+            return
+        start, end = window[0], steal_counters()
+        if start is None or end is None or end[1] <= start[1]:
+            steal.append(None if start is None or end is None else 0.0)
+        else:
+            steal.append((end[0] - start[0]) / (end[1] - start[1]))
+
     benchmark.pedantic(
-        timed_round, setup=setup, rounds=profile.rounds, iterations=1, warmup_rounds=1
+        timed_round,
+        setup=setup,
+        teardown=teardown,
+        rounds=profile.max_rounds,
+        iterations=1,
+        warmup_rounds=0,
     )
     if trainer.traces() != traces_before:
         raise RetraceError(
@@ -329,8 +406,19 @@ def measure_steps(
             f"{trainer.traces() - traces_before} more time(s) during the timed rounds; "
             "the timings would include tracing/compilation"
         )
-    per_step = to_per_step(benchmark, k)
-    return {"compile_s": compile_s, "steps_per_round": k, "median_s": float(np.median(per_step))}
+    known = [s if s is not None else 0.0 for s in steal]
+    kept = sorted(sorted(range(len(steal)), key=lambda i: known[i])[: profile.rounds])
+    per_step = to_per_step(benchmark, k, kept)
+    measured = all(s is not None for s in steal)
+    return {
+        "compile_s": compile_s,
+        "steps_per_round": k,
+        "median_s": float(np.median(per_step)),
+        "kept_rounds": kept,
+        "rounds_run": len(steal),
+        "round_steal_pct": [None if s is None else 100 * s for s in steal],
+        "steal_pct": 100 * float(np.mean([known[i] for i in kept])) if measured else None,
+    }
 
 
 def benchmark_step(
@@ -361,10 +449,11 @@ def benchmark_step(
         "device": device_name(),
         "batch_size": batch_size,
         "steps_per_round": k,
-        "rounds": profile.rounds,
+        "rounds": len(timing["kept_rounds"]),
+        **steal_fields(timing),
         "samples_per_s": batch_size / median,
         "compile_s": timing["compile_s"],
-        **measure_fit(trainer, x, y, k, median),
+        **measure_fit(trainer, x, y, k),
         "flops_per_step": flops,
         "gflops_per_s": gflops,
         "pct_of_matmul_peak": 100 * gflops / calibration_gflops if calibration_gflops else None,
@@ -378,8 +467,18 @@ def benchmark_step(
     return info
 
 
-def to_per_step(benchmark, steps_per_round: int) -> list[float]:
-    """Turn pytest-benchmark's per-round data into per-step data in place.
+def steal_fields(timing: dict) -> dict:
+    """The extra_info fields that say how contended a measurement was."""
+    return {
+        "rounds_run": timing["rounds_run"],
+        "steal_pct": timing["steal_pct"],
+        "round_steal_pct": timing["round_steal_pct"],
+    }
+
+
+def to_per_step(benchmark, steps_per_round: int, keep: list[int] | None = None) -> list[float]:
+    """Turn pytest-benchmark's per-round data into per-step data in place, keeping only the
+    rounds listed in ``keep`` (all if None).
 
     pytest-benchmark's own ``iterations=K`` would divide each round by K too, but it cannot
     sync the device at the end of a round; we time K steps + sync as one call and apply the
@@ -389,6 +488,8 @@ def to_per_step(benchmark, steps_per_round: int) -> list[float]:
     meta = benchmark.stats
     if meta is None:  # --benchmark-disable: nothing was timed
         return [float("nan")]
-    meta.stats.data[:] = [d / steps_per_round for d in meta.stats.data]
+    data = meta.stats.data
+    rounds = data if keep is None else [data[i] for i in keep]
+    data[:] = [d / steps_per_round for d in rounds]
     meta.iterations = steps_per_round
-    return list(meta.stats.data)
+    return list(data)

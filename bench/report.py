@@ -435,6 +435,9 @@ def _machine_table(runs: Sequence[Run]) -> str:
             "threads": thread_text,
             "TF32": MISSING if lb.get("tf32") is None else str(lb["tf32"]),
             "XLA flags": ", ".join(f"{k}={v}" for k, v in xla.items()) or "none",
+            "CPU steal during the run": MISSING
+            if _num(lb.get("steal_pct_session")) is None
+            else f"{fmt(lb['steal_pct_session'])}% of CPU time taken by the hypervisor",
             "matmul rate (GFLOP/s)": MISSING
             if rate is None
             else fmt(rate)
@@ -499,10 +502,35 @@ def _step_section(run: Run, task: str) -> list[str]:
     ]
     if not has_base:
         notes.append(f"No {BASELINE} benchmark for this task, so no speedups.")
+    contended = _contention_note(_benches(run, "step", task))
+    if contended:
+        notes.append(contended)
     eager = _eager_overhead(rows)
     if eager:
         notes.append(eager)
     return [_table(table, headers), "", "\n\n".join(notes)]  # one paragraph per note
+
+
+def _contention_note(benches: list[dict[str, Any]]) -> str | None:
+    """Which benchmarks had rounds replaced, or kept, despite the hypervisor's CPU steal."""
+    replaced, still = [], []
+    for b in benches:
+        e = _extra(b)
+        run, kept = _num(e.get("rounds_run")), _num(e.get("rounds"))
+        if run is not None and kept is not None and run > kept:
+            replaced.append(f"{e.get('implementation', b.get('name'))} {run - kept:.0f}")
+        steal = _num(e.get("steal_pct"))
+        if steal is not None and steal > 2:  # harness.STEAL_LIMIT (no TensorFlow import here)
+            still.append(f"{e.get('implementation', b.get('name'))} {fmt(steal)}%")
+    parts = []
+    if replaced:
+        parts.append("Rounds replaced because the hypervisor took CPU time: " + ", ".join(replaced))
+    if still:
+        parts.append(
+            "kept rounds still had steal above 2% (no quiet spell within the round cap), "
+            "so these are slower than the machine can do: " + ", ".join(still)
+        )
+    return "; ".join(parts) + "." if parts else None
 
 
 def _eager_overhead(rows: list[StepRow]) -> str | None:
@@ -531,6 +559,7 @@ def _multi_step_section(runs: Sequence[Run], task: str) -> list[str]:
 
     headers = ["implementation"] + [f"ms/step {r.label}" for r in runs]
     headers += [f"{r.label} / {first}" for r in runs[1:]]
+    headers += ["spread"]
     table = []
     for name in sorted(impls, key=sort_key):
         cells = [name] + [
@@ -541,8 +570,16 @@ def _multi_step_section(runs: Sequence[Run], task: str) -> list[str]:
                 cells.append(f"{fmt(rows[name].ms_median / per_run[0][name].ms_median)}x")
             else:
                 cells.append(MISSING)
+        medians = [rows[name].ms_median for rows in per_run if name in rows]
+        cells.append(
+            f"{fmt(100 * (max(medians) / min(medians) - 1))}%" if len(medians) > 1 else MISSING
+        )
         table.append(cells)
-    note = f"Median ms/step per run; ratios are ms/step relative to {first} (below 1 = faster)."
+    note = (
+        f"Median ms/step per run; ratios are ms/step relative to {first} (below 1 = faster); "
+        "spread = slowest / fastest median - 1 over the runs that have the benchmark: for "
+        "repeats of one configuration, how far the runs disagree."
+    )
     return [_table(table, headers), "", note]
 
 

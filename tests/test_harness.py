@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import implementations
-from bench.harness import PROFILES, RetraceError, measure_steps
+from bench.harness import PROFILES, RetraceError, measure_fit, measure_steps
 from bench.tasks import TASKS, initial_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ class FakeBenchmark:
         self.extra_info = {}
         self.stats = None
 
-    def pedantic(self, target, rounds, iterations, warmup_rounds, setup=None):
+    def pedantic(self, target, rounds, iterations, warmup_rounds, setup=None, teardown=None):
         for _ in range(warmup_rounds):
             target()
         data = []
@@ -38,6 +38,9 @@ class FakeBenchmark:
             t0 = time.perf_counter()
             target()
             data.append(time.perf_counter() - t0)
+            if teardown:
+                teardown()
+        self.raw = list(data)
 
         class Meta:
             pass
@@ -84,6 +87,69 @@ def test_timed_rounds_wait_for_the_device():
     assert bench.stats.iterations == k
 
 
+class SteadyTrainer:
+    """A step that takes `delay` seconds on the host; counts its calls."""
+
+    name, task = "steady", TASKS["linreg"]
+
+    def __init__(self, delay=0.001):
+        self.delay, self.calls = delay, 0
+
+    def step(self, x, y):
+        self.calls += 1
+        time.sleep(self.delay)
+        return np.zeros(1)
+
+    def traces(self):
+        return 0
+
+
+class ScriptedSteal:
+    """/proc/stat counters as a hypervisor would move them: round i (one call at its start,
+    one at its end) has ``stolen[i]`` of 100 ticks stolen; ``None`` means no steal accounting."""
+
+    def __init__(self, stolen, trainer):
+        self.stolen, self.calls, self.steal, self.total = stolen, 0, 0, 0
+        self.trainer, self.steps_before = trainer, None
+
+    def __call__(self):
+        if self.steps_before is None:  # the first timed round begins
+            self.steps_before = self.trainer.calls
+        if self.stolen is None:
+            return None
+        if self.calls % 2:
+            self.steal += self.stolen[self.calls // 2]
+            self.total += 100
+        self.calls += 1
+        return self.steal, self.total
+
+
+@pytest.mark.parametrize(
+    "stolen, run, kept, steal_pct",
+    [
+        ([0, 0, 0], 3, [0, 1, 2], 0.0),  # quiet: exactly the planned rounds
+        ([0, 50, 0, 30, 0], 5, [0, 2, 4], 0.0),  # contended rounds are replaced
+        ([9, 50, 5, 30, 7, 40], 6, [0, 2, 4], 7.0),  # never quiet: the least stolen kept
+        (None, 3, [0, 1, 2], None),  # no steal accounting: the planned rounds, unfiltered
+    ],
+)
+def test_contended_rounds_are_replaced(stolen, run, kept, steal_pct):
+    profile = PROFILES["smoke"]  # 3 rounds kept, at most 6 run
+    bench, trainer = FakeBenchmark(), SteadyTrainer()
+    counters = ScriptedSteal(stolen, trainer)
+    timing = measure_steps(bench, trainer, None, None, profile, steal_counters=counters)
+    k = timing["steps_per_round"]
+    assert timing["rounds_run"] == run
+    assert timing["kept_rounds"] == kept
+    assert timing["steal_pct"] == (None if steal_pct is None else pytest.approx(steal_pct))
+    # stats hold exactly the kept rounds, per step; the skipped tail of pedantic's rounds
+    # and the contended rounds are gone.
+    assert bench.stats.stats.data == pytest.approx([bench.raw[i] / k for i in kept])
+    assert len(timing["round_steal_pct"]) == run
+    # the rounds pedantic runs past that are empty: no steps
+    assert trainer.calls - counters.steps_before == run * k
+
+
 class ShapeChangingTrainer:
     """A real tf.function step that is fed a ragged batch once timing has begun (the
     harness reads the trace count just before its timed rounds)."""
@@ -122,6 +188,9 @@ STEP_FIELDS = {
     "batch_size",
     "steps_per_round",
     "rounds",
+    "rounds_run",
+    "steal_pct",
+    "round_steal_pct",
     "samples_per_s",
     "compile_s",
     "fit_overhead_s",
@@ -155,6 +224,7 @@ MACHINE_FIELDS = {
     "calibration_gflops",
     "calibration_matmul_s",
     "calibration_n",
+    "steal_pct_session",
 }
 
 
@@ -207,7 +277,9 @@ def test_tiny_run_records_every_field(tiny_run):
         ):
             assert math.isfinite(info[key]) and info[key] > 0, key
         assert stats["iterations"] == info["steps_per_round"]
-        assert len(stats["data"]) == info["rounds"]
+        assert len(stats["data"]) == info["rounds"] == PROFILES["smoke"].rounds
+        assert info["rounds"] <= info["rounds_run"] <= PROFILES["smoke"].max_rounds
+        assert len(info["round_steal_pct"]) == info["rounds_run"]
         # samples/s is batch / per-step median; GFLOP/s is FLOPs / per-step median.
         assert info["samples_per_s"] == pytest.approx(
             info["batch_size"] / stats["median"], rel=1e-9
@@ -218,3 +290,26 @@ def test_tiny_run_records_every_field(tiny_run):
         assert (info["fit_overhead_s"] is not None) == is_keras
         assert (info["fit_s_per_step"] is not None) == is_keras
         assert (info["graph_ops"] is not None) == info["implementation"].startswith("custom")
+
+
+def test_fit_cost_splits_into_setup_and_per_step(monkeypatch):
+    """fit(n) = setup + n * per_step: a fit() that takes 0.1 s + 5 ms per batch is read back
+    as such (the old reading, one fit() minus K train-function steps, called fit's per-step
+    iterator and callback cost "setup")."""
+    task = TASKS["linreg"]
+    trainer = implementations.get("keras_fit")(task, initial_weights(task))
+    batches = []
+
+    def fake_fit(ds, **kwargs):
+        n = sum(1 for _ in ds)
+        batches.append(n)
+        time.sleep(0.1 + 0.005 * n)
+
+    monkeypatch.setattr(trainer.model, "fit", fake_fit)
+    x, y = tf.zeros((4, 1)), tf.zeros((4, 1))
+    cost = measure_fit(trainer, x, y, steps=20)
+    assert cost["fit_s_per_step"] == pytest.approx(0.005, rel=0.2)
+    assert cost["fit_overhead_s"] == pytest.approx(0.1, rel=0.2)
+    assert sorted(set(batches)) == [2, 20, 40]
+    custom = implementations.get("custom_graph")(task, initial_weights(task))
+    assert measure_fit(custom, x, y, steps=20) == {"fit_overhead_s": None, "fit_s_per_step": None}
