@@ -61,8 +61,8 @@ PROFILES = {
     ),
     "quick": Profile(
         "quick",
-        rounds=15,
-        max_rounds=30,
+        rounds=12,
+        max_rounds=20,
         warmup_steps=3,
         round_seconds=0.2,
         sweep_rounds=7,

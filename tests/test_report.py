@@ -366,3 +366,47 @@ def test_distributed_section_shows_strategy_replicas_and_efficiency(tmp_path):
             r for r in rows if r[:3] == [e["strategy"], e["implementation"], str(e["replicas"])]
         )
         assert row[7] == f"{e['scaling_efficiency']:.2f}"
+
+
+def test_spread_over_runs_is_slowest_over_fastest_median(tmp_path):
+    code, out = run_report(tmp_path, str(CPU), str(GPU), "--label", "laptop", "--label", "a100")
+    assert code == 0
+    rows = {
+        r["implementation"]: r
+        for r in first_table(section((out / "report.md").read_text(), "## mlp: step time"))
+    }
+    cpu, gpu = step_medians(CPU, "mlp"), step_medians(GPU, "mlp")
+    for impl in gpu:
+        expected = 100 * (max(cpu[impl], gpu[impl]) / min(cpu[impl], gpu[impl]) - 1)
+        assert float(rows[impl]["spread"].rstrip("%").replace(",", "")) == pytest.approx(
+            expected, rel=5e-3
+        )
+    assert rows["custom_eager"]["spread"] == "—"  # in one run only
+
+
+def test_steal_is_shown_in_the_header_and_contended_benchmarks_are_named(tmp_path):
+    data = raw(CPU)
+    data["machine_info"]["loopbench"]["steal_pct_session"] = 3.25
+    benches = [b for b in data["benchmarks"] if b["group"] == "mlp"]
+    quiet, replaced, contended = (
+        benches[0]["extra_info"],
+        benches[1]["extra_info"],
+        benches[2]["extra_info"],
+    )
+    quiet.update(rounds=15, rounds_run=15, steal_pct=0.0)
+    replaced.update(rounds=15, rounds_run=21, steal_pct=0.0)
+    contended.update(rounds=15, rounds_run=30, steal_pct=7.5)
+    path = tmp_path / "steal.json"
+    path.write_text(json.dumps(data))
+    code, out = run_report(tmp_path, str(path))
+    assert code == 0
+    md = (out / "report.md").read_text()
+    assert "3.25% of CPU time taken by the hypervisor" in section(md, "## Machine")
+    notes = section(md, "## mlp: step time")
+    assert f"{replaced['implementation']} 6" in notes
+    assert f"{contended['implementation']} 15" in notes
+    assert f"{contended['implementation']} 7.50%" in notes
+    assert f"{quiet['implementation']} 0" not in notes
+    # without steal fields (files from before they existed) there is no such note
+    code, out = run_report(tmp_path, str(CPU))
+    assert "hypervisor" not in (out / "report.md").read_text()
