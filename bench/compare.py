@@ -53,6 +53,8 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 from tabulate import tabulate
 
+from bench.report import ResultsError, read_results
+
 COUNTED_KINDS = ("step", "convergence")
 ACCURACY_DROP_PP = 1.0
 REFERENCE_IMPLEMENTATION = "custom_graph"
@@ -92,31 +94,15 @@ class Comparison:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Read a pytest-benchmark JSON file, or raise InputError saying what is wrong with it."""
-    path = Path(path)
+    """Read a pytest-benchmark JSON file (``report.read_results``), or raise InputError saying
+    what is wrong with it; every benchmark must have a numeric ``stats.median``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        results = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(results, dict) or not isinstance(results.get("benchmarks"), list):
-        raise InputError(
-            f"{path}: not a pytest-benchmark JSON file (no top-level 'benchmarks' list); "
-            "write one with 'pytest --benchmark-json FILE'"
-        )
+        results = read_results(path)
+    except ResultsError as e:
+        raise InputError(str(e)) from None
     for i, bench in enumerate(results["benchmarks"]):
-        if not (
-            isinstance(bench, dict)
-            and isinstance(bench.get("name"), str)
-            and isinstance(bench.get("stats"), dict)
-            and _is_number(bench["stats"].get("median"))
-        ):
-            raise InputError(f"{path}: benchmarks[{i}] has no name or no numeric stats.median")
+        if not _is_number(bench["stats"].get("median")):
+            raise InputError(f"{path}: benchmarks[{i}] has no numeric stats.median")
     return results
 
 

@@ -81,13 +81,12 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def load_run(path: str | os.PathLike[str], label: str | None = None) -> Run:
-    """Read and validate one pytest-benchmark JSON file of this suite.
+def read_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read one pytest-benchmark JSON file (``report`` and ``compare`` both start here).
 
-    Keeps only the suite's benchmarks (``extra_info.kind`` in ``SUITE_KINDS``). Raises
-    ``ResultsError("<path>: <problem>")`` for a missing or unreadable file, invalid JSON,
-    JSON that is not pytest-benchmark's, or a file with none of this suite's benchmarks.
-    """
+    Raises ``ResultsError("<path>: <problem>")`` for a missing or unreadable file, invalid
+    JSON, or JSON that is not pytest-benchmark's (no ``benchmarks`` list of objects with a
+    ``name`` and ``stats``, or an empty one)."""
     path = Path(path)
 
     def fail(problem: str) -> ResultsError:
@@ -110,9 +109,8 @@ def load_run(path: str | os.PathLike[str], label: str | None = None) -> Run:
 
     not_ours = "not a pytest-benchmark results file"
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise fail(f"{not_ours} (no 'benchmarks' list)")
-    machine_info = data.get("machine_info", {})
-    if not isinstance(machine_info, dict):
+        raise fail(f"{not_ours} (no 'benchmarks' list; write one with --benchmark-json=FILE)")
+    if not isinstance(data.get("machine_info", {}), dict):
         raise fail(f"{not_ours} ('machine_info' is not an object)")
     for i, bench in enumerate(data["benchmarks"]):
         if not (
@@ -123,6 +121,22 @@ def load_run(path: str | os.PathLike[str], label: str | None = None) -> Run:
             raise fail(f"{not_ours} (benchmark #{i + 1} has no 'name' and 'stats')")
     if not data["benchmarks"]:
         raise fail("no benchmarks in the file")
+    return data
+
+
+def load_run(path: str | os.PathLike[str], label: str | None = None) -> Run:
+    """Read and validate one pytest-benchmark JSON file of this suite.
+
+    Keeps only the suite's benchmarks (``extra_info.kind`` in ``SUITE_KINDS``). Raises
+    ``ResultsError("<path>: <problem>")`` as ``read_results`` does, and for a file with none
+    of this suite's benchmarks.
+    """
+    path = Path(path)
+    data = read_results(path)
+    machine_info = data.get("machine_info", {})
+
+    def fail(problem: str) -> ResultsError:
+        return ResultsError(f"{path}: {problem}")
 
     suite = [b for b in data["benchmarks"] if _extra(b).get("kind") in SUITE_KINDS]
     if not suite:
