@@ -275,7 +275,7 @@ def count_graph_ops(trainer, x: tf.Tensor, y: tf.Tensor) -> int | None:
 def measure_fit(trainer, x, y, steps: int) -> dict:
     """Keras implementations only: what ``fit()`` costs, as ``fit(n) = setup + n * per_step``.
 
-    Two ``fit()`` calls on K and 2K copies of the fixed batch (each the best of two, as one
+    ``fit()`` calls on K and 2K copies of the fixed batch (each the best of three, as one
     call is at the mercy of one slow moment of a shared machine) give
     ``fit_s_per_step = (fit(2K) - fit(K)) / K``, the cost of a step inside ``fit`` (the train
     function plus the iterator and callbacks around it), and
@@ -293,8 +293,8 @@ def measure_fit(trainer, x, y, steps: int) -> dict:
         return time.perf_counter() - t0
 
     fit(2)  # the first fit() traces its iterator function: not what is measured
-    once = min(fit(steps) for _ in range(2))
-    twice = min(fit(2 * steps) for _ in range(2))
+    once = min(fit(steps) for _ in range(3))
+    twice = min(fit(2 * steps) for _ in range(3))
     per_step = max(twice - once, 0.0) / steps
     return {"fit_overhead_s": max(0.0, once - steps * per_step), "fit_s_per_step": per_step}
 
