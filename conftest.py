@@ -70,29 +70,31 @@ def matmul_calibration() -> dict:
 
 @pytest.fixture(scope="session")
 def task_data():
-    """Each task's training data, loaded once per session: ``task_data(task)``."""
-    from bench.data import load_for_task
+    """Each task's training data, loaded once per session: ``task_data(task)``. The image
+    files are read and decompressed once, whatever tasks and subsets are asked for."""
+    from bench.data import load_classification, load_for_task
 
     cache = {}
 
     def get(task, n_train=None):
         key = (task.name, n_train)
         if key not in cache:
-            cache[key] = load_for_task(task, n_train=n_train)
+            raw = None
+            if task.kind != "regression":
+                if "raw" not in cache:
+                    cache["raw"] = load_classification()
+                raw = cache["raw"]
+            cache[key] = load_for_task(task, n_train=n_train, raw=raw)
         return cache[key]
 
     return get
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from bench.harness import cpu_steal_counters
+    from bench.harness import cpu_steal_counters, steal_fraction
     from bench.harness import machine_info as loopbench_info
 
     info = loopbench_info(config.getoption("--profile"), calibration(again=True))
-    start, end = _session_steal[0], cpu_steal_counters()
-    info["steal_pct_session"] = (
-        100 * (end[0] - start[0]) / (end[1] - start[1])
-        if start and end and end[1] > start[1]
-        else None
-    )
+    stolen = steal_fraction(_session_steal[0], cpu_steal_counters())
+    info["steal_pct_session"] = None if stolen is None else 100 * stolen
     machine_info["loopbench"] = info

@@ -66,8 +66,8 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
     if task.kind == "classification":
         if impl == BASELINE:
             _baseline_accuracy[task_name] = info["final_accuracy"]
-        if task_name in _baseline_accuracy:
-            delta = 100 * (info["final_accuracy"] - _baseline_accuracy[task_name])
+        delta = _parity_delta_pp(task_name, info["final_accuracy"])
+        if delta is not None:
             info.update(parity_delta_pp=delta, parity_ok=abs(delta) <= PARITY_PP)
     benchmark.extra_info.update(info)
 
@@ -88,6 +88,14 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
         )
 
 
+def _parity_delta_pp(task_name: str, accuracy: float) -> float | None:
+    """Accuracy minus the baseline implementation's on this task, in percentage points; None
+    until the baseline has run."""
+    if task_name not in _baseline_accuracy:
+        return None
+    return 100 * (accuracy - _baseline_accuracy[task_name])
+
+
 def test_convergence_sklearn_reference(benchmark, profile, task_data):
     conv, task, data, epochs = _setup(profile, task_data, "mlp")
     benchmark.group = "convergence-mlp"
@@ -96,7 +104,7 @@ def test_convergence_sklearn_reference(benchmark, profile, task_data):
     )
     info["implementation"] = "sklearn_mlp"
     info.update(anchor(task, info, full_training=conv.full_training))
-    if task.name in _baseline_accuracy:
-        delta = 100 * (info["final_accuracy"] - _baseline_accuracy[task.name])
+    delta = _parity_delta_pp(task.name, info["final_accuracy"])
+    if delta is not None:
         info.update(parity_baseline=BASELINE, parity_delta_pp=delta, parity_ok=None)
     benchmark.extra_info.update(info)

@@ -53,7 +53,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 from tabulate import tabulate
 
-from bench.report import ResultsError, read_results
+from bench.report import ResultsError, _extra, _is_number, read_results
 
 COUNTED_KINDS = ("step", "convergence")
 ACCURACY_DROP_PP = 1.0
@@ -106,13 +106,8 @@ def load(path: str | Path) -> dict[str, Any]:
     return results
 
 
-def _is_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _kind(bench: dict[str, Any]) -> str | None:
-    extra = bench.get("extra_info")
-    return extra.get("kind") if isinstance(extra, dict) else None
+    return _extra(bench).get("kind")
 
 
 def counted(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -227,8 +222,8 @@ def bootstrap_ci_pct(base: Timing, cur: Timing) -> tuple[float, float] | None:
 
 
 def accuracy_delta_pp(base: dict[str, Any], cur: dict[str, Any]) -> float | None:
-    a = (base.get("extra_info") or {}).get("final_accuracy")
-    b = (cur.get("extra_info") or {}).get("final_accuracy")
+    a = _extra(base).get("final_accuracy")
+    b = _extra(cur).get("final_accuracy")
     if not (_is_number(a) and _is_number(b)):
         return None
     # rounded so that a drop of exactly 1.00 pp (0.90 -> 0.89) is not 1.0000000000000009

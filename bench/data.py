@@ -241,15 +241,22 @@ def standardize(ds: Dataset, input_shape: tuple[int, ...]) -> Dataset:
     )
 
 
-def load_for_task(task, data_dir=None, n_train: int | None = None, quiet: bool = False) -> Dataset:
-    """The task's data, ready to train on: float32 inputs in the task's shape, int32 labels."""
+def load_for_task(
+    task,
+    data_dir=None,
+    n_train: int | None = None,
+    quiet: bool = False,
+    raw: Dataset | None = None,
+) -> Dataset:
+    """The task's data, ready to train on: float32 inputs in the task's shape, int32 labels.
+
+    ``raw``: the result of ``load_classification()`` already read by the caller (classification
+    tasks only), so that several tasks and subsets read and decompress the files once."""
     if task.kind == "regression":
         ds = synthetic_linear(task.true_w, task.true_b, seed=task.seed)
         return ds.subset(n_train)
-    ds = load_classification(None, data_dir, quiet=quiet)
-    if n_train is not None:
-        ds = ds.subset(n_train)
-    return standardize(ds, task.input_shape)
+    ds = raw if raw is not None else load_classification(None, data_dir, quiet=quiet)
+    return standardize(ds.subset(n_train), task.input_shape)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -303,17 +303,17 @@ def time_steps(
 
     Returns ``compile_s``, ``steps_per_round`` (K), ``round_s`` (each timed round's seconds,
     not yet divided by K) and ``traces``."""
-    from bench.harness import RetraceError, choose_steps_per_round, sync
+    from bench.harness import (
+        check_retrace,
+        choose_steps_per_round,
+        first_call_and_warm_up,
+        sync,
+    )
 
     def one_step():
         return trainer.step(x, y)
 
-    t0 = time.perf_counter()
-    sync(one_step())
-    compile_s = time.perf_counter() - t0
-    for _ in range(warmup_steps):
-        loss = one_step()
-    sync(loss)
+    compile_s = first_call_and_warm_up(one_step, warmup_steps)
     k = math.ceil(agree(strategy, choose_steps_per_round(one_step, round_seconds)))
     traces_before = trainer.traces()
 
@@ -328,11 +328,7 @@ def time_steps(
         t0 = time.perf_counter()  # pytest-benchmark's default timer
         timed_round()
         round_s.append(time.perf_counter() - t0)
-    if trainer.traces() != traces_before:
-        raise RetraceError(
-            f"{trainer.name}: step traced {trainer.traces() - traces_before} more time(s) during "
-            "the timed rounds; the timings include tracing/compilation"
-        )
+    check_retrace(trainer, traces_before, trainer.name)
     return {
         "compile_s": compile_s,
         "steps_per_round": k,

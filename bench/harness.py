@@ -321,6 +321,39 @@ def cpu_steal_counters() -> tuple[int, int] | None:
     return ticks[7], sum(ticks)
 
 
+def steal_fraction(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """The fraction of CPU time stolen between two ``cpu_steal_counters()`` readings: None if
+    either is missing, 0.0 if no clock tick passed."""
+    if start is None or end is None:
+        return None
+    if end[1] <= start[1]:
+        return 0.0
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
+def first_call_and_warm_up(one_step: Callable[[], tf.Tensor], warmup_steps: int) -> float:
+    """Time the first call alone (tracing, XLA compilation), then run ``warmup_steps`` steps
+    and wait for them. Returns the first call's seconds (``compile_s``)."""
+    t0 = time.perf_counter()
+    sync(one_step())
+    compile_s = time.perf_counter() - t0
+    loss = None
+    for _ in range(warmup_steps):
+        loss = one_step()
+    if loss is not None:
+        sync(loss)
+    return compile_s
+
+
+def check_retrace(trainer, traces_before: int, label: str) -> None:
+    """Fail if the step was traced again since ``traces_before`` was read."""
+    if trainer.traces() != traces_before:
+        raise RetraceError(
+            f"{label}: step traced {trainer.traces() - traces_before} more time(s) during the "
+            "timed rounds; the timings would include tracing/compilation"
+        )
+
+
 def measure_steps(
     benchmark,
     trainer,
@@ -344,15 +377,7 @@ def measure_steps(
     def one_step():
         return trainer.step(x, y)
 
-    t0 = time.perf_counter()
-    sync(one_step())
-    compile_s = time.perf_counter() - t0
-
-    loss = None
-    for _ in range(profile.warmup_steps):
-        loss = one_step()
-    if loss is not None:
-        sync(loss)
+    compile_s = first_call_and_warm_up(one_step, profile.warmup_steps)
     k = choose_steps_per_round(one_step, profile.round_seconds)
 
     def timed_round():
@@ -367,7 +392,7 @@ def measure_steps(
     traces_before = trainer.traces()
 
     steal: list[float | None] = []  # per round run: fraction of CPU time stolen
-    window: list = [None]
+    window_start = None
 
     def enough() -> bool:
         if any(s is None for s in steal):
@@ -375,22 +400,17 @@ def measure_steps(
         return sum(s <= STEAL_LIMIT for s in steal) >= profile.rounds
 
     def setup():
-        nonlocal skipping
+        nonlocal skipping, window_start
         skipping = enough()
         if skipping:  # the remaining rounds of pedantic's fixed count are empty, and dropped
             return
-        window[0] = steal_counters()
+        window_start = steal_counters()
         if between_rounds:
             between_rounds(k)
 
     def teardown():
-        if skipping:
-            return
-        start, end = window[0], steal_counters()
-        if start is None or end is None or end[1] <= start[1]:
-            steal.append(None if start is None or end is None else 0.0)
-        else:
-            steal.append((end[0] - start[0]) / (end[1] - start[1]))
+        if not skipping:
+            steal.append(steal_fraction(window_start, steal_counters()))
 
     benchmark.pedantic(
         timed_round,
@@ -400,12 +420,7 @@ def measure_steps(
         iterations=1,
         warmup_rounds=0,
     )
-    if trainer.traces() != traces_before:
-        raise RetraceError(
-            f"{trainer.name}/{trainer.task.name}: step traced "
-            f"{trainer.traces() - traces_before} more time(s) during the timed rounds; "
-            "the timings would include tracing/compilation"
-        )
+    check_retrace(trainer, traces_before, f"{trainer.name}/{trainer.task.name}")
     known = [s if s is not None else 0.0 for s in steal]
     kept = sorted(sorted(range(len(steal)), key=lambda i: known[i])[: profile.rounds])
     per_step = to_per_step(benchmark, k, kept)

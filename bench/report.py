@@ -21,6 +21,7 @@ Nothing here imports TensorFlow. Others reuse the loading and validation: ``load
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -52,6 +53,7 @@ REPORT_MD, RESULTS_CSV = "report.md", "results.csv"
 PLOT_PREFIXES = ("step_", "sweep_", "curves_")
 PLOTS_SKIPPED = "plots skipped: matplotlib not installed"
 MISSING = "—"
+STEAL_LIMIT_PCT = 2.0  # bench.harness.STEAL_LIMIT in percent (not imported: it imports TensorFlow)
 
 
 class ResultsError(ValueError):
@@ -184,10 +186,7 @@ def load_runs(
         raise ValueError(f"{len(labels)} label(s) for {len(paths)} file(s)")
     runs = [load_run(p) for p in paths]
     names = unique_labels(list(labels) if labels is not None else [r.label for r in runs])
-    return [
-        Run(name, r.source, r.machine_info, r.benchmarks, r.datetime)
-        for name, r in zip(names, runs, strict=True)
-    ]
+    return [dataclasses.replace(r, label=name) for name, r in zip(names, runs, strict=True)]
 
 
 def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -534,15 +533,15 @@ def _contention_note(benches: list[dict[str, Any]]) -> str | None:
         if run is not None and kept is not None and run > kept:
             replaced.append(f"{e.get('implementation', b.get('name'))} {run - kept:.0f}")
         steal = _num(e.get("steal_pct"))
-        if steal is not None and steal > 2:  # harness.STEAL_LIMIT (no TensorFlow import here)
+        if steal is not None and steal > STEAL_LIMIT_PCT:
             still.append(f"{e.get('implementation', b.get('name'))} {fmt(steal)}%")
     parts = []
     if replaced:
         parts.append("Rounds replaced because the hypervisor took CPU time: " + ", ".join(replaced))
     if still:
         parts.append(
-            "kept rounds still had steal above 2% (no quiet spell within the round cap), "
-            "so these are slower than the machine can do: " + ", ".join(still)
+            f"kept rounds still had steal above {STEAL_LIMIT_PCT:g}% (no quiet spell within the "
+            "round cap), so these are slower than the machine can do: " + ", ".join(still)
         )
     return "; ".join(parts) + "." if parts else None
 
@@ -1102,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a name for each results file, in order (default: the file stem)",
     )
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a usage error argparse has already printed
         return int(e.code or 0)
     if args.label is not None and len(args.label) != len(args.results):

@@ -64,13 +64,10 @@ class KerasFitTrainer:
         self.model.train_step = counted_train_step
         self.model.make_train_function()  # wraps counted_train_step; fit() reuses it
 
-    def _train_function(self, x: tf.Tensor, y: tf.Tensor):
+    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         # A list is the path train_on_batch takes: the same compiled one-step function that
         # fit runs per batch, fed tensors directly rather than through a tf.data iterator.
-        return self.model.train_function([(x, y)])
-
-    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        return self._train_function(x, y)["loss"]
+        return self.model.train_function([(x, y)])["loss"]
 
     def step_losses(self, batches: Iterable[tuple[tf.Tensor, tf.Tensor]]) -> np.ndarray:
         # Keras logs the running mean of the epoch's losses; resetting the loss tracker

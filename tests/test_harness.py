@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import implementations
-from bench.harness import PROFILES, RetraceError, measure_fit, measure_steps
+from bench.harness import PROFILES, STEAL_LIMIT, RetraceError, measure_fit, measure_steps
 from bench.tasks import TASKS, initial_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +102,12 @@ class SteadyTrainer:
 
     def traces(self):
         return 0
+
+
+def test_report_uses_the_harness_steal_limit():
+    from bench.report import STEAL_LIMIT_PCT
+
+    assert pytest.approx(100 * STEAL_LIMIT) == STEAL_LIMIT_PCT
 
 
 class ScriptedSteal:
