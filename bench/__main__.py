@@ -1,16 +1,18 @@
-"""Command line: ``python -m bench report ...`` and ``python -m bench compare ...``.
+"""Command line: ``python -m bench report ...``, ``compare ...`` and ``ab ...``.
 
-Neither command imports TensorFlow: they read pytest-benchmark JSON files.
+``report`` and ``compare`` read pytest-benchmark JSON files and import no TensorFlow; ``ab``
+starts worker processes that do.
 """
 
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m bench {report,compare} ...
+USAGE = """usage: python -m bench {report,compare,ab} ...
 
   report   RESULTS.json [MORE.json ...] --out DIR   tables (markdown, CSV) and plots
-  compare  BASELINE.json CURRENT.json [--threshold 10%] [--normalize]   regression check
+  compare  BASELINE.json CURRENT.json [--threshold 10%] [--normalize]   cross-run check
+  ab       [--base REV|DIR] [--head REV|DIR] [-k EXPR]   interleaved A/B regression check
 
 'python -m bench COMMAND --help' for a command's options."""
 
@@ -25,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench.report import main as run
     elif command == "compare":
         from bench.compare import main as run
+    elif command == "ab":
+        from bench.ab import main as run
     else:
         print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -371,7 +371,8 @@ class WorkerError(RuntimeError):
     pass
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill a process started with ``start_new_session=True`` and its whole group, and reap it."""
     if proc.poll() is None:
         # The worker leads its own process group: take any children with it.
         with contextlib.suppress(ProcessLookupError):
@@ -437,7 +438,7 @@ def run_workers(
                 time.sleep(0.05)
         finally:
             for proc in procs:
-                _kill(proc)
+                kill_group(proc)
         for pair in files:
             texts = []
             for f in pair:

@@ -1,0 +1,760 @@
+"""Interleaved A/B regression check: BASE against HEAD, on this machine, now.
+
+    python -m bench ab [--base REV|DIR] [--head REV|DIR] [-k EXPR] [--threshold 3%]
+                       [--base-python PY] [--head-python PY] [--json F] [--github-json F]
+
+BASE and HEAD are each a git revision of this repository (exported into a temporary
+directory that is removed on every exit path), a directory holding another checkout, or the
+working tree (``.``; HEAD's default; BASE defaults to ``HEAD``). ``--base-python`` /
+``--head-python`` run a side under another interpreter or venv, so "did upgrading TensorFlow
+slow my loop?" is ``--base . --base-python old-venv --head . --head-python new-venv``.
+
+How it measures (README, "Regression checks"): long-lived worker processes
+(``bench/ab_worker.py``), ``--pairs`` of them per side, each building the trainer from its own
+side's code, compiling and warming it up. The coordinator then takes turns: for each process
+pair, one round of K steps + host sync on one side, then the same on the other, in random
+order, so both versions share the same fraction of a second of a noisy machine. A benchmark
+is sampled until its interval is decisive or ``--max-seconds`` have passed. Steal
+(``/proc/stat``) is read around every round; pairs with a contended round are dropped.
+Statistics: ``bench/ab_stats.py``.
+
+Exit codes: 0 no regression, 1 a SLOWER verdict, 2 bad input (unknown revision, a side
+without the implementation registry, a worker that crashed or hung: its own error is shown).
+No worker outlives the command: each leads its own process group, killed on every exit path,
+and exits by itself when its stdin closes.
+
+Imports no TensorFlow (the workers do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from bench import ab_stats as S
+from bench.distributed import kill_group
+from bench.steal import STEAL_LIMIT, cpu_model, cpu_steal_counters, steal_fraction
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "ab_worker.py"
+SCHEMA = "loopbench-ab/1"
+DEFAULT_SELECT = "not custom_eager"
+WARMUP_STEPS = 5
+HELLO_TIMEOUT_S = 300.0  # importing TensorFlow in several processes at once on 2 cores
+SETUP_TIMEOUT_S = 900.0
+# The loss after warm-up, same implementation on both sides: these come from
+# tests/test_equivalence.py's early-step tolerances (the CNN is chaotic after a few Adam steps).
+NUMERICS_RTOL = {"cnn": 1e-3}
+NUMERICS_RTOL_DEFAULT = 1e-5
+
+
+class InputError(Exception):
+    """Bad input or a failed worker: one message on stderr, exit code 2."""
+
+
+# --- the two sides ----------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    label: str  # "base" or "head"
+    spec: str
+    kind: str  # "revision", "directory" or "working tree"
+    root: Path
+    python: str
+    revision: str | None = None
+    versions: dict = field(default_factory=dict)
+    implementations: list[str] | None = None
+
+    def describe(self) -> str:
+        rev = f" @ {self.revision[:10]}" if self.revision else ""
+        return f"{self.spec}{rev}"
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, timeout=120, check=False
+    )
+
+
+def resolve_revision(repo: Path, spec: str) -> str | None:
+    try:
+        out = _git(repo, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.decode().strip() if out.returncode == 0 else None
+
+
+def export_revision(repo: Path, revision: str, dest: Path) -> None:
+    """The revision's tracked files, as ``git archive`` gives them, into ``dest``: no worktree
+    metadata is left in the repository, whatever happens to this process."""
+    out = _git(repo, "archive", "--format=tar", revision)
+    if out.returncode != 0:
+        raise InputError(f"git archive {revision[:10]} failed: {out.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def interpreter(spec: str | None, option: str) -> str:
+    if not spec:
+        return sys.executable
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "bin" / "python"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise InputError(f"{option} {spec}: not a Python interpreter nor a venv directory")
+    return str(path)
+
+
+def resolve_side(
+    label: str, spec: str, python: str | None, repo: Path, stack: contextlib.ExitStack
+) -> Side:
+    """A side from ``--base``/``--head``: a directory wins over a revision of the same name."""
+    exe = interpreter(python, f"--{label}-python")
+    if spec in (".", ""):
+        return Side(
+            label, "working tree", "working tree", repo, exe, resolve_revision(repo, "HEAD")
+        )
+    path = Path(spec)
+    if path.is_dir():
+        return Side(label, spec, "directory", path.resolve(), exe, resolve_revision(path, "HEAD"))
+    revision = resolve_revision(repo, spec)
+    if revision is None:
+        raise InputError(f"--{label} {spec!r}: neither a directory nor a git revision of {repo}")
+    dest = Path(tempfile.mkdtemp(prefix=f"loopbench-ab-{label}-"))
+    stack.callback(shutil.rmtree, dest, ignore_errors=True)
+    export_revision(repo, revision, dest)
+    return Side(label, spec, "revision", dest, exe, revision)
+
+
+# --- worker processes -------------------------------------------------------------------
+
+
+class Worker:
+    """One ``bench/ab_worker.py`` process: requests on its stdin, one JSON answer line each
+    on its stdout, stderr to a file (shown when it fails)."""
+
+    def __init__(self, side: Side, index: int, env: dict[str, str]):
+        self.side, self.index = side, index
+        self.name = f"{side.label} worker {index}"
+        self._err = tempfile.TemporaryFile("w+")
+        self._buffer = b""
+        self.proc = subprocess.Popen(
+            [side.python, str(WORKER), str(side.root)],
+            cwd=side.root,
+            env={**env, "PYTHONPATH": str(side.root)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            start_new_session=True,  # its own process group, killed as one
+        )
+
+    def send(self, request: dict) -> None:
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._failure(f"died before {request.get('op')!r}") from None
+
+    def receive(self, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._failure(f"no answer to {what} within {timeout:.0f} s (hung)")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    self.proc.wait(timeout=10)
+                    raise self._failure(f"exited with code {self.proc.returncode} during {what}")
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise WorkerAnswerError(self, what, answer)
+        return answer
+
+    def request(self, request: dict, timeout: float) -> dict:
+        self.send(request)
+        return self.receive(timeout, repr(request.get("op")))
+
+    def stderr_tail(self, lines: int = 25) -> str:
+        self._err.seek(0)
+        return "\n".join(self._err.read().strip().splitlines()[-lines:])
+
+    def _failure(self, what: str) -> InputError:
+        tail = self.stderr_tail()
+        return InputError(
+            f"{self.name} ({self.side.describe()}) {what}" + (f"\n{tail}" if tail else "")
+        )
+
+    def close(self) -> None:
+        kill_group(self.proc)
+        self._err.close()
+
+
+class WorkerAnswerError(InputError):
+    def __init__(self, worker: Worker, what: str, answer: dict):
+        self.error = answer.get("error", "unknown error")
+        tb = answer.get("traceback", "").strip().splitlines()
+        detail = "\n".join(tb[-12:])
+        super().__init__(
+            f"{worker.name} ({worker.side.describe()}) failed {what}: {self.error}"
+            + (f"\n{detail}" if detail else "")
+        )
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("TF_CONFIG", "PYTHONPATH", "PYTHONSTARTUP"):
+        env.pop(name, None)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def start_workers(sides: list[Side], pairs: int, stack: contextlib.ExitStack) -> list[list[Worker]]:
+    """``pairs`` workers per side, started together; each answers hello with its versions.
+    Returns ``[[base_0, head_0], [base_1, head_1], ...]``."""
+    env = worker_env()
+    grid = []
+    for p in range(pairs):
+        row = []
+        for side in sides:
+            worker = Worker(side, p, env)
+            stack.callback(worker.close)
+            row.append(worker)
+        grid.append(row)
+    for row in grid:
+        for worker in row:
+            worker.send({"op": "hello"})
+    for row in grid:
+        for worker in row:
+            hello = worker.receive(HELLO_TIMEOUT_S, "'hello'")
+            imported = Path(hello["implementations_file"]).resolve()
+            if worker.side.root.resolve() not in imported.parents:
+                raise InputError(
+                    f"{worker.name} imported the registry from {imported}, not from its own "
+                    f"tree {worker.side.root} (an installed copy shadows it?)"
+                )
+            worker.side.versions = hello["versions"]
+            worker.side.implementations = hello["implementations"]
+    return grid
+
+
+# --- what is measured ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    implementation: str
+    task: str
+    batch_size: int
+    default_batch: bool
+
+    @property
+    def name(self) -> str:
+        base = f"{self.implementation}-{self.task}"
+        return base if self.default_batch else f"{base}-b{self.batch_size}"
+
+
+def keyword_match(expression: str | None, name: str) -> bool:
+    """pytest's ``-k`` grammar (and, or, not, parentheses; case-insensitive substrings)."""
+    if not expression:
+        return True
+    from _pytest.mark.expression import Expression
+
+    try:
+        compiled = Expression.compile(expression)
+    except Exception as e:  # pytest's ParseError
+        raise InputError(f"-k {expression!r}: {e}") from None
+    return compiled.evaluate(lambda word, **_: word.lower() in name.lower())
+
+
+def select_benchmarks(
+    sides: list[Side], expression: str | None, batches: list[int] | None
+) -> tuple[list[Benchmark], dict[str, str]]:
+    """Implementation x task (x batch) matching ``-k``, over the union of both sides'
+    registries; returns the benchmarks and, for those one side lacks, why they are skipped."""
+    from bench.tasks import TASKS
+
+    known = [s.implementations for s in sides if s.implementations is not None]
+    names: list[str] = []
+    for impls in known:
+        names += [n for n in impls if n not in names]
+    out, skip = [], {}
+    for impl in names:
+        for task in TASKS.values():
+            sizes = batches or [task.batch_size]
+            for b in sizes:
+                bench = Benchmark(impl, task.name, b, b == task.batch_size)
+                if not keyword_match(expression, bench.name):
+                    continue
+                missing = [
+                    s.label for s in sides if s.implementations and impl not in s.implementations
+                ]
+                if missing:
+                    skip[bench.name] = f"not in {' and '.join(missing)}'s registry"
+                out.append(bench)
+    if not out:
+        raise InputError(
+            f"-k {expression!r} selects no benchmark; implementations: {', '.join(names)}; "
+            f"tasks: {', '.join(TASKS)}"
+        )
+    return out, skip
+
+
+def write_batch(bench: Benchmark, directory: Path, cache: dict) -> Path:
+    """The fixed batch both sides train on (the harness's: the first ``batch_size`` training
+    examples, tiled if fewer), written once for every worker."""
+    from bench.data import load_classification, load_for_task
+    from bench.tasks import TASKS
+
+    task = TASKS[bench.task]
+    if task.name not in cache:
+        raw = None
+        if task.kind != "regression":
+            cache.setdefault("_raw", load_classification(quiet=True))
+            raw = cache["_raw"]
+        cache[task.name] = load_for_task(task, raw=raw)
+    data = cache[task.name]
+    idx = np.arange(bench.batch_size) % len(data.x_train)
+    path = directory / f"{bench.name}.npz"
+    np.savez(path, x=data.x_train[idx], y=data.y_train[idx])
+    return path
+
+
+# --- measuring one benchmark --------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    threshold: float
+    confidence: float
+    round_seconds: float
+    pairs: int
+    min_pairs: int
+    max_seconds: float
+    seed: int
+
+
+def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[float, float]:
+    """(seconds per step, steal fraction) of one round, steal read around the request."""
+    before = cpu_steal_counters()
+    answer = worker.request({"op": "round", "id": bench_id, "k": k}, timeout)
+    stolen = steal_fraction(before, cpu_steal_counters())
+    if answer["retraced"]:
+        raise InputError(
+            f"{worker.name} ({worker.side.describe()}): {bench_id}'s step was traced again "
+            f"{answer['retraced']} time(s) during a timed round; the timing would include it"
+        )
+    return answer["seconds"] / k, math.nan if stolen is None else stolen
+
+
+def measure(
+    bench: Benchmark, batch: Path, grid: list[list[Worker]], settings: Settings, rng: random.Random
+) -> dict:
+    """Set up the benchmark in every worker, then alternate rounds until decided or capped."""
+    request = {
+        "op": "setup",
+        "id": bench.name,
+        "impl": bench.implementation,
+        "task": bench.task,
+        "batch": str(batch),
+        "warmup": WARMUP_STEPS,
+    }
+    workers = [w for row in grid for w in row]
+    for w in workers:
+        w.send(request)
+    setups = {w: w.receive(SETUP_TIMEOUT_S, f"setup of {bench.name}") for w in workers}
+    per_step = float(np.median([s["per_step_s"] for s in setups.values()]))
+    k = max(1, min(100_000, math.ceil(settings.round_seconds / per_step)))
+    round_timeout = max(120.0, 100 * k * per_step)
+    for w in workers:  # one untimed round at the round's own length
+        timed_round(w, bench.name, k, round_timeout)
+
+    rounds: list[dict] = []
+    started = time.monotonic()
+    est = None
+    while True:
+        for p, (base, head) in enumerate(grid):
+            first = rng.choice(("base", "head"))
+            order = (base, head) if first == "base" else (head, base)
+            times = {}
+            for w in order:
+                times[w.side.label] = timed_round(w, bench.name, k, round_timeout)
+            rounds.append(
+                {
+                    "pair": p,
+                    "first": first,
+                    "base_s": times["base"][0],
+                    "head_s": times["head"][0],
+                    "base_steal_pct": 100 * times["base"][1],
+                    "head_steal_pct": 100 * times["head"][1],
+                }
+            )
+        if len(rounds) < settings.min_pairs:
+            continue
+        keep, est = estimate(rounds, settings)
+        if S.decided(est, settings.threshold) or time.monotonic() - started > settings.max_seconds:
+            break
+    for w in workers:
+        w.request({"op": "drop", "id": bench.name}, 60)
+    return result(bench, k, rounds, keep, est, setups, grid, settings, time.monotonic() - started)
+
+
+def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Estimate]:
+    col = {
+        key: np.array([r[key] for r in rounds], dtype=float) for key in rounds[0] if key != "first"
+    }
+    keep = S.kept_pairs(
+        col["base_s"],
+        col["head_s"],
+        col["base_steal_pct"] / 100,
+        col["head_steal_pct"] / 100,
+        STEAL_LIMIT,
+        settings.min_pairs // 2,
+    )
+    logr = np.log(col["head_s"][keep] / col["base_s"][keep])
+    return keep, S.hodges_lehmann(logr, settings.confidence)
+
+
+def result(bench, k, rounds, keep, est, setups, grid, settings, seconds) -> dict:
+    for r, kept in zip(rounds, keep):
+        r["kept"] = bool(kept)
+    side_info = {}
+    for label, col in (("base", 0), ("head", 1)):
+        ws = [row[col] for row in grid]
+        times = [r[f"{label}_s"] for r, kept in zip(rounds, keep) if kept]
+        side_info[label] = {
+            "median_s": float(np.median(times)),
+            "compile_s": float(np.median([setups[w]["compile_s"] for w in ws])),
+            "loss_after_warmup": setups[ws[0]]["loss_after_warmup"],
+            "losses_after_warmup": [setups[w]["loss_after_warmup"] for w in ws],
+        }
+    b, h = side_info["base"]["loss_after_warmup"], side_info["head"]["loss_after_warmup"]
+    rel = abs(h - b) / max(abs(b), 1e-12) if math.isfinite(b) and math.isfinite(h) else math.inf
+    tol = NUMERICS_RTOL.get(bench.task, NUMERICS_RTOL_DEFAULT)
+    per_pair = []
+    for p in range(len(grid)):
+        sel = [i for i, r in enumerate(rounds) if r["pair"] == p and keep[i]]
+        lr = [math.log(rounds[i]["head_s"] / rounds[i]["base_s"]) for i in sel]
+        per_pair.append(float(math.exp(np.median(lr))) if lr else None)
+    return {
+        "name": bench.name,
+        "implementation": bench.implementation,
+        "task": bench.task,
+        "batch_size": bench.batch_size,
+        "steps_per_round": k,
+        "verdict": S.verdict(est, settings.threshold),
+        "skip_reason": None,
+        "ratio": est.ratio,
+        "ci_low": est.low,
+        "ci_high": est.high,
+        "detectable_pct": est.detectable_pct,
+        "missed_pct": S.missed_pct(est),
+        "pairs": int(keep.sum()),
+        "pairs_dropped_steal": int(len(rounds) - keep.sum()),
+        "process_pair_ratios": per_pair,
+        "seconds": seconds,
+        "base": side_info["base"],
+        "head": side_info["head"],
+        "numerics": {"rel_diff": rel, "tolerance": tol, "changed": bool(rel > tol)},
+        "rounds": rounds,
+    }
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def _pct(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{100 * (ratio - 1):+.1f}%"
+
+
+def format_table(results: list[dict]) -> str:
+    rows = []
+    for r in results:
+        if r["verdict"] == S.SKIPPED:
+            rows.append([r["name"], "", "", "", f"skipped: {r['skip_reason']}", "", ""])
+            continue
+        verdict = r["verdict"]
+        if r["numerics"]["changed"]:
+            verdict += ", but the numbers changed"
+        rows.append(
+            [
+                r["name"],
+                f"{1e3 * r['base']['median_s']:.3f}",
+                f"{1e3 * r['head']['median_s']:.3f}",
+                f"{_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+                verdict,
+                f"±{r['detectable_pct']:.1f}%",
+                f"{r['pairs']} (+{r['pairs_dropped_steal']} contended)",
+            ]
+        )
+    headers = [
+        "benchmark",
+        "BASE ms/step",
+        "HEAD ms/step",
+        "HEAD vs BASE [CI]",
+        "verdict",
+        "resolution",
+        "pairs",
+    ]
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def format_sides(sides: list[Side]) -> str:
+    lines = []
+    for s in sides:
+        v = s.versions
+        lines.append(
+            f"{s.label.upper()}: {s.describe()} ({s.kind}) -- Python {v.get('python')}, "
+            f"TensorFlow {v.get('tensorflow')}, Keras {v.get('keras')}, {v.get('device')}, "
+            f"oneDNN {'on' if v.get('onednn') else 'off'}"
+        )
+    keys = ("python", "tensorflow", "keras", "numpy", "device", "gpus", "onednn")
+    differ = [k for k in keys if sides[0].versions.get(k) != sides[1].versions.get(k)]
+    if differ:
+        lines.append("the sides differ in: " + ", ".join(differ))
+    return "\n".join(lines)
+
+
+def github_entries(results: list[dict]) -> list[dict]:
+    """HEAD's step times with the A/B interval, for github-action-benchmark's
+    ``customSmallerIsBetter``."""
+    out = []
+    for r in results:
+        if r["verdict"] == S.SKIPPED:
+            continue
+        out.append(
+            {
+                "name": f"ab {r['name']}",
+                "unit": "ms/step",
+                "value": round(1e3 * r["head"]["median_s"], 6),
+                "range": f"{_pct(r['ci_low'])}..{_pct(r['ci_high'])} vs base",
+                "extra": f"HEAD/BASE {r['ratio']:.4f}; {r['verdict']}; {r['pairs']} pairs",
+            }
+        )
+    return out
+
+
+def side_record(s: Side) -> dict:
+    return {
+        "spec": s.spec,
+        "kind": s.kind,
+        "revision": s.revision,
+        "root": str(s.root),
+        "python": s.python,
+        "versions": s.versions,
+        "implementations": s.implementations,
+    }
+
+
+def machine() -> dict:
+    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def parse_percent(text: str, option: str) -> float:
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise InputError(f"{option}: expected a percentage such as 3%, got {text!r}") from None
+    if not 0 < value < 100:
+        raise InputError(f"{option}: must be between 0 and 100%, got {text!r}")
+    return value / 100
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench ab",
+        description="Measure BASE against HEAD on this machine, interleaved round by round.",
+    )
+    p.add_argument("--base", default="HEAD", help="revision or directory (default: HEAD)")
+    p.add_argument("--head", default=".", help="revision or directory (default: . = working tree)")
+    p.add_argument("--base-python", help="interpreter or venv for BASE (default: this one)")
+    p.add_argument("--head-python", help="interpreter or venv for HEAD (default: this one)")
+    p.add_argument(
+        "-k",
+        dest="select",
+        default=DEFAULT_SELECT,
+        help=f"pytest -k expression on names like custom_graph-mlp (default: "
+        f"{DEFAULT_SELECT!r}; '' for all)",
+    )
+    p.add_argument("--batch", type=int, action="append", help="batch size(s) (default: the task's)")
+    p.add_argument("--threshold", default="3%", help="smallest slowdown reported (default 3%%)")
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--pairs", type=int, default=2, help="worker processes per side (default 2)")
+    p.add_argument("--round-seconds", type=float, default=0.1)
+    p.add_argument("--min-pairs", type=int, default=30, help="round pairs before stopping early")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="sampling time cap per benchmark (default 20)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the round order")
+    p.add_argument("--json", dest="json_out", help="write the full result (rounds, verdicts) here")
+    p.add_argument("--github-json", help="write github-action-benchmark customSmallerIsBetter JSON")
+    p.add_argument("--repo", default=str(ROOT), help="repository the revisions belong to")
+    return p
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    threshold = parse_percent(args.threshold, "--threshold")
+    if args.pairs < 1 or args.min_pairs < 6 or args.round_seconds <= 0:
+        raise InputError("--pairs must be >= 1, --min-pairs >= 6, --round-seconds > 0")
+    if not 0.5 <= args.confidence < 1:
+        raise InputError("--confidence must be in [0.5, 1)")
+    settings = Settings(
+        threshold,
+        args.confidence,
+        args.round_seconds,
+        args.pairs,
+        args.min_pairs,
+        args.max_seconds,
+        args.seed,
+    )
+    repo = Path(args.repo).resolve()
+    t0 = time.monotonic()
+    steal0 = cpu_steal_counters()
+    with contextlib.ExitStack() as stack:
+        sides = [
+            resolve_side("base", args.base, args.base_python, repo, stack),
+            resolve_side("head", args.head, args.head_python, repo, stack),
+        ]
+        print(f"ab: starting {args.pairs} worker(s) per side ...", file=sys.stderr, flush=True)
+        grid = start_workers(sides, args.pairs, stack)
+        print(format_sides(sides), flush=True)
+        benches, skips = select_benchmarks(sides, args.select, args.batch)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
+        rng, cache, results = random.Random(args.seed), {}, []
+        for bench in benches:
+            if bench.name in skips:
+                results.append(
+                    {
+                        "name": bench.name,
+                        "implementation": bench.implementation,
+                        "task": bench.task,
+                        "batch_size": bench.batch_size,
+                        "verdict": S.SKIPPED,
+                        "skip_reason": skips[bench.name],
+                        "ratio": None,
+                        "ci_low": None,
+                        "ci_high": None,
+                    }
+                )
+                continue
+            batch = write_batch(bench, tmp, cache)
+            r = measure(bench, batch, grid, settings, rng)
+            results.append(r)
+            print(
+                f"  {bench.name}: {_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] "
+                f"{r['verdict']} ({r['pairs']} pairs, {r['seconds']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    slower = [r["name"] for r in results if r["verdict"] == S.SLOWER]
+    faster = [r["name"] for r in results if r["verdict"] == S.FASTER]
+    code = 1 if slower else 0
+    stolen = steal_fraction(steal0, cpu_steal_counters())
+    doc = {
+        "schema": SCHEMA,
+        "datetime": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": ["python", "-m", "bench", "ab", *argv],
+        "settings": {
+            "threshold_pct": 100 * threshold,
+            "confidence": args.confidence,
+            "round_seconds": args.round_seconds,
+            "process_pairs": args.pairs,
+            "min_pairs": args.min_pairs,
+            "max_seconds": args.max_seconds,
+            "order": "random",
+            "seed": args.seed,
+            "select": args.select,
+            "warmup_steps": WARMUP_STEPS,
+            "steal_limit_pct": 100 * STEAL_LIMIT,
+        },
+        "machine": {**machine(), "steal_pct_session": None if stolen is None else 100 * stolen},
+        "sides": {s.label: side_record(s) for s in sides},
+        "benchmarks": results,
+        "summary": {
+            "slower": slower,
+            "faster": faster,
+            "exit_code": code,
+            "wall_s": time.monotonic() - t0,
+        },
+    }
+    print()
+    print(format_table(results))
+    print()
+    print(summary_line(results, threshold, doc["summary"]["wall_s"]))
+    from bench.compare import write_json_atomic
+
+    if args.json_out:
+        write_json_atomic(args.json_out, doc)
+    if args.github_json:
+        write_json_atomic(args.github_json, github_entries(results))
+    return code
+
+
+def summary_line(results: list[dict], threshold: float, wall_s: float) -> str:
+    measured = [r for r in results if r["verdict"] != S.SKIPPED]
+    slower = [r["name"] for r in measured if r["verdict"] == S.SLOWER]
+    faster = [r["name"] for r in measured if r["verdict"] == S.FASTER]
+    changed = [r["name"] for r in measured if r["numerics"]["changed"]]
+    parts = [f"ab: {len(measured)} benchmark(s) in {wall_s:.0f} s, threshold {100 * threshold:g}%"]
+    if slower:
+        parts.append(f"SLOWER: {', '.join(slower)}")
+    if faster:
+        parts.append(f"faster: {', '.join(faster)}")
+    unflagged = [r["missed_pct"] for r in measured if r["verdict"] == S.NO_CHANGE]
+    if not slower and unflagged:
+        worst = max(max(unflagged), 100 * threshold)
+        parts.append(f"no regression detected (a slowdown above +{worst:.1f}% is ruled out)")
+    if changed:
+        parts.append(f"numbers changed (loss after warm-up beyond tolerance): {', '.join(changed)}")
+    return "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+
+    def terminate(signum, frame):  # SIGTERM: unwind, so every worker is killed on the way out
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return run(args, argv)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ab: interrupted; workers stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,215 @@
+"""One side's worker process of ``python -m bench ab`` (started by ``bench/ab.py``, not by hand).
+
+    python /path/to/bench/ab_worker.py SIDE_ROOT
+
+The coordinator starts this file from its own tree, with the interpreter chosen for the side,
+and the worker imports the code under test from ``SIDE_ROOT``: the registry
+(``implementations.get`` or ``implementations.REGISTRY``) and the tasks
+(``bench.tasks.get_task``/``TASKS``, ``initial_weights``). So a BASE revision older than the
+A/B check itself still runs. This file therefore imports nothing of the suite's own at module
+level, and nothing but the standard library, NumPy and TensorFlow.
+
+Protocol (pyperf's master/worker split): one JSON object per line. The coordinator writes
+requests to the worker's stdin; the worker answers each with one line on the pipe that was
+its stdout when it started (file descriptor 1 is then pointed at stderr, so a library's stray
+``print`` cannot corrupt the protocol). Every answer has ``"ok"``; a failed request answers
+``{"ok": false, "error": "...", "traceback": "..."}`` and the worker keeps serving. End of
+input (the coordinator exited, however it exited) ends the worker.
+
+Requests:
+
+- ``{"op": "hello"}``: versions, device, where the registry was imported from.
+- ``{"op": "setup", "id", "impl", "task", "batch": "PATH.npz", "warmup"}``: build the
+  trainer from the side's code and the side's seeded initial weights, put the batch (arrays
+  ``x``, ``y``, written by the coordinator, the same file for both sides) on the device, time
+  the first call alone (``compile_s``), run ``warmup`` steps and report the loss after them
+  (the numerics check) and a per-step estimate.
+- ``{"op": "round", "id", "k"}``: K steps, then a host sync; ``seconds`` is timed here, in the
+  worker. ``retraced`` is how often the step was traced again during the round.
+- ``{"op": "drop", "id"}``: release a trainer. ``{"op": "quit"}``: exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+
+def _serve(root: str) -> int:
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints from TensorFlow/Keras go to stderr, not into the protocol
+    sys.stdout = sys.stderr
+    sys.path[0] = root  # the side's code, not the coordinator's (this file's directory)
+    trainers: dict[str, dict] = {}
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            op = request.get("op")
+            if op == "quit":
+                protocol.write(json.dumps({"ok": True}) + "\n")
+                return 0
+            answer = OPS[op](request, trainers, root)
+            answer["ok"] = True
+        except Exception as e:  # answered, not fatal: the coordinator decides
+            answer = {
+                "ok": False,
+                "error": f"{type(e).__name__}: {e}".strip(),
+                "traceback": traceback.format_exc(),
+            }
+        protocol.write(json.dumps(answer) + "\n")
+    return 0
+
+
+def _sync(value) -> float:
+    import numpy as np
+
+    # sync: fetching the loss to the host waits for the step that produced it
+    return float(np.asarray(value).ravel()[0])
+
+
+def _registry_get(name: str):
+    import implementations
+
+    get = getattr(implementations, "get", None)
+    if get is not None:
+        return get(name)
+    registry = getattr(implementations, "REGISTRY", None)
+    if registry is None:
+        raise ImportError("implementations has neither get() nor REGISTRY")
+    if name not in registry:
+        raise KeyError(f"unknown implementation {name!r}; valid: {', '.join(registry)}")
+    return registry[name]
+
+
+def op_hello(request: dict, trainers: dict, root: str) -> dict:
+    import numpy as np
+
+    try:
+        import implementations
+        from bench import tasks
+    except Exception as e:
+        raise ImportError(
+            f"no implementation registry under {root} (implementations/, bench/tasks.py): "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    import keras
+    import tensorflow as tf
+
+    registry = getattr(implementations, "REGISTRY", None)
+    if registry is None and not hasattr(implementations, "get"):
+        raise ImportError(f"{root}: implementations has neither get() nor REGISTRY")
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") not in ("0", "false")
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "pid": os.getpid(),
+        "implementations_file": implementations.__file__,
+        "tasks_file": tasks.__file__,
+        "implementations": list(registry) if registry is not None else None,
+        "versions": {
+            "python": platform.python_version(),
+            "executable": sys.executable,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "device": "GPU" if gpus else "CPU",
+            "gpus": [
+                tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                for g in gpus
+            ],
+            "onednn": onednn,
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
+    }
+
+
+def op_setup(request: dict, trainers: dict, root: str) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from bench import tasks
+
+    get_task = getattr(tasks, "get_task", None) or tasks.TASKS.__getitem__
+    task = get_task(request["task"])
+    trainer = _registry_get(request["impl"])(task, tasks.initial_weights(task))
+    with np.load(request["batch"]) as batch:
+        device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+        with tf.device(device):
+            x, y = tf.constant(batch["x"]), tf.constant(batch["y"])
+
+    def step():
+        return trainer.step(x, y)
+
+    t0 = time.perf_counter()
+    loss = _sync(step())
+    compile_s = time.perf_counter() - t0
+    for _ in range(int(request.get("warmup", 5))):
+        value = step()
+        loss = _sync(value)
+    # A per-step estimate, for the coordinator's choice of K (steps per round).
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or (time.perf_counter() - t0 < 0.2 and n < 200):
+        value = step()
+        n += 1
+        if n >= 3:
+            _sync(value)
+    per_step = (time.perf_counter() - t0) / n
+    trainers[request["id"]] = {"trainer": trainer, "step": step}
+    return {
+        "compile_s": compile_s,
+        "loss_after_warmup": loss,
+        "per_step_s": per_step,
+        "traces": trainer.traces(),
+    }
+
+
+def op_round(request: dict, trainers: dict, root: str) -> dict:
+    entry = trainers[request["id"]]
+    trainer, step, k = entry["trainer"], entry["step"], int(request["k"])
+    traces = trainer.traces()
+    t0 = time.perf_counter()
+    for _ in range(k):
+        value = step()
+    _sync(value)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "retraced": trainer.traces() - traces}
+
+
+def op_drop(request: dict, trainers: dict, root: str) -> dict:
+    trainers.pop(request["id"], None)
+    return {}
+
+
+def op_crash(request: dict, trainers: dict, root: str) -> dict:
+    """For the cleanup tests: die at once (``"how": "exit"``) or hang (``"sleep"``)."""
+    if request.get("how") == "sleep":
+        time.sleep(float(request.get("seconds", 3600)))
+        return {}
+    os._exit(int(request.get("code", 3)))
+
+
+OPS = {
+    "hello": op_hello,
+    "setup": op_setup,
+    "round": op_round,
+    "drop": op_drop,
+    "crash": op_crash,
+}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(_serve(os.path.abspath(sys.argv[1])))
