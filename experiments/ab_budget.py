@@ -1,0 +1,189 @@
+"""The A/B check's budgets, measured (README, "Regression checks"; issue: A/A false alarms,
+detection of planted 10% and 5% slowdowns, wall time).
+
+    python experiments/ab_budget.py aa --runs 10 [--rev HEAD] [--out results/ab-budget/aa.json]
+    python experiments/ab_budget.py planted --fraction 0.30 --runs 10 \\
+        [-k "custom_graph and not linreg"] [--out results/ab-budget/planted-10.json]
+
+Both modes export ``--rev`` (default HEAD) with ``git archive`` into a temporary directory and
+run ``python -m bench ab`` from there, so editing the working tree while an experiment runs
+does not change what is measured.
+
+- ``aa``: BASE and HEAD are the same exported code; every SLOWER or FASTER verdict is a false
+  alarm.
+- ``planted``: HEAD is the same code with extra work inside the custom loop's step (a forward
+  pass over the first ``fraction`` of the batch, whose result joins the returned loss times
+  0.0, so it cannot be pruned and the numbers do not change). A forward pass is about a third
+  of a step's FLOPs, so a fraction of 0.30 plants about 10% and 0.15 about 5%; the A/B
+  check's own estimate over the runs says what was actually planted.
+
+Each run's verdicts, ratios and intervals, and a summary, go to ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+STEP_END = "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n        return loss\n"
+PLANTED = (
+    "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"
+    "        # planted slowdown (experiments/ab_budget.py): extra forward work, result unused\n"
+    "        extra = model(x[: max(1, int({fraction} * x.shape[0]))], training=False)\n"
+    "        return loss + 0.0 * tf.reduce_sum(extra)\n"
+)
+
+
+def export(rev: str, dest: Path) -> None:
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(dest, filter="data")
+
+
+def plant(tree: Path, fraction: float) -> None:
+    path = tree / "implementations" / "custom_loop.py"
+    text = path.read_text()
+    if STEP_END not in text:
+        raise SystemExit(f"{path}: the step's last lines changed; update STEP_END")
+    path.write_text(text.replace(STEP_END, PLANTED.format(fraction=fraction)))
+
+
+def one_run(tree: Path, base: Path, head: Path, select: str | None, seed: int, extra: list[str]):
+    out = tree / f"run{seed}.json"
+    cmd = [sys.executable, "-m", "bench", "ab", "--base", str(base), "--head", str(head)]
+    cmd += ["--seed", str(seed), "--json", str(out), *extra]
+    if select is not None:
+        cmd += ["-k", select]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"run {seed} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    doc = json.loads(out.read_text())
+    return {
+        "seed": seed,
+        "exit_code": proc.returncode,
+        "wall_s": wall,
+        "steal_pct_session": doc["machine"].get("steal_pct_session"),
+        "benchmarks": [
+            {
+                k: b.get(k)
+                for k in (
+                    "name",
+                    "verdict",
+                    "ratio",
+                    "ci_low",
+                    "ci_high",
+                    "pairs",
+                    "pairs_dropped_steal",
+                    "seconds",
+                    "steps_per_round",
+                )
+            }
+            | {"numbers_changed": (b.get("numerics") or {}).get("changed")}
+            for b in doc["benchmarks"]
+        ],
+    }
+
+
+def summarize(runs: list[dict], planted: bool) -> dict:
+    names = [b["name"] for b in runs[0]["benchmarks"]]
+    per = {}
+    for name in names:
+        rows = [b for r in runs for b in r["benchmarks"] if b["name"] == name]
+        ratios = [b["ratio"] for b in rows if b["ratio"]]
+        per[name] = {
+            "SLOWER": sum(b["verdict"] == "SLOWER" for b in rows),
+            "FASTER": sum(b["verdict"] == "FASTER" for b in rows),
+            "runs": len(rows),
+            "median_change_pct": 100 * (float(np.median(ratios)) - 1) if ratios else None,
+            "change_pct_range": [100 * (min(ratios) - 1), 100 * (max(ratios) - 1)]
+            if ratios
+            else None,
+            "median_halfwidth_pct": float(
+                np.median(
+                    [100 * (math.sqrt(b["ci_high"] / b["ci_low"]) - 1) for b in rows if b["ratio"]]
+                )
+            )
+            if ratios
+            else None,
+        }
+    walls = [r["wall_s"] for r in runs]
+    out = {
+        "runs": len(runs),
+        "wall_s": [min(walls), float(np.median(walls)), max(walls)],
+        "per_benchmark": per,
+    }
+    if not planted:
+        out["false_alarms"] = sum(v["SLOWER"] + v["FASTER"] for v in per.values())
+        out["runs_with_false_alarm"] = sum(
+            r["exit_code"] != 0
+            or any(b["verdict"] in ("SLOWER", "FASTER") for b in r["benchmarks"])
+            for r in runs
+        )
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("mode", choices=("aa", "planted"))
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--rev", default="HEAD")
+    p.add_argument("--fraction", type=float, default=0.30)
+    p.add_argument("-k", dest="select", default=None)
+    p.add_argument("--out")
+    p.add_argument("ab_args", nargs="*", help="more arguments for bench ab (after --)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ab-budget-") as tmp:
+        tree, other = Path(tmp) / "tree", Path(tmp) / "other"
+        export(args.rev, tree)
+        if args.mode == "planted":
+            export(args.rev, other)
+            plant(other, args.fraction)
+        else:
+            shutil.copytree(tree, other)
+        runs = []
+        for seed in range(args.runs):
+            run = one_run(tree, tree, other, args.select, seed, args.ab_args)
+            runs.append(run)
+            flags = [
+                f"{b['name']} {b['verdict']} {100 * (b['ratio'] - 1):+.1f}%"
+                for b in run["benchmarks"]
+                if b["ratio"]
+            ]
+            print(
+                f"run {seed}: exit {run['exit_code']}, {run['wall_s']:.0f} s; " + "; ".join(flags),
+                flush=True,
+            )
+    doc = {
+        "mode": args.mode,
+        "rev": args.rev,
+        "fraction": args.fraction if args.mode == "planted" else None,
+        "select": args.select,
+        "ab_args": args.ab_args,
+        "summary": summarize(runs, args.mode == "planted"),
+        "runs": runs,
+    }
+    print(json.dumps(doc["summary"], indent=1))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
