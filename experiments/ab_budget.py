@@ -37,7 +37,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP_END = "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n        return loss\n"
+STEP_END = (
+    "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"
+    "        return loss\n"
+)
 PLANTED = (
     "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"
     "        # planted slowdown (experiments/ab_budget.py): extra forward work, result unused\n"

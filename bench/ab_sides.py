@@ -1,0 +1,223 @@
+"""The two sides of ``python -m bench ab`` and the processes that run them (no TensorFlow).
+
+A side is a tree of this project's code (a git revision exported with ``git archive`` into a
+temporary directory, another checkout, or the working tree) and the interpreter that runs it.
+A ``Worker`` is one ``bench/ab_worker.py`` process for a side: requests on its stdin, one JSON
+answer per line on its stdout, stderr into a file that is shown when it fails. Each worker
+leads its own process group and is killed, with anything it started, on every exit path
+(``bench.distributed.kill_group``, as the tf.distribute workers are); it also exits by itself
+when its stdin closes, so it cannot outlive a coordinator that was killed outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.distributed import kill_group
+
+WORKER = Path(__file__).resolve().parent / "ab_worker.py"
+HELLO_TIMEOUT_S = 300.0  # importing TensorFlow in several processes at once on 2 cores
+
+
+class InputError(Exception):
+    """Bad input or a failed worker: one message on stderr, exit code 2."""
+
+
+@dataclass
+class Side:
+    label: str  # "base" or "head"
+    spec: str
+    kind: str  # "revision", "directory" or "working tree"
+    root: Path
+    python: str
+    revision: str | None = None
+    versions: dict = field(default_factory=dict)
+    implementations: list[str] | None = None
+
+    def describe(self) -> str:
+        rev = f" @ {self.revision[:10]}" if self.revision else ""
+        return f"{self.spec}{rev}"
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, timeout=120, check=False
+    )
+
+
+def resolve_revision(repo: Path, spec: str) -> str | None:
+    try:
+        out = _git(repo, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.decode().strip() if out.returncode == 0 else None
+
+
+def export_revision(repo: Path, revision: str, dest: Path) -> None:
+    """The revision's tracked files, as ``git archive`` gives them, into ``dest``: no worktree
+    metadata is left in the repository, whatever happens to this process."""
+    out = _git(repo, "archive", "--format=tar", revision)
+    if out.returncode != 0:
+        raise InputError(f"git archive {revision[:10]} failed: {out.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def interpreter(spec: str | None, option: str) -> str:
+    if not spec:
+        return sys.executable
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "bin" / "python"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise InputError(f"{option} {spec}: not a Python interpreter nor a venv directory")
+    return str(path)
+
+
+def resolve_side(
+    label: str, spec: str, python: str | None, repo: Path, stack: contextlib.ExitStack
+) -> Side:
+    """A side from ``--base``/``--head``: a directory wins over a revision of the same name."""
+    exe = interpreter(python, f"--{label}-python")
+    if spec in (".", ""):
+        return Side(
+            label, "working tree", "working tree", repo, exe, resolve_revision(repo, "HEAD")
+        )
+    path = Path(spec)
+    if path.is_dir():
+        return Side(label, spec, "directory", path.resolve(), exe, resolve_revision(path, "HEAD"))
+    revision = resolve_revision(repo, spec)
+    if revision is None:
+        raise InputError(f"--{label} {spec!r}: neither a directory nor a git revision of {repo}")
+    dest = Path(tempfile.mkdtemp(prefix=f"loopbench-ab-{label}-"))
+    stack.callback(shutil.rmtree, dest, ignore_errors=True)
+    export_revision(repo, revision, dest)
+    return Side(label, spec, "revision", dest, exe, revision)
+
+
+# --- worker processes -------------------------------------------------------------------
+
+
+class Worker:
+    """One ``bench/ab_worker.py`` process: requests on its stdin, one JSON answer line each
+    on its stdout, stderr to a file (shown when it fails)."""
+
+    def __init__(self, side: Side, index: int, env: dict[str, str]):
+        self.side, self.index = side, index
+        self.name = f"{side.label} worker {index}"
+        self._err = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close())
+        self._buffer = b""
+        self.proc = subprocess.Popen(
+            [side.python, str(WORKER), str(side.root)],
+            cwd=side.root,
+            env={**env, "PYTHONPATH": str(side.root)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            start_new_session=True,  # its own process group, killed as one
+        )
+
+    def send(self, request: dict) -> None:
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._failure(f"died before {request.get('op')!r}") from None
+
+    def receive(self, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._failure(f"no answer to {what} within {timeout:.0f} s (hung)")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    self.proc.wait(timeout=10)
+                    raise self._failure(f"exited with code {self.proc.returncode} during {what}")
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise WorkerAnswerError(self, what, answer)
+        return answer
+
+    def request(self, request: dict, timeout: float) -> dict:
+        self.send(request)
+        return self.receive(timeout, repr(request.get("op")))
+
+    def stderr_tail(self, lines: int = 25) -> str:
+        self._err.seek(0)
+        return "\n".join(self._err.read().strip().splitlines()[-lines:])
+
+    def _failure(self, what: str) -> InputError:
+        tail = self.stderr_tail()
+        return InputError(
+            f"{self.name} ({self.side.describe()}) {what}" + (f"\n{tail}" if tail else "")
+        )
+
+    def close(self) -> None:
+        kill_group(self.proc)
+        self._err.close()
+
+
+class WorkerAnswerError(InputError):
+    def __init__(self, worker: Worker, what: str, answer: dict):
+        self.error = answer.get("error", "unknown error")
+        tb = answer.get("traceback", "").strip().splitlines()
+        detail = "\n".join(tb[-12:])
+        super().__init__(
+            f"{worker.name} ({worker.side.describe()}) failed {what}: {self.error}"
+            + (f"\n{detail}" if detail else "")
+        )
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("TF_CONFIG", "PYTHONPATH", "PYTHONSTARTUP"):
+        env.pop(name, None)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def start_workers(sides: list[Side], pairs: int, stack: contextlib.ExitStack) -> list[list[Worker]]:
+    """``pairs`` workers per side, started together; each answers hello with its versions.
+    Returns ``[[base_0, head_0], [base_1, head_1], ...]``."""
+    env = worker_env()
+    grid = []
+    for p in range(pairs):
+        row = []
+        for side in sides:
+            worker = Worker(side, p, env)
+            stack.callback(worker.close)
+            row.append(worker)
+        grid.append(row)
+    for row in grid:
+        for worker in row:
+            worker.send({"op": "hello"})
+    for row in grid:
+        for worker in row:
+            hello = worker.receive(HELLO_TIMEOUT_S, "'hello'")
+            imported = Path(hello["implementations_file"]).resolve()
+            if worker.side.root.resolve() not in imported.parents:
+                raise InputError(
+                    f"{worker.name} imported the registry from {imported}, not from its own "
+                    f"tree {worker.side.root} (an installed copy shadows it?)"
+                )
+            worker.side.versions = hello["versions"]
+            worker.side.implementations = hello["implementations"]
+    return grid
