@@ -172,7 +172,9 @@ class Worker:
 
     def close(self) -> None:
         kill_group(self.proc)
-        self._err.close()
+        for f in (self.proc.stdin, self.proc.stdout, self._err):
+            with contextlib.suppress(OSError):
+                f.close()
 
 
 class WorkerAnswerError(InputError):

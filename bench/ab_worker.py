@@ -44,6 +44,12 @@ def _serve(root: str) -> int:
     os.dup2(2, 1)  # stray prints from TensorFlow/Keras go to stderr, not into the protocol
     sys.stdout = sys.stderr
     sys.path[0] = root  # the side's code, not the coordinator's (this file's directory)
+    # An editable install of this project (pip install -e) resolves ``bench`` and
+    # ``implementations`` to the installed tree through a meta-path finder: drop it, so a side
+    # only ever runs its own code.
+    sys.meta_path[:] = [
+        f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")
+    ]
     trainers: dict[str, dict] = {}
     for line in sys.stdin:
         if not line.strip():
@@ -90,6 +96,8 @@ def _registry_get(name: str):
 def op_hello(request: dict, trainers: dict, root: str) -> dict:
     import numpy as np
 
+    if not os.path.isfile(os.path.join(root, "implementations", "__init__.py")):
+        raise ImportError(f"no implementation registry under {root} (implementations/__init__.py)")
     try:
         import implementations
         from bench import tasks

@@ -1,0 +1,319 @@
+"""The interleaved A/B check (``python -m bench ab``): its statistics on synthetic rounds, the
+worker protocol on a tiny task, cleanup when a worker crashes or hangs, and bad input.
+
+The budgets (A/A false alarms, detection of planted 10% and 5% slowdowns) are measured by
+``experiments/ab_budget.py``, not here: timed assertions flake on a shared machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import ab_stats as S
+from bench.ab import Benchmark, keyword_match, main, select_benchmarks
+from bench.ab_sides import InputError, Side, Worker, resolve_side, worker_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def synthetic_pairs(ratio: float, n: int, seed: int, noise: float = 0.06) -> np.ndarray:
+    """Log-ratios of n round pairs: each round's time is a shared machine state (which the
+    pairing cancels) times its own log-normal noise, with outliers as a shared VM has."""
+    rng = np.random.default_rng(seed)
+    machine = rng.lognormal(0, 0.2, n)  # slow phases shared by both rounds of a pair
+    base = machine * rng.lognormal(0, noise, n)
+    head = ratio * machine * rng.lognormal(0, noise, n)
+    spikes = rng.random(n) < 0.05  # a burst of steal caught one round of the pair, either one
+    on_head = rng.random(n) < 0.5
+    head[spikes & on_head] *= 1.8
+    base[spikes & ~on_head] *= 1.8
+    return np.log(head / base)
+
+
+@pytest.mark.parametrize("ratio", [0.8, 0.95, 1.0, 1.05, 1.1, 1.5])
+def test_known_ratio_is_recovered(ratio):
+    est = S.hodges_lehmann(synthetic_pairs(ratio, 200, seed=1))
+    assert est.low < ratio < est.high
+    assert est.ratio == pytest.approx(ratio, rel=0.015)
+    assert est.detectable_pct < 2.0
+
+
+def test_interval_covers_the_truth_about_as_often_as_it_claims():
+    hits = sum(
+        S.hodges_lehmann(synthetic_pairs(1.0, 60, seed=s), 0.95).low
+        < 1.0
+        < S.hodges_lehmann(synthetic_pairs(1.0, 60, seed=s), 0.95).high
+        for s in range(200)
+    )
+    assert 0.90 <= hits / 200 <= 0.99
+
+
+def test_a_a_is_not_flagged():
+    verdicts = [
+        S.verdict(S.hodges_lehmann(synthetic_pairs(1.0, 40, seed=s)), 0.03) for s in range(200)
+    ]
+    # 40 pairs of rounds with 6% noise each: the estimate's spread is about 1.4%, so beyond
+    # the 3% threshold (and significant) about 2% of the time, either way
+    assert verdicts.count(S.SLOWER) + verdicts.count(S.FASTER) <= 8
+
+
+@pytest.mark.parametrize("ratio, expected", [(1.10, S.SLOWER), (1 / 1.10, S.FASTER)])
+def test_a_clear_shift_is_flagged(ratio, expected):
+    est = S.hodges_lehmann(synthetic_pairs(ratio, 40, seed=3))
+    assert S.verdict(est, 0.03) == expected
+    assert S.decided(est, 0.03)
+
+
+def test_a_shift_below_the_threshold_is_not_a_regression():
+    est = S.hodges_lehmann(synthetic_pairs(1.02, 400, seed=4))
+    assert est.low > 1  # significant...
+    assert S.verdict(est, 0.05) == S.NO_CHANGE  # ...but smaller than the threshold
+    assert S.missed_pct(est) == pytest.approx(100 * (est.high - 1))
+
+
+def test_decided_only_when_the_interval_clears_the_threshold():
+    assert S.decided(S.Estimate(1.0, 0.99, 1.01, 50), 0.03)  # inside the band
+    assert S.decided(S.Estimate(1.10, 1.05, 1.15, 50), 0.03)  # above it
+    assert not S.decided(S.Estimate(1.03, 1.01, 1.05, 50), 0.03)  # straddles +3%
+    assert not S.decided(S.Estimate(1.0, 0.95, 1.05, 6), 0.03)  # too wide
+
+
+def test_contended_pairs_are_dropped_unless_too_few_remain():
+    t = np.ones(10)
+    steal = np.zeros(10)
+    steal[[2, 5]] = 0.3
+    keep = S.kept_pairs(t, t, steal, np.zeros(10), 0.02, minimum=5)
+    assert keep.sum() == 8 and not keep[2] and not keep[5]
+    everything = S.kept_pairs(t, t, np.full(10, 0.3), np.zeros(10), 0.02, minimum=5)
+    assert everything.all()
+    no_steal_counter = S.kept_pairs(t, t, np.full(10, np.nan), np.full(10, np.nan), 0.02, 5)
+    assert no_steal_counter.all()
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def test_keyword_expressions_follow_pytest():
+    assert keyword_match("xla and not cnn", "custom_xla-mlp")
+    assert not keyword_match("xla and not cnn", "custom_xla-cnn")
+    assert keyword_match("(graph or fit) and MLP", "keras_fit-mlp")
+    with pytest.raises(InputError, match="-k"):
+        keyword_match("and or", "x")
+
+
+def _side(label: str, impls: list[str]) -> Side:
+    return Side(label, label, "directory", ROOT, "python", implementations=impls)
+
+
+def test_a_benchmark_one_side_lacks_is_skipped_with_the_reason():
+    sides = [_side("base", ["custom_graph"]), _side("head", ["custom_graph", "new_loop"])]
+    benches, skips = select_benchmarks(sides, "mlp", None)
+    assert [b.name for b in benches] == ["custom_graph-mlp", "new_loop-mlp"]
+    assert skips == {"new_loop-mlp": "not in base's registry"}
+    benches, _ = select_benchmarks(sides, "custom_graph and linreg", [8, 32])
+    assert [b.name for b in benches] == ["custom_graph-linreg-b8", "custom_graph-linreg"]
+    with pytest.raises(InputError, match="selects no benchmark"):
+        select_benchmarks(sides, "nothing_like_this", None)
+
+
+# --- sides and bad input ------------------------------------------------------------------------
+
+
+def test_a_bad_revision_is_one_clear_line(capsys):
+    assert main(["--base", "no-such-revision-xyz", "-k", "custom_graph-linreg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--base 'no-such-revision-xyz': neither a directory nor a git revision" in err[0]
+
+
+def test_a_revision_is_exported_and_removed_afterwards():
+    with contextlib.ExitStack() as stack:
+        side = resolve_side("base", "HEAD", None, ROOT, stack)
+        assert side.kind == "revision" and len(side.revision) == 40
+        assert (side.root / "implementations" / "__init__.py").is_file()
+        exported = side.root
+    assert not exported.exists()
+
+
+def test_a_base_without_the_registry_gives_exit_2(tmp_path, capsys):
+    (tmp_path / "README.md").write_text("not this project\n")
+    assert main(["--base", str(tmp_path), "-k", "custom_graph-linreg", "--pairs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "base worker 0" in err and "no implementation registry" in err
+
+
+def test_a_bad_interpreter_is_refused(capsys):
+    assert main(["--base-python", "/nonexistent/venv", "-k", "linreg"]) == 2
+    assert "--base-python /nonexistent/venv: not a Python interpreter" in capsys.readouterr().err
+
+
+# --- the worker protocol and its cleanup ----------------------------------------------------------
+
+
+@pytest.fixture
+def worker():
+    side = Side("head", "working tree", "working tree", ROOT, os.sys.executable)
+    w = Worker(side, 0, worker_env())
+    yield w
+    w.close()
+
+
+@pytest.mark.subprocess
+def test_worker_protocol_on_a_tiny_task(worker, tmp_path):
+    hello = worker.request({"op": "hello"}, 300)
+    assert Path(hello["implementations_file"]).resolve().is_relative_to(ROOT)
+    assert {"tensorflow", "keras", "python", "device", "onednn"} <= set(hello["versions"])
+    assert "custom_graph" in hello["implementations"]
+    batch = tmp_path / "b.npz"
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(8, 1)
+    np.savez(batch, x=x, y=3 * x + 2)
+    setup = worker.request(
+        {
+            "op": "setup",
+            "id": "g",
+            "impl": "custom_graph",
+            "task": "linreg",
+            "batch": str(batch),
+            "warmup": 2,
+        },
+        300,
+    )
+    assert setup["compile_s"] > 0 and setup["per_step_s"] > 0
+    assert np.isfinite(setup["loss_after_warmup"]) and setup["traces"] == 1
+    r = worker.request({"op": "round", "id": "g", "k": 5}, 60)
+    assert r["seconds"] > 0 and r["retraced"] == 0
+    # a failed request is answered, and the worker keeps serving
+    with pytest.raises(InputError, match="unknown implementation 'nope'"):
+        worker.request(
+            {"op": "setup", "id": "n", "impl": "nope", "task": "linreg", "batch": str(batch)}, 60
+        )
+    assert worker.request({"op": "drop", "id": "g"}, 10)["ok"]
+    assert worker.request({"op": "quit"}, 10)["ok"]
+    worker.proc.wait(timeout=10)
+    assert worker.proc.returncode == 0
+
+
+def test_a_crashed_worker_is_reported_with_its_stderr(worker):
+    worker.send({"op": "crash", "how": "exit", "code": 7})
+    with pytest.raises(InputError, match="exited with code 7"):
+        worker.receive(30, "'crash'")
+
+
+def test_a_hung_worker_times_out_and_is_killed(worker):
+    worker.send({"op": "crash", "how": "sleep", "seconds": 600})
+    with pytest.raises(InputError, match="hung"):
+        worker.receive(1.0, "'crash'")
+    worker.close()
+    assert worker.proc.poll() is not None
+
+
+def test_a_worker_exits_when_its_coordinator_goes_away(worker):
+    worker.proc.stdin.close()  # what a coordinator killed outright leaves behind
+    assert worker.proc.wait(timeout=30) == 0
+
+
+def _workers_alive(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "ab_worker.py" in cmdline and marker in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _copy_tree(dest: Path) -> Path:
+    for name in ("bench", "implementations"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+@pytest.mark.subprocess
+def test_a_worker_crash_mid_run_gives_exit_2_and_no_worker_survives(tmp_path, capsys):
+    head = _copy_tree(tmp_path / "crashing")
+    impl = head / "implementations" / "custom_loop.py"
+    impl.write_text(
+        impl.read_text().replace(
+            "    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:\n",
+            "    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:\n"
+            "        raise RuntimeError('planted failure in the step')\n",
+        )
+    )
+    code = main(["--head", str(head), "--base", ".", "-k", "custom_graph-linreg", "--pairs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "head worker 0" in err and "planted failure in the step" in err
+    assert _workers_alive(str(tmp_path)) == []
+
+
+@pytest.mark.subprocess
+def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, capsys):
+    head = _copy_tree(tmp_path / "slow")
+    impl = head / "implementations" / "custom_loop.py"
+    impl.write_text(
+        impl.read_text().replace(
+            "        return self._step(x, y)\n",
+            "        self._step(x, y)\n        return self._step(x, y)\n",
+        )
+    )
+    out, gh = tmp_path / "ab.json", tmp_path / "gh.json"
+    argv = [
+        "--base",
+        ".",
+        "--head",
+        str(head),
+        "-k",
+        "linreg and (custom_graph or keras_fit) and not xla",
+        "--pairs",
+        "1",
+        "--min-pairs",
+        "10",
+        "--max-seconds",
+        "2",
+        "--round-seconds",
+        "0.02",
+        "--json",
+        str(out),
+        "--github-json",
+        str(gh),
+    ]
+    assert main(argv) == 1
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "loopbench-ab/1"
+    assert doc["sides"]["head"]["root"] == str(head.resolve())
+    assert doc["sides"]["base"]["versions"]["tensorflow"]
+    by_name = {b["name"]: b for b in doc["benchmarks"]}
+    slow = by_name["custom_graph-linreg"]
+    assert slow["verdict"] == "SLOWER" and slow["ratio"] > 1.3 and slow["ci_low"] > 1
+    assert slow["numerics"]["changed"]  # two steps per step: a different loss after warm-up
+    same = by_name["keras_fit-linreg"]
+    assert not same["numerics"]["changed"]
+    assert same["numerics"]["rel_diff"] == 0.0
+    assert len(slow["rounds"]) >= 10 and {"base_s", "head_s", "kept"} <= set(slow["rounds"][0])
+    assert doc["summary"]["slower"] == ["custom_graph-linreg"] and doc["summary"]["exit_code"] == 1
+    assert "SLOWER, but the numbers changed" in printed
+    assert {e["name"] for e in json.loads(gh.read_text())} == {
+        "ab custom_graph-linreg",
+        "ab keras_fit-linreg",
+    }
+    assert _workers_alive(str(tmp_path)) == []
+
+
+def test_benchmark_names_match_the_step_benchmarks():
+    assert Benchmark("custom_xla", "mlp", 256, True).name == "custom_xla-mlp"
+    assert Benchmark("custom_xla", "mlp", 64, False).name == "custom_xla-mlp-b64"
