@@ -193,6 +193,8 @@ def worker_env() -> dict[str, str]:
     for name in ("TF_CONFIG", "PYTHONPATH", "PYTHONSTARTUP"):
         env.pop(name, None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Several workers share one GPU, taking turns: none may reserve all its memory at start.
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     return env
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +165,7 @@ def test_a_bad_interpreter_is_refused(capsys):
 
 @pytest.fixture
 def worker():
-    side = Side("head", "working tree", "working tree", ROOT, os.sys.executable)
+    side = Side("head", "working tree", "working tree", ROOT, sys.executable)
     w = Worker(side, 0, worker_env())
     yield w
     w.close()
@@ -317,3 +320,46 @@ def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, c
 def test_benchmark_names_match_the_step_benchmarks():
     assert Benchmark("custom_xla", "mlp", 256, True).name == "custom_xla-mlp"
     assert Benchmark("custom_xla", "mlp", 64, False).name == "custom_xla-mlp-b64"
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_leaves_no_worker_behind(tmp_path, signum):
+    head = _copy_tree(tmp_path / "head")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "ab",
+            "--base",
+            str(head),
+            "--head",
+            str(head),
+            "-k",
+            "custom_graph-linreg",
+            "--pairs",
+            "1",
+            "--max-seconds",
+            "600",
+            "--min-pairs",
+            "6",
+            "--threshold",
+            "0.001%",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().startswith("BASE:")  # every worker is up and answered
+        assert len(_workers_alive(str(tmp_path))) == 2
+        time.sleep(2.0)  # setting up or timing rounds
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted; workers stopped" in err
+    assert _workers_alive(str(tmp_path)) == []
