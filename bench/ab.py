@@ -1,6 +1,6 @@
 """Interleaved A/B regression check: BASE against HEAD, on this machine, now.
 
-    python -m bench ab [--base REV|DIR] [--head REV|DIR] [-k EXPR] [--threshold 3%]
+    python -m bench ab [--base REV|DIR] [--head REV|DIR] [-k EXPR] [--threshold 4%]
                        [--base-python PY] [--head-python PY] [--json F] [--github-json F]
 
 BASE and HEAD are each a git revision of this repository (exported into a temporary
@@ -52,6 +52,8 @@ from bench.steal import STEAL_LIMIT, cpu_model, cpu_steal_counters, steal_fracti
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "loopbench-ab/1"
 DEFAULT_SELECT = "not custom_eager"
+# From A/A runs (README, "Regression checks"): at 3%, 2 of 120 A/A comparisons were flagged.
+DEFAULT_THRESHOLD = "4%"
 WARMUP_STEPS = 5
 SETUP_TIMEOUT_S = 900.0
 # The loss after warm-up, same implementation on both sides: these come from
@@ -154,6 +156,7 @@ class Settings:
     min_pairs: int
     max_seconds: float
     seed: int
+    interval_scale: float
 
 
 def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[float, float]:
@@ -234,7 +237,7 @@ def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Esti
         settings.min_pairs // 2,
     )
     logr = np.log(col["head_s"][keep] / col["base_s"][keep])
-    return keep, S.hodges_lehmann(logr, settings.confidence)
+    return keep, S.hodges_lehmann(logr, settings.confidence, settings.interval_scale)
 
 
 def result(bench, k, rounds, keep, est, setups, grid, settings, seconds) -> dict:
@@ -402,8 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_SELECT!r}; '' for all)",
     )
     p.add_argument("--batch", type=int, action="append", help="batch size(s) (default: the task's)")
-    p.add_argument("--threshold", default="3%", help="smallest slowdown reported (default 3%%)")
+    p.add_argument(
+        "--threshold",
+        default=DEFAULT_THRESHOLD,
+        help="smallest slowdown reported (default %(default)s)",
+    )
     p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument(
+        "--interval-scale",
+        type=float,
+        default=S.INTERVAL_SCALE,
+        help=f"widen the signed-rank interval by this factor for the workers' own biases "
+        f"(default {S.INTERVAL_SCALE}, measured here: bench/ab_stats.py)",
+    )
     p.add_argument("--pairs", type=int, default=2, help="worker processes per side (default 2)")
     p.add_argument("--round-seconds", type=float, default=0.1)
     p.add_argument("--min-pairs", type=int, default=30, help="round pairs before stopping early")
@@ -426,6 +440,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise InputError("--pairs must be >= 1, --min-pairs >= 6, --round-seconds > 0")
     if not 0.5 <= args.confidence < 1:
         raise InputError("--confidence must be in [0.5, 1)")
+    if not 1 <= args.interval_scale <= 10:
+        raise InputError("--interval-scale must be in [1, 10]")
     settings = Settings(
         threshold,
         args.confidence,
@@ -434,6 +450,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         args.min_pairs,
         args.max_seconds,
         args.seed,
+        args.interval_scale,
     )
     repo = Path(args.repo).resolve()
     t0 = time.monotonic()
@@ -493,6 +510,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "seed": args.seed,
             "select": args.select,
             "warmup_steps": WARMUP_STEPS,
+            "interval_scale": args.interval_scale,
             "steal_limit_pct": 100 * STEAL_LIMIT,
         },
         "machine": {**machine(), "steal_pct_session": None if stolen is None else 100 * stolen},

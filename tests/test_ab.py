@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -82,6 +83,16 @@ def test_a_shift_below_the_threshold_is_not_a_regression():
     assert est.low > 1  # significant...
     assert S.verdict(est, 0.05) == S.NO_CHANGE  # ...but smaller than the threshold
     assert S.missed_pct(est) == pytest.approx(100 * (est.high - 1))
+
+
+def test_the_interval_scale_widens_around_the_estimate():
+    d = synthetic_pairs(1.05, 100, seed=5)
+    plain, wide = S.hodges_lehmann(d), S.hodges_lehmann(d, scale=1.7)
+    assert wide.ratio == plain.ratio
+    assert math.log(wide.high / wide.ratio) == pytest.approx(
+        1.7 * math.log(plain.high / plain.ratio)
+    )
+    assert math.log(wide.ratio / wide.low) == pytest.approx(1.7 * math.log(plain.ratio / plain.low))
 
 
 def test_decided_only_when_the_interval_clears_the_threshold():
