@@ -245,15 +245,21 @@ def ab_sections(ab_runs: Sequence[ABRun]) -> list[str]:
         lines += [_benchmark_table(ab), "", _summary_line(ab), ""]
         threshold = _num(ab.settings.get("threshold_pct"))
         band = "the threshold" if threshold is None else f"±{threshold:g}%"
+        scale = _num(ab.settings.get("interval_scale"))
+        widened = (
+            f" (the signed-rank interval widened {scale:g}x for the worker processes' own biases)"
+            if scale and scale != 1
+            else ""
+        )
         lines += [
             "Change: HEAD time / BASE time per step - 1 (positive: HEAD slower), from rounds of "
             "BASE and HEAD run back to back on one machine (Hodges-Lehmann estimate of the "
-            f"paired ratios), with its interval. SLOWER / FASTER: the change is beyond {band} "
-            "and its interval excludes 0. Detectable: the interval's half-width, about the "
-            "smallest change this run could tell from noise. Pairs: round pairs kept, and "
-            "dropped because the hypervisor took CPU time during them. Numbers changed: the "
-            "loss after the warm-up steps differs between the sides beyond the tolerance, so "
-            "HEAD no longer computes the same thing.",
+            f"paired ratios), with its interval{widened}. SLOWER / FASTER: the change is "
+            f"beyond {band} and its interval excludes 0. Detectable: the interval's "
+            "half-width, about the smallest change this run could tell from noise. Pairs: "
+            "round pairs kept, and dropped because the hypervisor took CPU time during them. "
+            "Numbers changed: the loss after the warm-up steps differs between the sides "
+            "beyond the tolerance, so HEAD no longer computes the same thing.",
             "",
         ]
     return lines
