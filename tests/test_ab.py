@@ -136,6 +136,12 @@ def test_a_benchmark_one_side_lacks_is_skipped_with_the_reason():
     assert skips == {"new_loop-mlp": "not in base's registry"}
     benches, _ = select_benchmarks(sides, "custom_graph and linreg", [8, 32])
     assert [b.name for b in benches] == ["custom_graph-linreg-b8", "custom_graph-linreg"]
+    headline = select_benchmarks(
+        [_side("base", ["custom_eager", "custom_graph", "keras_fit"])] * 2, None, None
+    )
+    assert [b.name for b in headline[0]] == [
+        f"{i}-{t}" for i in ("custom_graph", "keras_fit") for t in ("linreg", "mlp", "cnn")
+    ]
     with pytest.raises(InputError, match="selects no benchmark"):
         select_benchmarks(sides, "nothing_like_this", None)
 
