@@ -14,7 +14,9 @@ How it measures (README, "Regression checks"): long-lived worker processes
 side's code, compiling and warming it up. The coordinator then takes turns: for each process
 pair, one round of K steps + host sync on one side, then the same on the other, in random
 order, so both versions share the same fraction of a second of a noisy machine. A benchmark
-is sampled until its interval is decisive or ``--max-seconds`` have passed. Steal
+is sampled until its interval is decisive or ``--max-seconds`` have passed. A SLOWER or FASTER
+verdict is then checked by fresh worker processes (a process carries a bias of its own): the
+benchmark is measured again by them and judged on all its rounds. Steal
 (``/proc/stat``) is read around every round; pairs with a contended round are dropped.
 Statistics: ``bench/ab_stats.py``.
 
@@ -163,6 +165,7 @@ class Settings:
     max_seconds: float
     seed: int
     interval_scale: float
+    confirm: bool
 
 
 def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[float, float]:
@@ -178,10 +181,28 @@ def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[
     return answer["seconds"] / k, math.nan if stolen is None else stolen
 
 
+@dataclass
+class Sampled:
+    """What has been measured of one benchmark: its rounds over every process pair so far."""
+
+    k: int  # steps per round, the same for every worker
+    rounds: list[dict]
+    setups: dict[Worker, dict]  # each worker's setup answer (compile_s, loss after warm-up)
+    grid: list[list[Worker]]  # the process pairs, in the order of the rounds' "pair" index
+    seconds: float
+
+
 def measure(
-    bench: Benchmark, batch: Path, grid: list[list[Worker]], settings: Settings, rng: random.Random
-) -> dict:
-    """Set up the benchmark in every worker, then alternate rounds until decided or capped."""
+    bench: Benchmark,
+    batch: Path,
+    grid: list[list[Worker]],
+    settings: Settings,
+    rng: random.Random,
+    prior: Sampled | None = None,
+) -> Sampled:
+    """Set up the benchmark in every worker of ``grid``, then alternate rounds until the
+    interval over all rounds (``prior``'s too) is decisive, or for at most ``max_seconds``,
+    and at least ``min_pairs`` new pairs."""
     request = {
         "op": "setup",
         "id": bench.name,
@@ -195,14 +216,15 @@ def measure(
         w.send(request)
     setups = {w: w.receive(SETUP_TIMEOUT_S, f"setup of {bench.name}") for w in workers}
     per_step = float(np.median([s["per_step_s"] for s in setups.values()]))
-    k = max(1, min(100_000, math.ceil(settings.round_seconds / per_step)))
+    k = prior.k if prior else max(1, min(100_000, math.ceil(settings.round_seconds / per_step)))
     round_timeout = max(120.0, 100 * k * per_step)
     for w in workers:  # one untimed round at the round's own length
         timed_round(w, bench.name, k, round_timeout)
 
-    rounds: list[dict] = []
+    offset = len(prior.grid) if prior else 0
+    rounds: list[dict] = list(prior.rounds) if prior else []
+    new = 0
     started = time.monotonic()
-    est = None
     while True:
         for p, (base, head) in enumerate(grid):
             first = rng.choice(("base", "head"))
@@ -212,7 +234,7 @@ def measure(
                 times[w.side.label] = timed_round(w, bench.name, k, round_timeout)
             rounds.append(
                 {
-                    "pair": p,
+                    "pair": offset + p,
                     "first": first,
                     "base_s": times["base"][0],
                     "head_s": times["head"][0],
@@ -220,20 +242,22 @@ def measure(
                     "head_steal_pct": 100 * times["head"][1],
                 }
             )
-        if len(rounds) < settings.min_pairs:
+            new += 1
+        if new < settings.min_pairs:
             continue
-        keep, est = estimate(rounds, settings)
+        _, est = estimate(rounds, settings)
         if S.decided(est, settings.threshold) or time.monotonic() - started > settings.max_seconds:
             break
     for w in workers:
         w.request({"op": "drop", "id": bench.name}, 60)
-    return result(bench, k, rounds, keep, est, setups, grid, settings, time.monotonic() - started)
+    seconds = time.monotonic() - started + (prior.seconds if prior else 0.0)
+    all_setups = {**(prior.setups if prior else {}), **setups}
+    return Sampled(k, rounds, all_setups, (prior.grid if prior else []) + grid, seconds)
 
 
 def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Estimate]:
-    col = {
-        key: np.array([r[key] for r in rounds], dtype=float) for key in rounds[0] if key != "first"
-    }
+    keys = ("base_s", "head_s", "base_steal_pct", "head_steal_pct")
+    col = {key: np.array([r[key] for r in rounds], dtype=float) for key in keys}
     keep = S.kept_pairs(
         col["base_s"],
         col["head_s"],
@@ -246,7 +270,10 @@ def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Esti
     return keep, S.hodges_lehmann(logr, settings.confidence, settings.interval_scale)
 
 
-def result(bench, k, rounds, keep, est, setups, grid, settings, seconds) -> dict:
+def result(bench: Benchmark, sampled: Sampled, settings: Settings) -> dict:
+    """The benchmark's record in the JSON: verdict, interval, both sides, every round."""
+    rounds, setups, grid = sampled.rounds, sampled.setups, sampled.grid
+    keep, est = estimate(rounds, settings)
     for r, kept in zip(rounds, keep):
         r["kept"] = bool(kept)
     side_info = {}
@@ -272,8 +299,9 @@ def result(bench, k, rounds, keep, est, setups, grid, settings, seconds) -> dict
         "implementation": bench.implementation,
         "task": bench.task,
         "batch_size": bench.batch_size,
-        "steps_per_round": k,
+        "steps_per_round": sampled.k,
         "verdict": S.verdict(est, settings.threshold),
+        "first_verdict": None,
         "skip_reason": None,
         "ratio": est.ratio,
         "ci_low": est.low,
@@ -282,8 +310,9 @@ def result(bench, k, rounds, keep, est, setups, grid, settings, seconds) -> dict
         "missed_pct": S.missed_pct(est),
         "pairs": int(keep.sum()),
         "pairs_dropped_steal": int(len(rounds) - keep.sum()),
+        "process_pairs": len(grid),
         "process_pair_ratios": per_pair,
-        "seconds": seconds,
+        "seconds": sampled.seconds,
         "base": side_info["base"],
         "head": side_info["head"],
         "numerics": {"rel_diff": rel, "tolerance": tol, "changed": bool(rel > tol)},
@@ -432,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="sampling time cap per benchmark (default 20)",
     )
+    p.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="do not re-measure a SLOWER/FASTER benchmark with fresh worker processes",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the round order")
     p.add_argument("--json", dest="json_out", help="write the full result (rounds, verdicts) here")
     p.add_argument("--github-json", help="write github-action-benchmark customSmallerIsBetter JSON")
@@ -456,6 +490,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         args.max_seconds,
         args.seed,
         args.interval_scale,
+        not args.no_confirm,
     )
     repo = Path(args.repo).resolve()
     t0 = time.monotonic()
@@ -471,6 +506,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         benches, skips = select_benchmarks(sides, args.select, args.batch)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
         rng, cache, results = random.Random(args.seed), {}, []
+        sampled: dict[str, Sampled] = {}
         for bench in benches:
             if bench.name in skips:
                 results.append(
@@ -487,15 +523,36 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     }
                 )
                 continue
-            batch = write_batch(bench, tmp, cache)
-            r = measure(bench, batch, grid, settings, rng)
-            results.append(r)
+            sampled[bench.name] = measure(
+                bench, write_batch(bench, tmp, cache), grid, settings, rng
+            )
+            results.append(result(bench, sampled[bench.name], settings))
+            progress(results[-1])
+        flagged = [i for i, r in enumerate(results) if r["verdict"] in (S.SLOWER, S.FASTER)]
+        if flagged and settings.confirm:
+            # A worker process carries a bias of its own (README): before a verdict stands,
+            # the benchmark is measured again by fresh processes, and judged on all rounds.
             print(
-                f"  {bench.name}: {_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] "
-                f"{r['verdict']} ({r['pairs']} pairs, {r['seconds']:.0f} s)",
+                f"ab: confirming {len(flagged)} verdict(s) with {args.pairs} fresh worker "
+                "pair(s) ...",
                 file=sys.stderr,
                 flush=True,
             )
+            fresh = start_workers(sides, args.pairs, stack)
+            for i in flagged:
+                bench = next(b for b in benches if b.name == results[i]["name"])
+                again = measure(
+                    bench,
+                    write_batch(bench, tmp, cache),
+                    fresh,
+                    settings,
+                    rng,
+                    prior=sampled[bench.name],
+                )
+                first = results[i]["verdict"]
+                results[i] = result(bench, again, settings)
+                results[i]["first_verdict"] = first
+                progress(results[i])
     slower = [r["name"] for r in results if r["verdict"] == S.SLOWER]
     faster = [r["name"] for r in results if r["verdict"] == S.FASTER]
     code = 1 if slower else 0
@@ -516,6 +573,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "select": args.select if args.select is not None else "headline",
             "warmup_steps": WARMUP_STEPS,
             "interval_scale": args.interval_scale,
+            "confirm": not args.no_confirm,
             "steal_limit_pct": 100 * STEAL_LIMIT,
         },
         "machine": {**machine(), "steal_pct_session": None if stolen is None else 100 * stolen},
@@ -539,6 +597,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.github_json:
         write_json_atomic(args.github_json, github_entries(results))
     return code
+
+
+def progress(r: dict) -> None:
+    again = f", first {r['first_verdict']}" if r.get("first_verdict") else ""
+    print(
+        f"  {r['name']}: {_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] "
+        f"{r['verdict']}{again} ({r['pairs']} pairs, {r['process_pairs']} process pairs, "
+        f"{r['seconds']:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def summary_line(results: list[dict], threshold: float, wall_s: float) -> str:

@@ -168,6 +168,11 @@ def _notes(bench: dict[str, Any], threshold: float | None) -> str:
         if rel is not None:
             detail += f" by {rel:.1e}" + (f" > tolerance {tol:.0e}" if tol is not None else "")
         notes.append(f"numbers changed ({detail})")
+    first = bench.get("first_verdict")
+    if first:
+        pairs = bench.get("process_pairs")
+        checked = f"checked by fresh worker processes ({pairs} process pairs in all)"
+        notes.append(checked if first == bench["verdict"] else f"{first} at first; {checked}")
     ratio, low, high = (_num(bench.get(k)) for k in ("ratio", "ci_low", "ci_high"))
     if None not in (ratio, low, high, threshold) and bench["verdict"] != "skipped":
         # bench ab samples until this is decided or --max-seconds run out: a verdict from an

@@ -254,3 +254,21 @@ def test_malformed_ab_file_exits_2_with_one_message_and_writes_nothing(
 def test_pytest_benchmark_reader_names_an_ab_file(tmp_path):
     with pytest.raises(ResultsError, match=r"ab_result\.json: .*an A/B file \(loopbench-ab/1\)"):
         read_results(AB)
+
+
+def test_a_verdict_checked_by_fresh_workers_says_so(tmp_path):
+    data = raw()
+    benches = {b["name"]: b for b in data["benchmarks"]}
+    slower = next(b for b in benches.values() if b["verdict"] == "SLOWER")
+    unchanged = next(b for b in benches.values() if b["verdict"] == "no change")
+    slower.update(first_verdict="SLOWER", process_pairs=4)
+    unchanged.update(first_verdict="SLOWER", process_pairs=4)  # not confirmed
+    code, out = run_report(tmp_path, str(write(tmp_path, data)))
+    assert code == 0
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in (out / "report.md").read_text().splitlines()
+        if line.startswith("| ")
+    }
+    assert "checked by fresh worker processes (4 process pairs in all)" in rows[slower["name"]]
+    assert "SLOWER at first; checked by fresh" in rows[unchanged["name"]]
