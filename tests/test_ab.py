@@ -256,22 +256,25 @@ def _workers_alive(marker: str) -> list[int]:
     return pids
 
 
-def _copy_tree(dest: Path) -> Path:
+def _copy_tree(dest: Path, old: str = "", new: str = "") -> Path:
+    """This tree's code in ``dest``, with ``old`` replaced by ``new`` in the custom loop."""
     for name in ("bench", "implementations"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    if old:
+        impl = dest / "implementations" / "custom_loop.py"
+        text = impl.read_text()
+        assert old in text, "the patched line changed: update the test"
+        impl.write_text(text.replace(old, new, 1))
     return dest
 
 
 @pytest.mark.subprocess
 def test_a_worker_crash_mid_run_gives_exit_2_and_no_worker_survives(tmp_path, capsys):
-    head = _copy_tree(tmp_path / "crashing")
-    impl = head / "implementations" / "custom_loop.py"
-    impl.write_text(
-        impl.read_text().replace(
-            "    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:\n",
-            "    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:\n"
-            "        raise RuntimeError('planted failure in the step')\n",
-        )
+    head = _copy_tree(
+        tmp_path / "crashing",
+        "    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:\n",
+        "    def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:\n"
+        "        raise RuntimeError('planted failure in the step')\n",
     )
     code = main(["--head", str(head), "--base", ".", "-k", "custom_graph-linreg", "--pairs", "1"])
     err = capsys.readouterr().err
@@ -282,13 +285,10 @@ def test_a_worker_crash_mid_run_gives_exit_2_and_no_worker_survives(tmp_path, ca
 
 @pytest.mark.subprocess
 def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, capsys):
-    head = _copy_tree(tmp_path / "slow")
-    impl = head / "implementations" / "custom_loop.py"
-    impl.write_text(
-        impl.read_text().replace(
-            "        return self._step(x, y)\n",
-            "        self._step(x, y)\n        return self._step(x, y)\n",
-        )
+    head = _copy_tree(
+        tmp_path / "slow",
+        "        return self._step(x, y)\n",
+        "        self._step(x, y)\n        return self._step(x, y)\n",
     )
     out, gh = tmp_path / "ab.json", tmp_path / "gh.json"
     argv = [
