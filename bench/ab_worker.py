@@ -23,9 +23,16 @@ Requests:
   trainer from the side's code and the side's seeded initial weights, put the batch (arrays
   ``x``, ``y``, written by the coordinator, the same file for both sides) on the device, time
   the first call alone (``compile_s``), run ``warmup`` steps and report the loss after them
-  (the numerics check) and a per-step estimate.
-- ``{"op": "round", "id", "k"}``: K steps, then a host sync; ``seconds`` is timed here, in the
-  worker. ``retraced`` is how often the step was traced again during the round.
+  (the numerics check) and a per-call estimate (``per_step_s``: the coordinator's unit of K).
+- ``{"op": "round", "id", "k"}``: K calls, then a host sync, timed here, in the worker;
+  ``seconds`` is that time divided by the trainer's steps per call, so the coordinator's
+  ``seconds / K`` is per training step. ``retraced`` is how often the step was traced again
+  during the round.
+
+Steps per call: a trainer with ``steps_per_call`` N > 1 (read with ``getattr``, default 1, so
+older trees without it still run) runs N steps per ``step`` call on N stacked batches; the
+worker stacks the coordinator's one batch N times (``x[N, B, ...]``), counts ``warmup`` in
+steps (rounded up to whole calls) and reports ``steps_per_call``.
 - ``{"op": "drop", "id"}``: release a trainer. ``{"op": "quit"}``: exit.
 """
 
@@ -151,10 +158,14 @@ def op_setup(request: dict, trainers: dict, root: str) -> dict:
     get_task = getattr(tasks, "get_task", None) or tasks.TASKS.__getitem__
     task = get_task(request["task"])
     trainer = _registry_get(request["impl"])(task, tasks.initial_weights(task))
+    per_call = int(getattr(trainer, "steps_per_call", 1))  # training steps per step() call
     with np.load(request["batch"]) as batch:
-        device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
-        with tf.device(device):
-            x, y = tf.constant(batch["x"]), tf.constant(batch["y"])
+        bx, by = batch["x"], batch["y"]
+    if per_call > 1:  # the one batch, N times: x[N, B, ...]
+        bx, by = np.stack([bx] * per_call), np.stack([by] * per_call)
+    device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+    with tf.device(device):
+        x, y = tf.constant(bx), tf.constant(by)
 
     def step():
         return trainer.step(x, y)
@@ -162,10 +173,10 @@ def op_setup(request: dict, trainers: dict, root: str) -> dict:
     t0 = time.perf_counter()
     loss = _sync(step())
     compile_s = time.perf_counter() - t0
-    for _ in range(int(request.get("warmup", 5))):
+    for _ in range(-(-int(request.get("warmup", 5)) // per_call)):  # warm-up steps, in whole calls
         value = step()
         loss = _sync(value)
-    # A per-step estimate, for the coordinator's choice of K (steps per round).
+    # A per-call estimate, for the coordinator's choice of K (calls per round).
     n, t0 = 0, time.perf_counter()
     while n < 3 or (time.perf_counter() - t0 < 0.2 and n < 200):
         value = step()
@@ -173,11 +184,12 @@ def op_setup(request: dict, trainers: dict, root: str) -> dict:
         if n >= 3:
             _sync(value)
     per_step = (time.perf_counter() - t0) / n
-    trainers[request["id"]] = {"trainer": trainer, "step": step}
+    trainers[request["id"]] = {"trainer": trainer, "step": step, "steps_per_call": per_call}
     return {
         "compile_s": compile_s,
         "loss_after_warmup": loss,
-        "per_step_s": per_step,
+        "per_step_s": per_step,  # per call: K counts calls
+        "steps_per_call": per_call,
         "traces": trainer.traces(),
     }
 
@@ -191,7 +203,12 @@ def op_round(request: dict, trainers: dict, root: str) -> dict:
         value = step()
     _sync(value)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "retraced": trainer.traces() - traces}
+    # K calls of N steps: the coordinator divides by K, so report the time per N steps.
+    return {
+        "seconds": seconds / entry["steps_per_call"],
+        "round_seconds": seconds,
+        "retraced": trainer.traces() - traces,
+    }
 
 
 def op_drop(request: dict, trainers: dict, root: str) -> dict:

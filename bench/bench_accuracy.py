@@ -53,6 +53,11 @@ IMPLS = [BASELINE] + [name for name in implementations.REGISTRY if name != BASEL
 @pytest.mark.parametrize("impl", IMPLS)
 def test_convergence(benchmark, impl, task_name, profile, task_data):
     conv, task, data, epochs = _setup(profile, task_data, task_name)
+    if impl in implementations.MULTI_STEP and not conv.multi_step:
+        pytest.skip(
+            f"{impl}: step for step the same training as {implementations.MULTI_STEP[impl]} "
+            f"(tests/test_equivalence.py); trained in --profile full"
+        )
     benchmark.group = f"convergence-{task_name}"
 
     def train_all_seeds():

@@ -1,8 +1,10 @@
-"""Step-throughput benchmarks: every implementation x task, and a batch-size sweep.
+"""Step-throughput benchmarks: every implementation x task, a batch-size sweep, and a sweep
+of the steps per call N of the multi-step implementations (``implementations.MULTI_STEP``).
 
 Run: ``pytest --benchmark-only`` (add ``-k "xla and cnn"`` to select, ``--profile full`` for
-the whole sweep, ``--benchmark-json out.json --benchmark-save-data`` to keep results).
-Timing method: ``bench/harness.py``; results schema: ``RESULTS_SCHEMA.md``.
+the whole sweeps, ``--benchmark-json out.json --benchmark-save-data`` to keep results).
+Timing method: ``bench/harness.py``; results schema: ``RESULTS_SCHEMA.md``. Every figure is
+per training step, also for implementations that run N steps per call.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ IMPLEMENTATIONS = list(implementations.REGISTRY)
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration):
+    if impl in implementations.MULTI_STEP and task_name not in profile.multi_step_tasks:
+        pytest.skip(
+            f"{impl} runs on {', '.join(profile.multi_step_tasks)} in the "
+            f"{profile.name} profile (use --profile full)"
+        )
     task = TASKS[task_name]
     benchmark.group = task_name
     benchmark_step(
@@ -64,6 +71,34 @@ def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_cal
         batch,
         for_sweep(profile),
         matmul_calibration["calibration_gflops"],
+    )
+
+
+STEPS_PER_CALL_SWEEP = [
+    pytest.param(impl, task, n, id=f"{impl}-{task}-n{n}")
+    for task in ("linreg", "mlp")
+    for n in (1, 4, 16, 64)
+    for impl in implementations.MULTI_STEP
+]
+
+
+@pytest.mark.parametrize("impl, task_name, n", STEPS_PER_CALL_SWEEP)
+def test_steps_per_call(benchmark, impl, task_name, n, profile, task_data, matmul_calibration):
+    """Seconds per training step at N steps per call. The CNN is left out: its steps (40-140
+    ms on a 2-core CPU) dwarf a call's overhead, and at N = 64 one call would last seconds."""
+    if n not in profile.steps_per_call_sweep:
+        pytest.skip(f"not in the {profile.name} profile's steps-per-call sweep (--profile full)")
+    task = TASKS[task_name]
+    benchmark.group = f"steps-per-call-{task_name}"
+    benchmark_step(
+        benchmark,
+        impl,
+        task,
+        task_data(task),
+        task.batch_size,
+        for_sweep(profile),
+        matmul_calibration["calibration_gflops"],
+        steps_per_call_override=n,
     )
 
 

@@ -27,6 +27,9 @@ class ConvergenceProfile:
     seeds: tuple[int, ...]
     n_train: int | None  # None: the full training split
     epochs: dict[str, int] | None  # None: each task's own epochs
+    # Whether the implementations that run several steps per call (implementations.MULTI_STEP)
+    # train too: tests/test_equivalence.py holds them step for step to their one-step twins.
+    multi_step: bool = True
 
     @property
     def full_training(self) -> bool:
@@ -38,7 +41,7 @@ CONVERGENCE = {
     "smoke": ConvergenceProfile(seeds=(0,), n_train=1024, epochs={"linreg": 1, "mlp": 1, "cnn": 1}),
     # The seed tutorial's own subset (first 10,000 images), a few epochs: minutes, not hours.
     "quick": ConvergenceProfile(
-        seeds=(0,), n_train=10_000, epochs={"linreg": 5, "mlp": 3, "cnn": 2}
+        seeds=(0,), n_train=10_000, epochs={"linreg": 5, "mlp": 3, "cnn": 2}, multi_step=False
     ),
     "full": ConvergenceProfile(seeds=(0, 1, 2), n_train=None, epochs=None),
 }

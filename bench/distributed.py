@@ -7,8 +7,9 @@ with Keras" tutorials, applied to the suite's own models:
   ``compile`` with ``jit_compile`` pinned) constructed inside ``strategy.scope()``; Keras
   itself wraps its step in ``strategy.run``.
 - ``custom_graph`` / ``custom_xla``: the hand-written ``CustomModel`` built in scope, and one
-  distributed step (``make_distributed_step``): ``strategy.run`` of a GradientTape step whose
-  loss is ``tf.nn.compute_average_loss(per_example_loss, global_batch_size=...)``, inside
+  distributed step (``make_distributed_step``): ``strategy.run`` of the custom loops' own step
+  (``implementations.custom_loop.make_step``) with the loss
+  ``tf.nn.compute_average_loss(per_example_loss, global_batch_size=...)``, inside
   ``tf.function`` (with ``jit_compile`` for ``custom_xla``).
 
 Strategies: ``mirrored`` (``MirroredStrategy``: the GPUs of one host, or -- without GPUs --
@@ -164,21 +165,22 @@ def per_example_loss(task: Task, y, out):
 
 
 def make_distributed_step(strategy, model, optimizer, task: Task, global_batch_size: int):
-    """The distributed custom step: each replica's loss is its share of the global-batch mean
+    """The distributed custom step: each replica runs the single-device step
+    (``implementations.custom_loop.make_step``, the one step every custom implementation
+    runs) with its loss replaced by its share of the global-batch mean
     (``compute_average_loss``), so the optimizer's all-reduce *sum* of the replicas'
     gradients is the gradient of the global-batch mean loss. Returns that loss."""
     import tensorflow as tf
 
-    def replica_step(x, y):
-        with tf.GradientTape() as tape:
-            out = model(x, training=True)
-            loss = tf.nn.compute_average_loss(
-                per_example_loss(task, y, out), global_batch_size=global_batch_size
-            )
-        grads = tape.gradient(loss, model.trainable_variables)
-        # Keras's optimizer all-reduces (sums) the gradients across replicas in replica context.
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
+    from implementations.custom_loop import make_step
+
+    def average_loss(task: Task, y, out):
+        return tf.nn.compute_average_loss(
+            per_example_loss(task, y, out), global_batch_size=global_batch_size
+        )
+
+    # Keras's optimizer all-reduces (sums) the gradients across replicas in replica context.
+    replica_step = make_step(model, optimizer, task, loss_fn=average_loss)
 
     def train_step(x, y):
         per_replica = strategy.run(replica_step, args=(x, y))
@@ -201,6 +203,7 @@ class DistributedCustomTrainer:
         from implementations.custom_loop import CustomModel
 
         self.name, self.task, self.strategy = name, task, strategy
+        self.steps_per_call = 1
         self.jit_compile = name == "custom_xla"
         with strategy.scope():
             self.model = CustomModel(task)
@@ -228,6 +231,7 @@ class DistributedCustomTrainer:
             "jit_compile": self.jit_compile,
             "jit_compile_requested": self.jit_compile,
             "run_eagerly": False,
+            "steps_per_call": 1,
             "loop": loop.replace("tf.function(", "tf.function(jit_compile=True, ")
             if self.jit_compile
             else loop,

@@ -2,12 +2,15 @@
 
 The method (README, "How a step is timed"):
 1. build the implementation from the task and the seeded initial weights;
-2. put one fixed batch on the device (the input pipeline is not what is timed);
+2. put one fixed batch on the device (the input pipeline is not what is timed) -- for an
+   implementation that runs N steps per call (``trainer.steps_per_call``), N distinct
+   batches stacked into one tensor ``x[N, B, ...]``;
 3. time the first call alone -- tracing and XLA compilation -- as ``compile_s``;
-4. run warm-up steps, then estimate a step's time and pick ``K`` steps per round so a round
+4. run warm-up steps, then estimate a call's time and pick ``K`` calls per round so a round
    lasts about ``round_seconds``;
-5. each timed round runs K steps and then fetches the last loss to the host, so the device
-   has finished every step before the clock stops; one data point = round time / K;
+5. each timed round runs K calls (K x N steps) and then fetches the last loss to the host, so
+   the device has finished every step before the clock stops; one data point = round time /
+   (K x N): results are always seconds per training step;
 6. if the step was traced again while being timed, fail: the numbers would include it.
 """
 
@@ -51,6 +54,10 @@ class Profile:
     sweep_rounds: int  # rounds kept for the batch sweep and tf.distribute (twice that at most)
     sweep_batches: tuple[int, ...]
     sweep_implementations: tuple[str, ...]
+    # The implementations that run several steps per call (implementations.MULTI_STEP): the
+    # tasks they are timed and trained on, and the N of the steps-per-call sweep.
+    multi_step_tasks: tuple[str, ...]
+    steps_per_call_sweep: tuple[int, ...]
 
 
 PROFILES = {
@@ -64,6 +71,8 @@ PROFILES = {
         sweep_rounds=3,
         sweep_batches=(),
         sweep_implementations=(),
+        multi_step_tasks=("linreg", "mlp", "cnn"),
+        steps_per_call_sweep=(),
     ),
     "quick": Profile(
         "quick",
@@ -74,6 +83,12 @@ PROFILES = {
         sweep_rounds=7,
         sweep_batches=(32, 512),
         sweep_implementations=("custom_eager", "custom_graph", "custom_xla"),
+        # The MLP only (about 16 s for the three): where the issue's numbers come from and
+        # a call's overhead is still a visible share of a real step. linreg and the CNN
+        # (20-140 ms steps: one 16-step XLA call lasts up to 2 s, ten rounds' worth) would
+        # add over a minute: --profile full.
+        multi_step_tasks=("mlp",),
+        steps_per_call_sweep=(),
     ),
     "full": Profile(
         "full",
@@ -83,7 +98,13 @@ PROFILES = {
         round_seconds=0.5,
         sweep_rounds=15,
         sweep_batches=(32, 64, 128, 256, 512, 1024, 2048),
-        sweep_implementations=tuple(implementations.REGISTRY),
+        # The batch sweep: every one-step implementation; the multi-step ones get their own
+        # sweep over N (bench_step.py's test_steps_per_call).
+        sweep_implementations=tuple(
+            name for name in implementations.REGISTRY if name not in implementations.MULTI_STEP
+        ),
+        multi_step_tasks=("linreg", "mlp", "cnn"),
+        steps_per_call_sweep=(1, 4, 16, 64),
     ),
 }
 
@@ -235,14 +256,29 @@ def for_sweep(profile: Profile) -> Profile:
     return replace(profile, rounds=profile.sweep_rounds, max_rounds=2 * profile.sweep_rounds)
 
 
-def fixed_batch(task: Task, batch_size: int, dataset) -> tuple[tf.Tensor, tf.Tensor]:
-    """The first ``batch_size`` training examples (tiled if the set is smaller), on device."""
-    idx = np.arange(batch_size) % len(dataset.x_train)
+def fixed_batch(
+    task: Task, batch_size: int, dataset, steps_per_call: int = 1
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The first ``batch_size`` training examples (tiled if the set is smaller), on device.
+    ``steps_per_call`` N > 1: the first N x ``batch_size`` examples as N distinct batches,
+    stacked: ``x[N, batch_size, ...]``, ``y[N, batch_size]``."""
+    idx = np.arange(steps_per_call * batch_size) % len(dataset.x_train)
+    x, y = dataset.x_train[idx], dataset.y_train[idx]
+    if steps_per_call > 1:
+        x = x.reshape(steps_per_call, batch_size, *x.shape[1:])
+        y = y.reshape(steps_per_call, batch_size, *y.shape[1:])
     with tf.device(device_name()):
-        return tf.constant(dataset.x_train[idx]), tf.constant(dataset.y_train[idx])
+        return tf.constant(x), tf.constant(y)
+
+
+def steps_per_call(trainer) -> int:
+    """Training steps one ``trainer.step`` call runs (1 for a trainer without the attribute)."""
+    return int(getattr(trainer, "steps_per_call", 1))
 
 
 def choose_steps_per_round(step: Callable[[], tf.Tensor], round_seconds: float) -> int:
+    """How many calls of ``step`` (each one or several training steps) make a round of about
+    ``round_seconds``: at least 3 calls are timed, to a quarter of a round."""
     t0 = time.perf_counter()
     n = 0
     while True:
@@ -257,12 +293,15 @@ def choose_steps_per_round(step: Callable[[], tf.Tensor], round_seconds: float) 
 
 
 def count_graph_ops(trainer, x: tf.Tensor, y: tf.Tensor) -> int | None:
-    """Ops in the traced step graph (custom loops only): roughly what eager mode dispatches
-    one by one, so (eager - graph) / ops estimates the per-op dispatch cost."""
+    """Ops in the traced graph of one training step (custom loops only; for those that loop
+    N steps per call, of the step the loop runs): roughly what eager mode dispatches one by
+    one, so (eager - graph) / ops estimates the per-op dispatch cost."""
     from implementations.custom_loop import CustomLoopTrainer, make_step
 
     if not isinstance(trainer, CustomLoopTrainer):
         return None
+    if steps_per_call(trainer) > 1:
+        x, y = x[0], y[0]
     fn = tf.function(make_step(trainer.model, trainer.optimizer, trainer.task))
     graph = fn.get_concrete_function(x, y).graph
     return sum(1 for op in graph.get_operations() if op.type not in ("Placeholder", "NoOp"))
@@ -276,14 +315,22 @@ def measure_fit(trainer, x, y, steps: int) -> dict:
     ``fit_s_per_step = (fit(2K) - fit(K)) / K``, the cost of a step inside ``fit`` (the train
     function plus the iterator and callbacks around it), and
     ``fit_overhead_s = fit(K) - K * fit_s_per_step``, the per-call setup (data adapter, epoch
-    iterator, callbacks), floored at 0 where noise makes it negative."""
+    iterator, callbacks), floored at 0 where noise makes it negative.
+
+    For ``steps_per_call`` N > 1, ``steps`` counts calls and ``x``, ``y`` stack N batches:
+    ``fit`` gets K (2K) copies of the N batches, K x N (2K x N) steps, N per call of its
+    train function, and the per-step figure divides by K x N."""
     from implementations.keras_fit import KerasFitTrainer
 
     if not isinstance(trainer, KerasFitTrainer):
         return {"fit_overhead_s": None, "fit_s_per_step": None}
+    n_per_call = steps_per_call(trainer)
 
     def fit(n: int) -> float:
-        ds = tf.data.Dataset.from_tensors((x, y)).repeat(n)
+        if n_per_call > 1:
+            ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat(n)
+        else:
+            ds = tf.data.Dataset.from_tensors((x, y)).repeat(n)
         t0 = time.perf_counter()
         trainer.model.fit(ds, epochs=1, shuffle=False, verbose=0)
         return time.perf_counter() - t0
@@ -291,8 +338,12 @@ def measure_fit(trainer, x, y, steps: int) -> dict:
     fit(2)  # the first fit() traces its iterator function: not what is measured
     once = min(fit(steps) for _ in range(3))
     twice = min(fit(2 * steps) for _ in range(3))
-    per_step = max(twice - once, 0.0) / steps
-    return {"fit_overhead_s": max(0.0, once - steps * per_step), "fit_s_per_step": per_step}
+    total_steps = steps * n_per_call
+    per_step = max(twice - once, 0.0) / total_steps
+    return {
+        "fit_overhead_s": max(0.0, once - total_steps * per_step),
+        "fit_s_per_step": per_step,
+    }
 
 
 def first_call_and_warm_up(one_step: Callable[[], tf.Tensor], warmup_steps: int) -> float:
@@ -329,6 +380,10 @@ def measure_steps(
 ) -> dict:
     """Time ``trainer.step(x, y)`` at steady state with pytest-benchmark's fixture.
 
+    A round is K calls; a call is ``trainer.steps_per_call`` N training steps (``x``, ``y``
+    stacking N batches where N > 1), so every figure is per training step: round time /
+    (K x N). Warm-up runs ``profile.warmup_steps`` steps, rounded up to whole calls.
+
     Rounds run until ``profile.rounds`` of them were uncontended (steal at most
     ``STEAL_LIMIT``) or ``profile.max_rounds`` have run; the ``profile.rounds`` rounds with the
     least steal are kept (in their order) and become ``benchmark.stats``, in seconds per step.
@@ -336,12 +391,14 @@ def measure_steps(
 
     ``between_rounds(k)``, if given, runs untimed before each round, inside the round's steal
     window (the overhead check interleaves a bare loop there). Returns compile time, steps per
-    round, the per-step median, which rounds were kept and the steal of each round run."""
+    round (K x N), calls per round (K), steps per call (N), the per-step median, which rounds
+    were kept and the steal of each round run."""
+    n = steps_per_call(trainer)
 
-    def one_step():
+    def one_step():  # one call: N steps
         return trainer.step(x, y)
 
-    compile_s = first_call_and_warm_up(one_step, profile.warmup_steps)
+    compile_s = first_call_and_warm_up(one_step, math.ceil(profile.warmup_steps / n))
     k = choose_steps_per_round(one_step, profile.round_seconds)
 
     def timed_round():
@@ -387,11 +444,13 @@ def measure_steps(
     check_retrace(trainer, traces_before, f"{trainer.name}/{trainer.task.name}")
     known = [s if s is not None else 0.0 for s in steal]
     kept = sorted(sorted(range(len(steal)), key=lambda i: known[i])[: profile.rounds])
-    per_step = to_per_step(benchmark, k, kept)
+    per_step = to_per_step(benchmark, k * n, kept)
     measured = all(s is not None for s in steal)
     return {
         "compile_s": compile_s,
-        "steps_per_round": k,
+        "steps_per_round": k * n,
+        "calls_per_round": k,
+        "steps_per_call": n,
         "median_s": float(np.median(per_step)),
         "kept_rounds": kept,
         "rounds_run": len(steal),
@@ -408,11 +467,19 @@ def benchmark_step(
     batch_size: int,
     profile: Profile,
     calibration_gflops: float | None = None,
+    steps_per_call_override: int | None = None,
 ) -> dict:
     """Build one implementation, time its steady-state steps, and fill
-    ``benchmark.extra_info`` (fields: RESULTS_SCHEMA.md). Returns the extra_info dict."""
-    trainer = implementations.get(impl)(task, initial_weights(task))
-    x, y = fixed_batch(task, batch_size, dataset)
+    ``benchmark.extra_info`` (fields: RESULTS_SCHEMA.md). Returns the extra_info dict.
+    ``steps_per_call_override``: N for an implementation of ``implementations.MULTI_STEP``
+    (else its default)."""
+    factory = implementations.get(impl)
+    if steps_per_call_override is None:
+        trainer = factory(task, initial_weights(task))
+    else:
+        trainer = factory(task, initial_weights(task), steps_per_call=steps_per_call_override)
+    n = steps_per_call(trainer)
+    x, y = fixed_batch(task, batch_size, dataset, n)
     reset_peak_memory()
     timing = measure_steps(benchmark, trainer, x, y, profile)
     median, k = timing["median_s"], timing["steps_per_round"]
@@ -428,11 +495,13 @@ def benchmark_step(
         "device": device_name(),
         "batch_size": batch_size,
         "steps_per_round": k,
+        "calls_per_round": timing["calls_per_round"],
+        "steps_per_call": n,
         "rounds": len(timing["kept_rounds"]),
         **steal_fields(timing),
         "samples_per_s": batch_size / median,
         "compile_s": timing["compile_s"],
-        **measure_fit(trainer, x, y, k),
+        **measure_fit(trainer, x, y, timing["calls_per_round"]),
         "flops_per_step": flops,
         "gflops_per_s": gflops,
         "pct_of_matmul_peak": 100 * gflops / calibration_gflops if calibration_gflops else None,
@@ -462,7 +531,8 @@ def to_per_step(benchmark, steps_per_round: int, keep: list[int] | None = None) 
     pytest-benchmark's own ``iterations=K`` would divide each round by K too, but it cannot
     sync the device at the end of a round; we time K steps + sync as one call and apply the
     same division here, before any statistic is computed, so ``stats`` (and the JSON and the
-    terminal table) are seconds per step with ``iterations == K``.
+    terminal table) are seconds per step with ``iterations == K``. (For a trainer that runs
+    N steps per call, pass K calls x N.)
     """
     meta = benchmark.stats
     if meta is None:  # --benchmark-disable: nothing was timed

@@ -1,7 +1,9 @@
 """The registry: implementation name -> factory ``(task, initial_weights) -> Trainer``.
 
-Every factory returns an object meeting ``implementations.common.Trainer``. Importing this
-package imports TensorFlow.
+Every factory returns an object meeting ``implementations.common.Trainer``. The factories in
+``MULTI_STEP`` run several training steps per call (``steps_per_call`` N, default
+``common.STEPS_PER_CALL``) and also take ``steps_per_call=N``. Importing this package imports
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ import numpy as np
 
 from bench.tasks import Task
 from implementations.common import Trainer
-from implementations.custom_loop import custom_eager, custom_graph, custom_xla
-from implementations.keras_fit import keras_fit, keras_fit_xla
+from implementations.custom_loop import (
+    custom_eager,
+    custom_graph,
+    custom_graph_loop,
+    custom_xla,
+    custom_xla_loop,
+)
+from implementations.keras_fit import keras_fit, keras_fit_spe, keras_fit_xla
 
 REGISTRY: dict[str, Callable[[Task, list[np.ndarray]], Trainer]] = {
     "keras_fit": keras_fit,
@@ -21,6 +29,16 @@ REGISTRY: dict[str, Callable[[Task, list[np.ndarray]], Trainer]] = {
     "custom_eager": custom_eager,
     "custom_graph": custom_graph,
     "custom_xla": custom_xla,
+    "keras_fit_spe": keras_fit_spe,
+    "custom_graph_loop": custom_graph_loop,
+    "custom_xla_loop": custom_xla_loop,
+}
+
+# N steps per call, each with its one-step twin (the same loop, one step per call).
+MULTI_STEP: dict[str, str] = {
+    "keras_fit_spe": "keras_fit",
+    "custom_graph_loop": "custom_graph",
+    "custom_xla_loop": "custom_xla",
 }
 
 

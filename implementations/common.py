@@ -8,7 +8,7 @@ so evaluation and weight handling are written once, here.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import keras
@@ -20,23 +20,30 @@ from bench.tasks import Task
 
 
 class Trainer(Protocol):
-    """The interface every implementation meets (see ``implementations/__init__.py``)."""
+    """The interface every implementation meets (see ``implementations/__init__.py``).
+
+    ``steps_per_call`` is how many training steps one ``step`` call runs. Where it is more
+    than 1, ``step`` takes that many batches stacked into one tensor, ``x[N, B, ...]`` and
+    ``y[N, B]`` (``stack_batches``), and runs one step on each, in order; the harness counts
+    a call as N steps, so results stay seconds per training step."""
 
     name: str
     task: Task
     model: keras.Model
+    steps_per_call: int
 
     def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        """One training step. Returns the loss as a device tensor, without waiting for it
-        (built-in Keras reports the running mean of the epoch's losses, as ``fit`` logs do)."""
+        """One call: ``steps_per_call`` training steps. Returns the loss as a device tensor
+        (or the N per-step losses), without waiting for it (built-in Keras reports the running
+        mean of the epoch's losses, as ``fit`` logs do)."""
         ...
 
     def step_losses(self, batches: Iterable[tuple[tf.Tensor, tf.Tensor]]) -> np.ndarray:
-        """Train on each batch in turn; the loss of each individual batch, on the host."""
+        """Train on each batch in turn (N per call); the loss of each batch, on the host."""
         ...
 
     def fit_epoch(self, dataset: tf.data.Dataset) -> float:
-        """One pass over ``dataset``; the mean training loss."""
+        """One pass over ``dataset`` (of single batches); the mean training loss."""
         ...
 
     def traces(self) -> int:
@@ -44,8 +51,14 @@ class Trainer(Protocol):
         ...
 
     def resolved(self) -> dict:
-        """What the implementation actually resolved to (jit_compile, run_eagerly, ...)."""
+        """What the implementation actually resolved to (jit_compile, run_eagerly,
+        steps_per_call, ...)."""
         ...
+
+
+# The default N of the implementations that run several steps per call (``custom_*_loop``,
+# ``keras_fit_spe``); the measurement behind it is in ``implementations/custom_loop.py``.
+STEPS_PER_CALL = 16
 
 
 def make_optimizer(task: Task) -> keras.optimizers.Optimizer:
@@ -82,6 +95,24 @@ def set_weights(model: keras.Model, weights: list[np.ndarray]) -> None:
 
 def get_weights(model: keras.Model) -> list[np.ndarray]:
     return [np.array(v.numpy()) for v in model.trainable_variables]
+
+
+def stack_batches(
+    batches: Iterable[tuple[tf.Tensor, tf.Tensor]], n: int
+) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+    """Consecutive groups of ``n`` batches, each stacked into ``(x[n, B, ...], y[n, B])``; the
+    last group holds what is left (fewer than ``n``). ``n == 1``: the batches as they are."""
+    group: list[tuple[tf.Tensor, tf.Tensor]] = []
+    for batch in batches:
+        if n == 1:
+            yield batch
+            continue
+        group.append(batch)
+        if len(group) == n:
+            yield tf.stack([x for x, _ in group]), tf.stack([y for _, y in group])
+            group = []
+    if group:
+        yield tf.stack([x for x, _ in group]), tf.stack([y for _, y in group])
 
 
 def epoch_dataset(

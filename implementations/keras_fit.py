@@ -1,12 +1,27 @@
-"""Built-in Keras layers trained with ``compile`` + ``fit`` (``keras_fit``, ``keras_fit_xla``).
+"""Built-in Keras layers trained with ``compile`` + ``fit`` (``keras_fit``, ``keras_fit_xla``,
+``keras_fit_spe``).
 
 Seed: both tutorials train Keras models; the layers here are ``keras.layers.Dense`` /
 ``Conv2D`` / ``Flatten`` built from the task spec. ``jit_compile`` is pinned (never "auto",
 which means XLA on with a GPU and off without) and what Keras resolved it to is recorded.
 
-A "step" is one call of ``model.train_function`` -- the compiled function ``fit`` itself
-calls once per batch -- on a batch of tensors. ``fit``'s own per-call setup (data adapter,
-callbacks, epoch iterator) is measured separately by the harness.
+``keras_fit`` / ``keras_fit_xla``: a "step" is one call of ``model.train_function`` -- the
+compiled function ``fit`` itself calls once per batch -- on a batch of tensors (a list: the
+path ``train_on_batch`` takes). ``fit``'s own per-call setup (data adapter, callbacks, epoch
+iterator) is measured separately by the harness.
+
+``keras_fit_spe``: ``compile(steps_per_execution=N)``, XLA off, the default N shared with the
+custom loops (``implementations.common.STEPS_PER_CALL``; ``keras_fit_spe(...,
+steps_per_call=N)`` for another). Keras 3's TensorFlow backend runs N steps per call only
+when ``train_function`` is handed a ``tf.data`` iterator, as ``fit`` hands it one:
+``multi_step_on_iterator`` is then one ``tf.function`` holding a ``tf.while_loop`` that pulls
+up to N batches from the iterator in the graph and runs the one-step function on each. Fed a
+list (or any other Python iterable), it loops in Python, one call of the one-step function
+per batch. So ``step(x[N, B, ...], y[N, B])`` feeds ``train_function`` an iterator over the N
+stacked batches, repeated, kept while the same tensors are fed: each call runs those N
+batches in order, as ``fit`` runs an epoch's batches N at a time. On this path Keras reads
+on the host whether the call produced a result (``Optional.has_value``), so each call also
+waits for its N steps to finish, as every call inside ``fit`` does.
 """
 
 from __future__ import annotations
@@ -18,7 +33,13 @@ import numpy as np
 import tensorflow as tf
 
 from bench.tasks import Conv2D, Dense, Flatten, Task
-from implementations.common import keras_loss, make_optimizer, set_weights
+from implementations.common import (
+    STEPS_PER_CALL,
+    keras_loss,
+    make_optimizer,
+    set_weights,
+    stack_batches,
+)
 
 
 def build_model(task: Task) -> keras.Model:
@@ -42,14 +63,34 @@ def build_model(task: Task) -> keras.Model:
 
 
 class KerasFitTrainer:
-    def __init__(self, task: Task, weights: list[np.ndarray], *, jit_compile: bool, name: str):
+    """``iterator=False``: ``step(x, y)`` is one call of the one-step train function on one
+    batch. ``iterator=True``: ``step`` feeds ``train_function`` a ``tf.data`` iterator, as
+    ``fit`` does, and runs ``steps_per_execution`` steps per call on that many stacked
+    batches (one batch, not stacked, when it is 1)."""
+
+    def __init__(
+        self,
+        task: Task,
+        weights: list[np.ndarray],
+        *,
+        jit_compile: bool,
+        name: str,
+        steps_per_execution: int = 1,
+        iterator: bool = False,
+    ):
+        if steps_per_execution < 1 or (steps_per_execution > 1 and not iterator):
+            raise ValueError(
+                f"{name}: steps_per_execution={steps_per_execution} needs iterator=True and >= 1"
+            )
         self.name, self.task, self._jit = name, task, jit_compile
+        self.steps_per_call, self._iterator = steps_per_execution, iterator
         self.model = build_model(task)
         set_weights(self.model, weights)
         self.model.compile(
             optimizer=make_optimizer(task),
             loss=keras_loss(task),
             jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
         )
         self._trace_count = 0
         train_step = self.model.train_step
@@ -63,20 +104,78 @@ class KerasFitTrainer:
         # make_train_function() time. Keras's own train_step still does all the work.
         self.model.train_step = counted_train_step
         self.model.make_train_function()  # wraps counted_train_step; fit() reuses it
+        self._fed: tuple | None = None  # (x, y, iterator) of the last step() call
+        self._recorder: tuple | None = None  # step_losses' train function, built when needed
+        self._recording = False  # read while that function is traced
+
+    def _dataset(self, x: tf.Tensor, y: tf.Tensor) -> tf.data.Dataset:
+        """One call's batches: the N stacked batches as N elements (one batch when N = 1)."""
+        if self.steps_per_call > 1:
+            return tf.data.Dataset.from_tensor_slices((x, y))
+        return tf.data.Dataset.from_tensors((x, y))
 
     def step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        # A list is the path train_on_batch takes: the same compiled one-step function that
-        # fit runs per batch, fed tensors directly rather than through a tf.data iterator.
-        return self.model.train_function([(x, y)])["loss"]
+        if not self._iterator:
+            # A list is the path train_on_batch takes: the compiled one-step function that fit
+            # runs per batch, fed tensors directly rather than through a tf.data iterator.
+            return self.model.train_function([(x, y)])["loss"]
+        # fit's path. The iterator repeats the N batches, so each call (N pulls) trains on
+        # them in order; one iterator per (x, y), as fit makes one per epoch, not per call.
+        if self._fed is None or self._fed[0] is not x or self._fed[1] is not y:
+            self._fed = (x, y, iter(self._dataset(x, y).repeat()))
+        return self.model.train_function(self._fed[2])["loss"]
 
     def step_losses(self, batches: Iterable[tuple[tf.Tensor, tf.Tensor]]) -> np.ndarray:
         # Keras logs the running mean of the epoch's losses; resetting the loss tracker
         # before each step makes the logged value that one batch's loss.
+        if not self._iterator:
+            losses = []
+            for x, y in batches:
+                self.model.reset_metrics()
+                losses.append(float(self.step(x, y)))
+            return np.array(losses, dtype=np.float64)
+        # A multi-step call returns only the last step's logs (a running mean), so each
+        # step's own loss is recorded as it is computed (_recording_train_function).
+        function, record, count = self._recording_train_function()
         losses = []
-        for x, y in batches:
-            self.model.reset_metrics()
-            losses.append(float(self.step(x, y)))
+        for x, y in stack_batches(batches, self.steps_per_call):
+            expected = int(x.shape[0]) if self.steps_per_call > 1 else 1
+            count.assign(0)
+            self._recording = True
+            try:
+                function(iter(self._dataset(x, y)))
+            finally:
+                self._recording = False
+            if int(count.numpy()) != expected:
+                raise RuntimeError(
+                    f"{self.name}: one call ran {int(count.numpy())} steps on {expected} batches"
+                )
+            losses.extend(record.numpy()[:expected].tolist())
         return np.array(losses, dtype=np.float64)
+
+    def _recording_train_function(self):
+        """A train function built exactly like the timed one (``make_train_function``: the
+        same while loop over the iterator, the same one-step function), except that each step
+        also writes its batch loss -- what ``compute_loss`` returned -- into ``record``. Built
+        aside; ``model.train_function`` stays the one that is timed and that ``fit`` runs."""
+        if self._recorder is None:
+            record = tf.Variable(tf.zeros(self.steps_per_call), trainable=False)
+            count = tf.Variable(0, trainable=False)
+            compute_loss = self.model.compute_loss
+
+            def recording_compute_loss(*args, **kwargs):
+                loss = compute_loss(*args, **kwargs)
+                if self._recording:  # at trace time: only the recording function records
+                    record.scatter_nd_update(tf.reshape(count, (1, 1)), tf.reshape(loss, (1,)))
+                    count.assign_add(1)
+                return loss
+
+            self.model.compute_loss = recording_compute_loss
+            timed = self.model.train_function
+            self.model.make_train_function(force=True)
+            self._recorder = (self.model.train_function, record, count)
+            self.model.train_function = timed
+        return self._recorder
 
     def fit_epoch(self, dataset: tf.data.Dataset) -> float:
         history = self.model.fit(dataset, epochs=1, shuffle=False, verbose=0)
@@ -86,12 +185,19 @@ class KerasFitTrainer:
         return self._trace_count
 
     def resolved(self) -> dict:
+        spe = int(self.model.steps_per_execution)
         return {
             "jit_compile": bool(self.model.jit_compile),
             "jit_compile_requested": self._jit,
             "run_eagerly": bool(self.model.run_eagerly),
-            "steps_per_execution": int(self.model.steps_per_execution),
-            "loop": "model.fit",
+            "steps_per_execution": spe,
+            "steps_per_call": self.steps_per_call,
+            "loop": (
+                f"model.fit (train function on a tf.data iterator: a tf.while_loop of {spe} "
+                "steps per call)"
+                if self._iterator
+                else "model.fit"
+            ),
         }
 
 
@@ -101,3 +207,16 @@ def keras_fit(task: Task, weights: list[np.ndarray]) -> KerasFitTrainer:
 
 def keras_fit_xla(task: Task, weights: list[np.ndarray]) -> KerasFitTrainer:
     return KerasFitTrainer(task, weights, jit_compile=True, name="keras_fit_xla")
+
+
+def keras_fit_spe(
+    task: Task, weights: list[np.ndarray], steps_per_call: int = STEPS_PER_CALL
+) -> KerasFitTrainer:
+    return KerasFitTrainer(
+        task,
+        weights,
+        jit_compile=False,
+        name="keras_fit_spe",
+        steps_per_execution=steps_per_call,
+        iterator=True,
+    )

@@ -10,6 +10,14 @@ first 5 steps / over all steps / max weight difference relative to the array's m
   XLA vs non-XLA twin            linreg 1.3e-6 / 1.3e-6 / 0; mlp 1.9e-7 / 3.7e-7 / 4.4e-6;
                                  cnn 1.2e-7 / 5.3e-4 / 1.6e-2
   learning rate x1.5 (a bug)     mlp >= 8e-2 / 0.18 / 0.68; cnn >= 6.5e-2 / 0.24 / 0.40
+  N steps per call vs one step   custom_graph_loop, keras_fit_spe: 0 / 0 / 0 on every task
+  per call (N = 4 and 16)        (the same kernels, run in a loop); custom_xla_loop vs
+                                 custom_xla: linreg, mlp 0 / 0 / 0; cnn 0 / 1.6e-4 / 8.1e-3
+                                 (the loop is another XLA compilation of the same step)
+  a loop that skips the last     mlp 0.16 / 0.61 / 0.43; cnn 3.6e-2 / 0.36 / 0.25
+  step of each call (a bug)
+  ... or trains on the one but   mlp 6.0e-2 / 0.50 / 0.41; cnn 2.6e-2 / 0.24 / 0.20
+  last batch twice (a bug)
 The CNN is chaotic: a 1e-7 difference (another convolution kernel, or XLA's summation order)
 can grow 30x in one step, because Adam turns tiny differences in near-zero gradients into
 lr-sized updates; how far it grows depends on the batch order. So the CNN is held tightly
@@ -26,7 +34,8 @@ import tensorflow as tf
 
 import implementations
 from bench.tasks import TASKS, initial_weights
-from implementations.common import epoch_dataset, get_weights
+from implementations.common import epoch_dataset, get_weights, stack_batches
+from implementations.custom_loop import make_step
 
 STEPS = {"linreg": 40, "mlp": 30, "cnn": 20}
 BATCH = 64
@@ -56,6 +65,15 @@ XLA = {
     "cnn": CHAOTIC,
 }
 
+# N steps per call against the same step one call at a time. N is small here so that call
+# boundaries fall inside the first steps, where the CNN is still held tightly (N is only
+# the stacked tensor's first dimension: the code is the same for the registry's default);
+# the MLP's 30 steps leave a shorter last call, one more trace, checked too.
+N = 4
+MULTI_STEP_GRAPH = EXACT  # the same kernels, in a loop: measured 0
+MULTI_STEP_KERAS = EXACT  # Keras's while loop over its own one-step function: measured 0
+MULTI_STEP_XLA = XLA  # the loop is compiled anew, and XLA may fuse and reorder differently
+
 
 def run(task, trainer, data):
     batches = list(epoch_dataset(data.x_train, data.y_train, BATCH, seed=0, epoch=0))
@@ -80,18 +98,28 @@ def differences(a, b, tol: Tolerance) -> list[str]:
     return problems
 
 
+def build(impl: str, task, n: int = N):
+    """The implementation, with ``n`` steps per call if it runs several."""
+    if impl in implementations.MULTI_STEP:
+        return implementations.get(impl)(task, initial_weights(task), steps_per_call=n)
+    return implementations.get(impl)(task, initial_weights(task))
+
+
 @pytest.fixture(scope="module")
 def runs(task_data):
     out = {}
     for name, task in TASKS.items():
         data = task_data(task, n_train=BATCH * STEPS[name])
-        out[name] = {
-            impl: run(task, factory(task, initial_weights(task)), data)
-            for impl, factory in implementations.REGISTRY.items()
-        }
+        out[name] = {impl: run(task, build(impl, task), data) for impl in implementations.REGISTRY}
         out[name]["data"] = data
     return out
 
+
+MULTI_STEP_TOLERANCE = {
+    "custom_graph_loop": lambda task: MULTI_STEP_GRAPH,
+    "custom_xla_loop": lambda task: MULTI_STEP_XLA[task],
+    "keras_fit_spe": lambda task: MULTI_STEP_KERAS,
+}
 
 PAIRS = [
     ("custom_eager", "custom_graph", lambda task: EXACT),
@@ -99,7 +127,7 @@ PAIRS = [
     ("keras_fit_xla", "keras_fit", lambda task: XLA[task]),
     ("custom_xla", "custom_graph", lambda task: XLA[task]),
     ("keras_fit_xla", "custom_xla", lambda task: KERAS[task]),
-]
+] + [(impl, implementations.MULTI_STEP[impl], tol) for impl, tol in MULTI_STEP_TOLERANCE.items()]
 
 
 @pytest.mark.parametrize("task_name", list(TASKS))
@@ -165,3 +193,93 @@ def test_batches_are_identical_for_every_implementation(task_data):
     again = [x.numpy() for x, _ in epoch_dataset(data.x_train, data.y_train, BATCH, 0, 0)]
     assert all((p == q).all() for p, q in zip(first, again))
     assert tf.reduce_any(first[0] != data.x_train[:BATCH])  # shuffled, not in file order
+
+
+# --- several steps per call ----------------------------------------------------------------
+
+
+def skipping_loop(train_step):
+    """A wrong in-graph loop: the last of each call's N steps is never run (its loss is
+    reported as the one before)."""
+
+    def loop(xs, ys):
+        n = xs.shape[0]
+        losses = tf.TensorArray(tf.float32, size=n)
+        loss = train_step(xs[0], ys[0])
+        losses = losses.write(0, loss)
+        for i in tf.range(1, n - 1):
+            loss = train_step(xs[i], ys[i])
+            losses = losses.write(i, loss)
+        if n > 1:
+            losses = losses.write(n - 1, loss)
+        return losses.stack()
+
+    return loop
+
+
+def repeating_loop(train_step):
+    """A wrong in-graph loop: the last batch of each call is replaced by the one before it
+    (which is trained on twice)."""
+
+    def loop(xs, ys):
+        n = xs.shape[0]
+        losses = tf.TensorArray(tf.float32, size=n)
+        for i in tf.range(n):
+            j = tf.maximum(tf.minimum(i, n - 2), 0)
+            losses = losses.write(i, train_step(xs[j], ys[j]))
+        return losses.stack()
+
+    return loop
+
+
+@pytest.mark.parametrize("task_name", list(TASKS))
+@pytest.mark.parametrize("bug", [skipping_loop, repeating_loop], ids=["skips", "repeats"])
+def test_a_wrong_multi_step_loop_is_caught(runs, task_name, bug):
+    task = TASKS[task_name]
+    trainer = build("custom_graph_loop", task)
+    trainer._step = tf.function(bug(make_step(trainer.model, trainer.optimizer, task)))
+    wrong = run(task, trainer, runs[task_name]["data"])
+    assert len(wrong[0]) == STEPS[task_name]
+    # Caught by the check each loop variant passes, and by the loosest one (XLA's).
+    assert differences(wrong, runs[task_name]["custom_graph"], MULTI_STEP_GRAPH)
+    assert differences(wrong, runs[task_name]["custom_xla"], MULTI_STEP_XLA[task_name])
+
+
+@pytest.mark.parametrize("impl", list(MULTI_STEP_TOLERANCE))
+def test_a_timed_call_runs_its_n_batches_in_order(runs, impl):
+    """What the harness times: ``step(x[N, B], y[N, B])`` called again and again on the same
+    stacked batches (keras_fit_spe's iterator over them is kept between calls) trains on
+    those N batches, in order, every call: the same weights as the one-step twin on the
+    batches one by one."""
+    task, n, calls = TASKS["mlp"], 5, 3
+    data = runs["mlp"]["data"]
+    batches = list(epoch_dataset(data.x_train, data.y_train, BATCH, seed=0, epoch=0))[:n]
+    trainer = build(impl, task, n)
+    x, y = next(stack_batches(batches, n))
+    for _ in range(calls):
+        loss = trainer.step(x, y)
+    np.asarray(loss)  # sync
+    twin = build(implementations.MULTI_STEP[impl], task)
+    twin.step_losses(batches * calls)
+    assert optimizer_steps(trainer) == optimizer_steps(twin) == n * calls
+    no_losses = np.ones(1)  # weights only: the timed calls' losses are not per step
+    ours, theirs = (no_losses, get_weights(trainer.model)), (no_losses, get_weights(twin.model))
+    assert differences(ours, theirs, MULTI_STEP_TOLERANCE[impl]("mlp")) == []
+
+
+def optimizer_steps(trainer) -> int:
+    """How many updates the trainer's optimizer has applied."""
+    optimizer = getattr(trainer, "optimizer", None) or trainer.model.optimizer
+    return int(optimizer.iterations)
+
+
+def test_keras_fit_with_steps_per_execution_lands_where_keras_fit_does(runs):
+    """fit() runs keras_fit_spe's train function (the timed one, not step_losses' recording
+    twin) N steps per call: one epoch of the same batches ends at keras_fit's weights."""
+    task = TASKS["mlp"]
+    data = runs["mlp"]["data"]
+    trainer = build("keras_fit_spe", task)
+    trainer.fit_epoch(epoch_dataset(data.x_train, data.y_train, BATCH, seed=0, epoch=0))
+    assert optimizer_steps(trainer) == STEPS["mlp"]
+    expected = runs["mlp"]["keras_fit"]
+    assert differences((expected[0], get_weights(trainer.model)), expected, MULTI_STEP_KERAS) == []

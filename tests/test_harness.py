@@ -15,7 +15,14 @@ import pytest
 import tensorflow as tf
 
 import implementations
-from bench.harness import PROFILES, STEAL_LIMIT, RetraceError, measure_fit, measure_steps
+from bench.harness import (
+    PROFILES,
+    STEAL_LIMIT,
+    RetraceError,
+    fixed_batch,
+    measure_fit,
+    measure_steps,
+)
 from bench.tasks import TASKS, initial_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +191,64 @@ def test_retrace_during_timing_is_an_error():
         measure_steps(FakeBenchmark(), ShapeChangingTrainer(), x, y, profile)
 
 
+class StackedShapeChangingTrainer:
+    """A multi-step trainer (N = 2) fed ragged stacked batches once timing has begun."""
+
+    def __init__(self, impl):
+        task = TASKS["mlp"]
+        self.inner = implementations.get(impl)(task, initial_weights(task), steps_per_call=2)
+        self.name, self.task, self.steps_per_call = impl, task, 2
+        self.timing = False
+
+    def step(self, x, y):
+        if self.timing:
+            x, y = x[:, :-1], y[:, :-1]  # every batch one example short: retraces
+        return self.inner.step(x, y)
+
+    def traces(self):
+        self.timing = True
+        return self.inner.traces()
+
+
+@pytest.mark.parametrize("impl", ["custom_graph_loop", "custom_xla_loop", "keras_fit_spe"])
+def test_retrace_of_a_multi_step_call_is_an_error(impl):
+    x = tf.zeros((2, 8, 28, 28))
+    y = tf.zeros((2, 8), tf.int32)
+    with pytest.raises(RetraceError, match="traced"):
+        measure_steps(FakeBenchmark(), StackedShapeChangingTrainer(impl), x, y, PROFILES["smoke"])
+
+
+class MultiStepTrainer(SteadyTrainer):
+    """SteadyTrainer, N steps per call."""
+
+    steps_per_call = 4
+
+
+def test_a_call_of_n_steps_counts_n_steps():
+    bench, trainer = FakeBenchmark(), MultiStepTrainer()
+    profile = PROFILES["smoke"]
+    timing = measure_steps(bench, trainer, None, None, profile, steal_counters=lambda: None)
+    k, n = timing["calls_per_round"], timing["steps_per_call"]
+    assert n == 4 and timing["steps_per_round"] == k * n
+    assert bench.stats.iterations == k * n
+    # per training step: each round's K calls of N steps
+    kept = timing["kept_rounds"]
+    assert bench.stats.stats.data == pytest.approx([bench.raw[i] / (k * n) for i in kept])
+
+
+def test_fixed_data_of_a_multi_step_trainer_is_n_distinct_batches(task_data):
+    task = TASKS["mlp"]
+    data = task_data(task, n_train=100)  # fewer than N x B: tiled
+    x, y = fixed_batch(task, 32, data, steps_per_call=4)
+    assert x.shape == (4, 32, 28, 28) and y.shape == (4, 32)
+    idx = np.arange(4 * 32) % 100
+    np.testing.assert_array_equal(x.numpy().reshape(128, 28, 28), data.x_train[idx])
+    np.testing.assert_array_equal(y.numpy().ravel(), data.y_train[idx])
+    one_x, one_y = fixed_batch(task, 32, data)
+    assert one_x.shape == (32, 28, 28)
+    np.testing.assert_array_equal(one_x.numpy(), x.numpy()[0])
+
+
 STEP_FIELDS = {
     "kind",
     "implementation",
@@ -193,6 +258,8 @@ STEP_FIELDS = {
     "device",
     "batch_size",
     "steps_per_round",
+    "calls_per_round",
+    "steps_per_call",
     "rounds",
     "rounds_run",
     "steal_pct",
@@ -248,7 +315,8 @@ def tiny_run(tmp_path_factory):
         "no:cacheprovider",
         "-q",
         "-k",
-        "test_step and (linreg or mlp) and (keras_fit-linreg or custom_eager or custom_xla)",
+        "test_step and (linreg or mlp) and (keras_fit-linreg or custom_eager or custom_xla)"
+        " and not custom_xla_loop-linreg",
         f"--benchmark-json={out}",
         "--benchmark-save-data",
         str(ROOT / "bench" / "bench_step.py"),
@@ -265,6 +333,7 @@ def test_tiny_run_records_every_field(tiny_run):
         "test_step[custom_eager-mlp]",
         "test_step[custom_xla-linreg]",
         "test_step[custom_xla-mlp]",
+        "test_step[custom_xla_loop-mlp]",
         "test_step[keras_fit-linreg]",
     ]
     machine = tiny_run["machine_info"]["loopbench"]
@@ -283,6 +352,8 @@ def test_tiny_run_records_every_field(tiny_run):
         ):
             assert math.isfinite(info[key]) and info[key] > 0, key
         assert stats["iterations"] == info["steps_per_round"]
+        assert info["steps_per_round"] == info["calls_per_round"] * info["steps_per_call"]
+        assert info["steps_per_call"] == info["steps_per_execution"]
         assert len(stats["data"]) == info["rounds"] == PROFILES["smoke"].rounds
         assert info["rounds"] <= info["rounds_run"] <= PROFILES["smoke"].max_rounds
         assert len(info["round_steal_pct"]) == info["rounds_run"]
@@ -291,7 +362,7 @@ def test_tiny_run_records_every_field(tiny_run):
             info["batch_size"] / stats["median"], rel=1e-9
         )
         assert info["gflops_per_s"] == pytest.approx(info["flops_per_step"] / stats["median"] / 1e9)
-        assert info["jit_compile"] is info["implementation"].endswith("xla")
+        assert info["jit_compile"] is ("xla" in info["implementation"])
         is_keras = info["implementation"].startswith("keras")
         assert (info["fit_overhead_s"] is not None) == is_keras
         assert (info["fit_s_per_step"] is not None) == is_keras
@@ -319,3 +390,23 @@ def test_fit_cost_splits_into_setup_and_per_step(monkeypatch):
     assert batches == [2, 20, 20, 20, 40, 40, 40]
     custom = implementations.get("custom_graph")(task, initial_weights(task))
     assert measure_fit(custom, x, y, steps=20) == {"fit_overhead_s": None, "fit_s_per_step": None}
+
+
+def test_fit_cost_of_a_multi_step_trainer_is_per_step(monkeypatch):
+    """keras_fit_spe (N = 4): fit() is fed K (2K) copies of the N stacked batches, K x N
+    (2K x N) batches, and the per-step figure divides by K x N."""
+    task = TASKS["linreg"]
+    trainer = implementations.get("keras_fit_spe")(task, initial_weights(task), steps_per_call=4)
+    batches = []
+
+    def fake_fit(ds, **kwargs):
+        n = int(ds.cardinality())
+        batches.append(n)
+        time.sleep(0.1 + 0.001 * n)
+
+    monkeypatch.setattr(trainer.model, "fit", fake_fit)
+    x, y = tf.zeros((4, 4, 1)), tf.zeros((4, 4, 1))
+    cost = measure_fit(trainer, x, y, steps=20)
+    assert batches == [8, 80, 80, 80, 160, 160, 160]
+    assert cost["fit_s_per_step"] == pytest.approx(0.001, rel=0.2)
+    assert cost["fit_overhead_s"] == pytest.approx(0.1, rel=0.2)
