@@ -49,6 +49,7 @@ from tabulate import tabulate
 
 from bench import ab_stats as S
 from bench.ab_sides import InputError, Side, Worker, resolve_side, start_workers
+from bench.compare import parse_threshold, write_json_atomic
 from bench.steal import STEAL_LIMIT, cpu_model, cpu_steal_counters, steal_fraction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -413,16 +414,6 @@ def machine() -> dict:
 # --- the command ----------------------------------------------------------------------------
 
 
-def parse_percent(text: str, option: str) -> float:
-    try:
-        value = float(text.strip().rstrip("%"))
-    except ValueError:
-        raise InputError(f"{option}: expected a percentage such as 3%, got {text!r}") from None
-    if not 0 < value < 100:
-        raise InputError(f"{option}: must be between 0 and 100%, got {text!r}")
-    return value / 100
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench ab",
@@ -442,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold",
         default=DEFAULT_THRESHOLD,
+        type=parse_threshold,
         help="smallest slowdown reported (default %(default)s)",
     )
     p.add_argument("--confidence", type=float, default=0.95)
@@ -474,7 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    threshold = parse_percent(args.threshold, "--threshold")
+    if not 0 < args.threshold < 100:
+        raise InputError(f"--threshold must be between 0 and 100%, got {args.threshold:g}%")
+    threshold = args.threshold / 100
     if args.pairs < 1 or args.min_pairs < 6 or args.round_seconds <= 0:
         raise InputError("--pairs must be >= 1, --min-pairs >= 6, --round-seconds > 0")
     if not 0.5 <= args.confidence < 1:
@@ -590,8 +584,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     print(format_table(results))
     print()
     print(summary_line(results, threshold, doc["summary"]["wall_s"]))
-    from bench.compare import write_json_atomic
-
     if args.json_out:
         write_json_atomic(args.json_out, doc)
     if args.github_json:
