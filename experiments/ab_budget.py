@@ -23,13 +23,11 @@ Each run's verdicts, ratios and intervals, and a summary, go to ``--out`` (JSON)
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +35,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the suite's own modules from this tree
+
+from bench.ab_sides import export_revision, resolve_revision  # noqa: E402
+
 STEP_END = (
     "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"
     "        return loss\n"
@@ -47,14 +49,6 @@ PLANTED = (
     "        extra = model(x[: max(1, int({fraction} * x.shape[0]))], training=False)\n"
     "        return loss + 0.0 * tf.reduce_sum(extra)\n"
 )
-
-
-def export(rev: str, dest: Path) -> None:
-    tar = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", rev], capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-        t.extractall(dest, filter="data")
 
 
 def plant(tree: Path, fraction: float) -> None:
@@ -153,9 +147,12 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="ab-budget-") as tmp:
         tree, other = Path(tmp) / "tree", Path(tmp) / "other"
-        export(args.rev, tree)
+        revision = resolve_revision(ROOT, args.rev)
+        if revision is None:
+            raise SystemExit(f"--rev {args.rev!r}: not a revision of {ROOT}")
+        export_revision(ROOT, revision, tree)
         if args.mode == "planted":
-            export(args.rev, other)
+            export_revision(ROOT, revision, other)
             plant(other, args.fraction)
         else:
             shutil.copytree(tree, other)
