@@ -22,6 +22,8 @@ BASELINE = "keras_fit"
 PARITY_PP = 1.0
 # Mean accuracies per task, filled as the baseline runs (it is parametrized first).
 _baseline_accuracy: dict[str, float] = {}
+# Mean float32 accuracies per (implementation, task): the twins of the mixed-precision runs.
+_float32_accuracy: dict[tuple[str, str], float] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -65,10 +67,15 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
 
     # One round: the wall time of training every seed (evaluation included) is the stat.
     runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
-    info = {"implementation": impl, **summarize(task, data, runs, conv.seeds, epochs)}
+    info = {
+        "implementation": impl,
+        "precision": "float32",
+        **summarize(task, data, runs, conv.seeds, epochs),
+    }
     info.update(anchor(task, info, full_training=conv.full_training))
     info.update(parity_baseline=BASELINE, parity_delta_pp=None, parity_ok=None)
     if task.kind == "classification":
+        _float32_accuracy[(impl, task_name)] = info["final_accuracy"]
         if impl == BASELINE:
             _baseline_accuracy[task_name] = info["final_accuracy"]
         delta = _parity_delta_pp(task_name, info["final_accuracy"])
@@ -90,6 +97,60 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
         pytest.fail(
             f"{impl}/{task_name}: accuracy {info['final_accuracy']:.4f} below the external "
             f"anchor {task.accuracy_target} on full Fashion-MNIST"
+        )
+
+
+PRECISION = [
+    pytest.param(impl, task, precision, id=f"{impl}-{task}-{precision}")
+    for precision in ("mixed_bfloat16", "mixed_float16")
+    for task in ("mlp", "cnn")
+    for impl in ("keras_fit", "custom_graph", "custom_xla")
+]
+
+
+@pytest.mark.parametrize("impl, task_name, precision", PRECISION)
+def test_convergence_precision(benchmark, impl, task_name, precision, profile, task_data):
+    """Mixed precision trains to the accuracy of the same implementation in float32, within
+    PARITY_PP (1 point): the bound every implementation is held to against keras_fit, and
+    wider than 16-bit rounding moves it (tests/test_precision.py), narrower than a real
+    training difference. The float32 twin is the one test_convergence trained in this
+    session; where it was deselected, it is trained here first."""
+    conv, task, data, epochs = _setup(profile, task_data, task_name)
+    if (impl, task_name, precision) not in conv.precision:
+        pytest.skip(f"not in the {profile.name} profile's mixed-precision runs (--profile full)")
+    benchmark.group = f"convergence-{task_name}"
+    if (impl, task_name) not in _float32_accuracy:
+        twin = [train(impl, task, data, seed, epochs) for seed in conv.seeds]
+        _float32_accuracy[(impl, task_name)] = summarize(task, data, twin, conv.seeds, epochs)[
+            "final_accuracy"
+        ]
+
+    def train_all_seeds():
+        return [train(impl, task, data, seed, epochs, precision) for seed in conv.seeds]
+
+    runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
+    info = {
+        "implementation": impl,
+        "precision": precision,
+        **summarize(task, data, runs, conv.seeds, epochs),
+    }
+    info.update(anchor(task, info, full_training=conv.full_training))
+    delta = 100 * (info["final_accuracy"] - _float32_accuracy[(impl, task_name)])
+    info.update(
+        parity_baseline=f"{impl} (float32)",
+        parity_delta_pp=delta,
+        parity_ok=abs(delta) <= PARITY_PP,
+    )
+    benchmark.extra_info.update(info)
+    if not info["parity_ok"]:
+        pytest.fail(
+            f"{impl}/{task_name} in {precision}: mean accuracy {info['final_accuracy']:.4f} is "
+            f"{delta:+.2f} pp from its float32 run's (allowed +-{PARITY_PP})"
+        )
+    if info["anchor_ok"] is False:
+        pytest.fail(
+            f"{impl}/{task_name} in {precision}: accuracy {info['final_accuracy']:.4f} below "
+            f"the external anchor {task.accuracy_target} on full Fashion-MNIST"
         )
 
 

@@ -1,5 +1,6 @@
-"""Step-throughput benchmarks: every implementation x task, a batch-size sweep, and a sweep
-of the steps per call N of the multi-step implementations (``implementations.MULTI_STEP``).
+"""Step-throughput benchmarks: every implementation x task, a batch-size sweep, a sweep of
+the steps per call N of the multi-step implementations (``implementations.MULTI_STEP``), and
+mixed precision (``test_precision``; every other benchmark runs in float32).
 
 Run: ``pytest --benchmark-only`` (add ``-k "xla and cnn"`` to select, ``--profile full`` for
 the whole sweeps, ``--benchmark-json out.json --benchmark-save-data`` to keep results).
@@ -16,7 +17,9 @@ import pytest
 
 import implementations
 from bench.harness import (
+    PRECISION_IMPLEMENTATIONS,
     benchmark_step,
+    device_name,
     fixed_batch,
     for_sweep,
     measure_steps,
@@ -71,6 +74,40 @@ def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_cal
         batch,
         for_sweep(profile),
         matmul_calibration["calibration_gflops"],
+    )
+
+
+PRECISION = [
+    pytest.param(impl, task, precision, id=f"{impl}-{task}-{precision}")
+    for precision in ("mixed_bfloat16", "mixed_float16")
+    for task in ("mlp", "cnn")
+    for impl in PRECISION_IMPLEMENTATIONS
+]
+
+
+@pytest.mark.parametrize("impl, task_name, precision", PRECISION)
+def test_precision(benchmark, impl, task_name, precision, profile, task_data, matmul_calibration):
+    """Seconds per training step under a mixed-precision policy; the float32 twin is the same
+    implementation in ``test_step``. Training reaches the same accuracy (within 1 point:
+    bench_accuracy.py's test_convergence_precision)."""
+    if (impl, task_name, precision) not in profile.precision_benchmarks:
+        pytest.skip(f"not in the {profile.name} profile's precision benchmarks (--profile full)")
+    if precision == "mixed_float16" and task_name == "cnn" and device_name() == "/CPU:0":
+        pytest.skip(
+            "mixed_float16 is meant for GPUs: this CPU has no float16 convolution kernels "
+            "(the CNN measured 280-400 ms/step in float16, 10-20x float32, on a 2-core EPYC)"
+        )
+    task = TASKS[task_name]
+    benchmark.group = f"precision-{task_name}"
+    benchmark_step(
+        benchmark,
+        impl,
+        task,
+        task_data(task),
+        task.batch_size,
+        profile,
+        matmul_calibration["calibration_gflops"],
+        precision=precision,
     )
 
 

@@ -30,6 +30,9 @@ class ConvergenceProfile:
     # Whether the implementations that run several steps per call (implementations.MULTI_STEP)
     # train too: tests/test_equivalence.py holds them step for step to their one-step twins.
     multi_step: bool = True
+    # (implementation, task, precision) trained in mixed precision, each held to the same
+    # implementation's float32 accuracy (bench_accuracy.py: test_convergence_precision).
+    precision: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def full_training(self) -> bool:
@@ -38,12 +41,34 @@ class ConvergenceProfile:
 
 
 CONVERGENCE = {
-    "smoke": ConvergenceProfile(seeds=(0,), n_train=1024, epochs={"linreg": 1, "mlp": 1, "cnn": 1}),
+    "smoke": ConvergenceProfile(
+        seeds=(0,),
+        n_train=1024,
+        epochs={"linreg": 1, "mlp": 1, "cnn": 1},
+        precision=(("custom_graph", "mlp", "mixed_bfloat16"),),
+    ),
     # The seed tutorial's own subset (first 10,000 images), a few epochs: minutes, not hours.
     "quick": ConvergenceProfile(
-        seeds=(0,), n_train=10_000, epochs={"linreg": 5, "mlp": 3, "cnn": 2}, multi_step=False
+        seeds=(0,),
+        n_train=10_000,
+        epochs={"linreg": 5, "mlp": 3, "cnn": 2},
+        multi_step=False,
+        precision=(
+            ("custom_graph", "mlp", "mixed_bfloat16"),
+            ("custom_graph", "cnn", "mixed_bfloat16"),
+        ),
     ),
-    "full": ConvergenceProfile(seeds=(0, 1, 2), n_train=None, epochs=None),
+    "full": ConvergenceProfile(
+        seeds=(0, 1, 2),
+        n_train=None,
+        epochs=None,
+        precision=tuple(
+            (impl, task, precision)
+            for impl in ("keras_fit", "custom_graph", "custom_xla")
+            for task in ("mlp", "cnn")
+            for precision in ("mixed_bfloat16", "mixed_float16")
+        ),
+    ),
 }
 
 
@@ -52,9 +77,11 @@ def progress(message: str) -> None:
     print(f"loopbench: {message}", file=sys.stderr, flush=True)
 
 
-def train(impl: str, task: Task, data: Dataset, seed: int, epochs: int) -> dict:
+def train(
+    impl: str, task: Task, data: Dataset, seed: int, epochs: int, precision: str = "float32"
+) -> dict:
     """Train one implementation from the seed's initial weights; curves and timings."""
-    trainer = implementations.get(impl)(task, initial_weights(task, seed))
+    trainer = implementations.get(impl)(task, initial_weights(task, seed), precision=precision)
     curves: dict[str, list] = {"epoch": [], "train_loss": [], "test_loss": [], "test_accuracy": []}
     clock, tta = 0.0, None
     for epoch in range(epochs):
@@ -68,8 +95,9 @@ def train(impl: str, task: Task, data: Dataset, seed: int, epochs: int) -> dict:
         if tta is None and task.tta_target is not None and accuracy >= task.tta_target:
             tta = clock
         acc = "" if accuracy is None else f" test acc {accuracy:.4f}"
+        label = impl if precision == "float32" else f"{impl}[{precision}]"
         progress(
-            f"{impl}/{task.name} seed {seed} epoch {epoch + 1}/{epochs}: "
+            f"{label}/{task.name} seed {seed} epoch {epoch + 1}/{epochs}: "
             f"train loss {train_loss:.4f} test loss {test_loss:.4f}{acc} ({clock:.1f}s)"
         )
     result = {"curves": curves, "train_seconds": clock, "time_to_accuracy_s": tta}

@@ -58,7 +58,20 @@ class Profile:
     # tasks they are timed and trained on, and the N of the steps-per-call sweep.
     multi_step_tasks: tuple[str, ...]
     steps_per_call_sweep: tuple[int, ...]
+    # The mixed-precision step benchmarks (bench_step.py's test_precision): which
+    # (implementation, task, precision) run; float32 is every other benchmark's precision.
+    precision_benchmarks: tuple[tuple[str, str, str], ...] = ()
 
+
+# The step benchmarks of other precisions than float32, in the full profile: the headline
+# loops and the best multi-step one (linreg's one Dense(1) has nothing for 16 bits to speed).
+PRECISION_IMPLEMENTATIONS = (
+    "keras_fit",
+    "keras_fit_xla",
+    "custom_graph",
+    "custom_xla",
+    "custom_xla_loop",
+)
 
 PROFILES = {
     # smoke: seconds, for checking the harness itself (its numbers are not to be trusted).
@@ -73,6 +86,7 @@ PROFILES = {
         sweep_implementations=(),
         multi_step_tasks=("linreg", "mlp", "cnn"),
         steps_per_call_sweep=(),
+        precision_benchmarks=(("custom_graph", "mlp", "mixed_bfloat16"),),
     ),
     "quick": Profile(
         "quick",
@@ -89,6 +103,13 @@ PROFILES = {
         # add over a minute: --profile full.
         multi_step_tasks=("mlp",),
         steps_per_call_sweep=(),
+        # bfloat16 where the issue saw it matter (the CNN, 1.24x) and on the MLP's custom
+        # step (about 20 s for the three); float16 and the rest: --profile full.
+        precision_benchmarks=(
+            ("keras_fit", "cnn", "mixed_bfloat16"),
+            ("custom_graph", "cnn", "mixed_bfloat16"),
+            ("custom_graph", "mlp", "mixed_bfloat16"),
+        ),
     ),
     "full": Profile(
         "full",
@@ -105,6 +126,12 @@ PROFILES = {
         ),
         multi_step_tasks=("linreg", "mlp", "cnn"),
         steps_per_call_sweep=(1, 4, 16, 64),
+        precision_benchmarks=tuple(
+            (impl, task, precision)
+            for impl in PRECISION_IMPLEMENTATIONS
+            for task in ("mlp", "cnn")
+            for precision in ("mixed_bfloat16", "mixed_float16")
+        ),
     ),
 }
 
@@ -468,16 +495,17 @@ def benchmark_step(
     profile: Profile,
     calibration_gflops: float | None = None,
     steps_per_call_override: int | None = None,
+    precision: str = "float32",
 ) -> dict:
     """Build one implementation, time its steady-state steps, and fill
     ``benchmark.extra_info`` (fields: RESULTS_SCHEMA.md). Returns the extra_info dict.
     ``steps_per_call_override``: N for an implementation of ``implementations.MULTI_STEP``
-    (else its default)."""
+    (else its default). ``precision``: the Keras dtype policy (``common.PRECISIONS``)."""
     factory = implementations.get(impl)
-    if steps_per_call_override is None:
-        trainer = factory(task, initial_weights(task))
-    else:
-        trainer = factory(task, initial_weights(task), steps_per_call=steps_per_call_override)
+    options: dict = {"precision": precision}
+    if steps_per_call_override is not None:
+        options["steps_per_call"] = steps_per_call_override
+    trainer = factory(task, initial_weights(task), **options)
     n = steps_per_call(trainer)
     x, y = fixed_batch(task, batch_size, dataset, n)
     reset_peak_memory()
@@ -508,6 +536,7 @@ def benchmark_step(
         "peak_memory_mb": peak_mb,
         "peak_memory_kind": peak_kind,
         **trainer.resolved(),
+        "one_step_twin": implementations.MULTI_STEP.get(impl),
         "graph_ops": count_graph_ops(trainer, x, y),
         "traces": trainer.traces(),
     }

@@ -8,23 +8,26 @@ the suite's additions are described in RESULTS_SCHEMA.md) and A/B files of
 writes into ``--out``:
 
 - ``report.md``: the machine(s), one "A/B: HEAD vs BASE" section per A/B file, then per task
-  the step-time table, the eager overhead, the batch-size sweep and the convergence results.
+  the step-time table, the eager overhead, what each knob buys (steps per call, precision:
+  each variant against its twin), the batch-size sweep and the convergence results.
   The same text is printed to stdout.
 - ``results.csv``: one tidy row per pytest-benchmark benchmark, every recorded field (lists
   JSON-encoded); ``ab.csv``: the same for A/B benchmarks (a comparison of two versions is
-  not a measurement of one, so it gets its own columns).
-- ``*.png``: throughput per implementation, the sweep, learning curves and the A/B changes
-  (needs matplotlib; without it the tables are still written and the report says the plots
-  were skipped).
+  not a measurement of one, so it gets its own columns); ``knobs.csv``: the rows of the knob
+  tables (only when there are any).
+- ``*.png``: throughput per implementation, the sweep, step time against steps per call,
+  learning curves and the A/B changes (needs matplotlib; without it the tables are still
+  written and the report says the plots were skipped).
 
 With several files the runs sit side by side (labelled by ``--label`` or the file stem), and
 each task gets a table of ms/step per run with the ratio to the first run.
 
 This module is the entry point; the work is in ``report_load`` (reading and validating files),
-``report_tables`` (markdown for pytest-benchmark runs), ``report_ab`` (markdown for A/B files)
-and ``report_plots``. Nothing imports TensorFlow. Others reuse the loading and validation,
-importable from here: ``load_run``, ``load_runs``, ``load_results`` (a pandas DataFrame),
-``read_results`` and ``ResultsError``.
+``report_rows`` (which benchmark is which, and its numbers in the report's units),
+``report_tables`` (markdown for pytest-benchmark runs), ``report_knobs`` (variants against
+their twins), ``report_ab`` (markdown for A/B files) and ``report_plots``. Nothing imports
+TensorFlow. Others reuse the loading and validation, importable from here: ``load_run``,
+``load_runs``, ``load_results`` (a pandas DataFrame), ``read_results`` and ``ResultsError``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report_ab import ab_machine_table, ab_sections
+from bench.report_knobs import knobs_frame
 from bench.report_load import (
     SUITE_KINDS,
     ABRun,
@@ -75,6 +79,7 @@ from bench.report_tables import (
 __all__ = [
     "AB_CSV",
     "BASELINE",
+    "KNOBS_CSV",
     "IMPLEMENTATION_ORDER",
     "MISSING",
     "PLOT_PREFIXES",
@@ -91,6 +96,7 @@ __all__ = [
     "_is_number",
     "ab_frame",
     "fmt",
+    "knobs_frame",
     "load_ab",
     "load_inputs",
     "load_results",
@@ -106,9 +112,9 @@ __all__ = [
     "write_report",
 ]
 
-REPORT_MD, RESULTS_CSV, AB_CSV = "report.md", "results.csv", "ab.csv"
+REPORT_MD, RESULTS_CSV, AB_CSV, KNOBS_CSV = "report.md", "results.csv", "ab.csv", "knobs.csv"
 # Everything matching these in --out belongs to the report and is replaced on each run.
-PLOT_PREFIXES = ("step_", "sweep_", "curves_", "ab_")
+PLOT_PREFIXES = ("step_", "sweep_", "curves_", "ab_", "steps_per_call_")
 PLOTS_SKIPPED = "plots skipped: matplotlib not installed"
 
 
@@ -144,7 +150,7 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _is_report_file(name: str) -> bool:
-    return name in (REPORT_MD, RESULTS_CSV, AB_CSV) or (
+    return name in (REPORT_MD, RESULTS_CSV, AB_CSV, KNOBS_CSV) or (
         name.endswith(".png") and name.startswith(PLOT_PREFIXES)
     )
 
@@ -152,15 +158,18 @@ def _is_report_file(name: str) -> bool:
 def written_files(
     runs: Sequence[Run], ab_runs: Sequence[ABRun], plots: Sequence[str] | None
 ) -> list[str]:
-    """The names ``write_report`` writes: no CSV for a kind of input that is absent."""
-    return [REPORT_MD] + [RESULTS_CSV] * bool(runs) + [AB_CSV] * bool(ab_runs) + [*(plots or [])]
+    """The names ``write_report`` writes: no CSV for a kind of input or rows that are absent."""
+    knobs = bool(runs) and not knobs_frame(runs).empty
+    csvs = [RESULTS_CSV] * bool(runs) + [KNOBS_CSV] * knobs + [AB_CSV] * bool(ab_runs)
+    return [REPORT_MD, *csvs, *(plots or [])]
 
 
 def write_report(
     runs: Sequence[Run], out: str | os.PathLike[str], ab_runs: Sequence[ABRun] = ()
 ) -> tuple[str, list[str] | None]:
-    """Write report.md, results.csv, ab.csv and the plots into ``out``; returns (markdown, plot
-    names). results.csv needs a pytest-benchmark run, ab.csv an A/B file.
+    """Write report.md, results.csv, knobs.csv, ab.csv and the plots into ``out``; returns
+    (markdown, plot names). results.csv needs a pytest-benchmark run, knobs.csv a variant with
+    its twin in one, ab.csv an A/B file.
 
     Everything is written into a temporary directory next to ``out`` first and moved into
     place only when complete, so a failure leaves no partial report behind. Earlier report
@@ -180,6 +189,9 @@ def write_report(
         (tmp / REPORT_MD).write_text(text + "\n", encoding="utf-8")
         if runs:
             runs_frame(runs).map(_csv_cell).to_csv(tmp / RESULTS_CSV, index=False)
+            knobs = knobs_frame(runs)
+            if not knobs.empty:
+                knobs.to_csv(tmp / KNOBS_CSV, index=False)
         if ab_runs:
             ab_frame(ab_runs).map(_csv_cell).to_csv(tmp / AB_CSV, index=False)
         if not out.exists():

@@ -1,10 +1,12 @@
 """PNG plots of ``python -m bench report`` (matplotlib, optional).
 
 ``write_plots`` draws, for pytest-benchmark runs, throughput per implementation
-(``step_<task>.png``), throughput against batch size (``sweep_<task>.png``) and learning
-curves (``curves_<task>.png``); for each A/B file, the change per benchmark with its interval
-against the threshold (``ab_ratios.png``). Without matplotlib it returns ``None`` and the
-report says the plots were skipped. Called by ``bench.report``; no TensorFlow.
+(``step_<task>.png``), throughput against batch size (``sweep_<task>.png``), time per step
+against steps per call N, with each one-step twin's time as a dashed line
+(``steps_per_call_<task>.png``), and learning curves (``curves_<task>.png``); for each A/B
+file, the change per benchmark with its interval against the threshold (``ab_ratios.png``).
+Without matplotlib it returns ``None`` and the report says the plots were skipped. Called by
+``bench.report``; no TensorFlow.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.report_knobs import STEPS_PER_CALL, twin_of
 from bench.report_load import ABRun, Run, _extra, _is_number, change_pct
 from bench.report_tables import (
     IMPLEMENTATION_ORDER,
@@ -172,6 +175,72 @@ def _plot_sweep(runs: Sequence[Run], task: str, out: Path) -> str:
     ax.grid(alpha=0.3)
     ax.legend(title="implementation")
     name = f"sweep_{task}.png"
+    _save(fig, out / name)
+    return name
+
+
+def _plot_steps_per_call(runs: Sequence[Run], task: str, out: Path) -> str:
+    """ms/step against N, one line per multi-step implementation, and its one-step twin's
+    ms/step from the same run's step table as a dashed line in its colour; a panel per run."""
+    from matplotlib.figure import Figure
+
+    with_task = [run for run in runs if _benches(run, "steps_per_call", task)]
+    fig = Figure(figsize=(9 * min(len(with_task), 2), 5.5), layout="constrained")
+    axes = fig.subplots(1, len(with_task), squeeze=False, sharey=True)[0]
+    per_run = [step_rows(run, task, kind="steps_per_call") for run in with_task]
+    colors = _colors(r.implementation for rows in per_run for r in rows)
+    values: list[float] = []
+    for ax, run, rows in zip(axes, with_task, per_run, strict=True):
+        one_step = step_rows(run, task)
+        impls = _order({r.implementation for r in rows}, IMPLEMENTATION_ORDER)
+        ns: set[int] = set()
+        handles: list[Any] = []  # each line, then its twin's
+        for impl in impls:
+            line = sorted(
+                (r for r in rows if r.implementation == impl), key=lambda r: r.steps_per_call
+            )
+            xs = [r.steps_per_call for r in line]
+            ys = [r.ms_median for r in line]
+            lo = [r.ms_median - (r.ms_q1 or r.ms_median) for r in line]
+            hi = [(r.ms_q3 or r.ms_median) - r.ms_median for r in line]
+            ns.update(xs)
+            values += ys
+            handles.append(
+                ax.errorbar(
+                    xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=colors[impl], label=impl
+                )
+            )
+            twin = next((t for r in line if (t := twin_of(r, STEPS_PER_CALL, one_step))), None)
+            if twin is not None:
+                values.append(twin.ms_median)
+                handles.append(
+                    ax.axhline(
+                        twin.ms_median,
+                        linestyle="--",
+                        color=colors[impl],
+                        label=f"{twin.implementation} (one step per call)",
+                    )
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ns), [str(n) for n in sorted(ns)])
+        ax.set_xlabel("steps per call N (log2 scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(handles=handles, fontsize=8, title="implementation")
+        if len(with_task) > 1:
+            ax.set_title(run.label, fontsize=10)
+    if values and min(values) > 0 and max(values) / min(values) > 20:
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("ms per training step (median, log scale)")
+    else:
+        axes[0].set_ylim(bottom=0)
+        axes[0].set_ylabel("ms per training step (median)")
+    dataset = _extra(_benches(with_task[0], "steps_per_call", task)[0]).get("dataset")
+    fig.suptitle(
+        f"{task}: time per training step vs steps per call\n"
+        + _subtitle(with_task, f"{dataset}; error bars: IQR; dashed: the one-step twin"),
+        fontsize=10,
+    )
+    name = f"steps_per_call_{task}.png"
     _save(fig, out / name)
     return name
 
@@ -361,6 +430,7 @@ def write_plots(runs: Sequence[Run], out: Path, ab_runs: Sequence[ABRun] = ()) -
             names.append(_plot_ab(ab, out, f"_{_slug(ab.label)}" if len(ab_runs) > 1 else ""))
         names += [_plot_step(runs, task, out) for task in _tasks(runs, "step")]
         names += [_plot_sweep(runs, task, out) for task in _tasks(runs, "sweep")]
+        names += [_plot_steps_per_call(runs, task, out) for task in _tasks(runs, "steps_per_call")]
         for task in _tasks(runs, "convergence"):
             for run in runs:
                 if _benches(run, "convergence", task):

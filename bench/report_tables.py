@@ -1,179 +1,62 @@
 """Markdown tables of ``python -m bench report`` for this suite's pytest-benchmark runs.
 
 ``run_sections`` is the body of report.md after the machine header (``machine_table``): per
-task the step-time table (side by side when there are several runs), the batch-size sweep,
-convergence, tf.distribute and the harness overhead. The numbers behind the step tables
-(``step_rows``) are shared with the plots. Called by ``bench.report``; no TensorFlow.
+task the step-time table (side by side when there are several runs), what each knob buys
+(``report_knobs``), the batch-size sweep, convergence, tf.distribute and the harness
+overhead. The numbers behind the tables (``step_rows``) are in ``report_rows``, shared with
+the plots. Called by ``bench.report``; no TensorFlow.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime as _datetime
 from typing import Any
 
-from tabulate import tabulate
-
-from bench.report_load import Run, _extra, _is_number
-from bench.steal import STEAL_LIMIT
-
-BASELINE = "keras_fit"
-IMPLEMENTATION_ORDER = (
-    "keras_fit",
-    "keras_fit_xla",
-    "custom_eager",
-    "custom_graph",
-    "custom_xla",
-    "sklearn_mlp",
+from bench.report_knobs import knob_section, knob_tasks
+from bench.report_load import Run, _extra
+from bench.report_rows import (
+    BASELINE,
+    IMPLEMENTATION_ORDER,
+    MISSING,
+    STEAL_LIMIT_PCT,
+    TASK_ORDER,
+    UNKNOWN_GROUP,
+    StepRow,
+    _benches,
+    _num,
+    _order,
+    _rank,
+    _table,
+    _tasks,
+    fmt,
+    step_rows,
 )
-TASK_ORDER = ("linreg", "mlp", "cnn")
-MISSING = "—"
-STEAL_LIMIT_PCT = 100 * STEAL_LIMIT
 
-
-# ---------------------------------------------------------------------------------------------
-# Numbers
-
-
-def fmt(x: Any, sig: int = 3) -> str:
-    """A number to ``sig`` significant digits, without exponent, thousands separated."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return MISSING
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return str(x)
-    if isinstance(x, int):
-        return f"{x:,}"
-    if x == 0:
-        return "0"
-    x = float(f"{x:.{sig}g}")
-    decimals = max(0, sig - 1 - math.floor(math.log10(abs(x))))
-    return f"{x:,.{decimals}f}"
-
-
-def _num(x: Any) -> float | None:
-    return x if _is_number(x) else None
-
-
-def _order(names: Iterable[str], known: Sequence[str]) -> list[str]:
-    names = set(names)
-    return [n for n in known if n in names] + sorted(names - set(known))
-
-
-def _group_kind(bench: dict[str, Any]) -> str:
-    """``step``, ``sweep``, ``convergence``, ``distributed`` or ``overhead``."""
-    kind = _extra(bench)["kind"]
-    if kind == "step" and str(bench.get("group") or "").startswith("sweep-"):
-        return "sweep"
-    return kind
-
-
-def _benches(run: Run, kind: str, task: str | None = None) -> list[dict[str, Any]]:
-    return [
-        b
-        for b in run.benchmarks
-        if _group_kind(b) == kind and (task is None or _extra(b)["task"] == task)
-    ]
-
-
-def _tasks(runs: Sequence[Run], kind: str) -> list[str]:
-    return _order({_extra(b)["task"] for r in runs for b in _benches(r, kind)}, TASK_ORDER)
-
-
-def _row_names(benches: list[dict[str, Any]]) -> list[str]:
-    """The implementation, or the benchmark's param where one implementation repeats."""
-    impls = [_extra(b)["implementation"] for b in benches]
-    return [
-        i if impls.count(i) == 1 else str(b.get("param") or b["name"])
-        for i, b in zip(impls, benches, strict=True)
-    ]
-
-
-@dataclass(frozen=True)
-class StepRow:
-    """One implementation's step timing for a task, in the units the report shows."""
-
-    name: str  # the implementation, or the benchmark's param where an implementation repeats
-    implementation: str
-    ms_median: float
-    ms_q1: float | None
-    ms_q3: float | None
-    batch_size: float | None
-    samples_per_s: float | None
-    samples_per_s_q1: float | None  # throughput at the slow (q3) and fast (q1) step times
-    samples_per_s_q3: float | None
-    speedup: float | None  # keras_fit median / this median
-    gflops: float | None
-    pct_of_peak: float | None
-    compile_s: float | None
-    fit_overhead_ms: float | None
-    fit_ms_per_step: float | None
-    peak_memory_mb: float | None
-    jit: str
-    graph_ops: float | None
-
-
-def step_rows(run: Run, task: str, kind: str = "step") -> list[StepRow]:
-    """The task's step benchmarks, fastest first, with speedups against ``keras_fit``."""
-    benches = _benches(run, kind, task)
-    medians = {
-        name: b["stats"]["median"] for name, b in zip(_row_names(benches), benches, strict=True)
-    }
-    base = medians.get(BASELINE)
-    peak = _num(run.loopbench.get("calibration_gflops"))
-    rows = []
-    for name, bench in zip(_row_names(benches), benches, strict=True):
-        extra, stats = _extra(bench), bench["stats"]
-        median, q1, q3 = stats["median"], _num(stats.get("q1")), _num(stats.get("q3"))
-        batch = _num(extra.get("batch_size"))
-        sps = _num(extra.get("samples_per_s")) or (batch / median if batch else None)
-        gflops = _num(extra.get("gflops_per_s"))
-        # Against the run's calibration in the header (the best of the session's
-        # measurements), so the column and the header agree.
-        pct = _num(extra.get("pct_of_matmul_peak"))
-        if gflops is not None and peak:
-            pct = gflops / peak * 100
-        overhead = _num(extra.get("fit_overhead_s"))
-        fit_step = _num(extra.get("fit_s_per_step"))
-        jit = extra.get("jit_compile")
-        jit_text = MISSING if jit is None else str(jit)
-        requested = extra.get("jit_compile_requested")
-        if requested is not None and requested != jit:
-            jit_text += f" (requested {requested})"
-        rows.append(
-            StepRow(
-                name=name,
-                implementation=extra["implementation"],
-                ms_median=median * 1e3,
-                ms_q1=None if q1 is None else q1 * 1e3,
-                ms_q3=None if q3 is None else q3 * 1e3,
-                batch_size=batch,
-                samples_per_s=sps,
-                samples_per_s_q1=batch / q3 if batch and q3 else None,
-                samples_per_s_q3=batch / q1 if batch and q1 else None,
-                speedup=base / median if base else None,
-                gflops=gflops,
-                pct_of_peak=pct,
-                compile_s=_num(extra.get("compile_s")),
-                fit_overhead_ms=None if overhead is None else overhead * 1e3,
-                fit_ms_per_step=None if fit_step is None else fit_step * 1e3,
-                peak_memory_mb=_num(extra.get("peak_memory_mb")),
-                jit=jit_text,
-                graph_ops=_num(extra.get("graph_ops")),
-            )
-        )
-    return sorted(rows, key=lambda r: r.ms_median)
+# Importable from here as before report_rows was split off (report_ab, report_plots, report).
+__all__ = [
+    "BASELINE",
+    "IMPLEMENTATION_ORDER",
+    "MISSING",
+    "STEAL_LIMIT_PCT",
+    "TASK_ORDER",
+    "StepRow",
+    "_benches",
+    "_device_summary",
+    "_num",
+    "_order",
+    "_table",
+    "_tasks",
+    "_when",
+    "fmt",
+    "machine_table",
+    "run_sections",
+    "step_rows",
+]
 
 
 # ---------------------------------------------------------------------------------------------
 # Markdown
-
-
-def _table(rows: list[list[str]], headers: list[str], text: Sequence[int] = ()) -> str:
-    """A GitHub table: the first column and the ``text`` columns left-aligned, numbers right."""
-    align = ["left" if i == 0 or i in text else "right" for i in range(len(headers))]
-    return tabulate(rows, headers, tablefmt="github", disable_numparse=True, colalign=align)
 
 
 def _when(stamp: str | None) -> str:
@@ -410,7 +293,7 @@ def _pct(x: float | None) -> str:
 def _convergence_section(run: Run, task: str) -> list[str]:
     benches = _benches(run, "convergence", task)
     order = _order([_extra(b)["implementation"] for b in benches], IMPLEMENTATION_ORDER)
-    benches.sort(key=lambda b: order.index(_extra(b)["implementation"]))
+    benches.sort(key=lambda b: (_is_mixed(_extra(b)), order.index(_extra(b)["implementation"])))
     is_regression = any(_extra(b).get("w") is not None for b in benches)
     tta_target = next(
         (_num(_extra(b).get("tta_target")) for b in benches if _extra(b).get("tta_target")), None
@@ -421,6 +304,8 @@ def _convergence_section(run: Run, task: str) -> list[str]:
         e = _extra(bench)
         impl = e["implementation"]
         name = f"{impl} (reference)" if impl == "sklearn_mlp" else impl
+        if _is_mixed(e):
+            name = f"{impl} ({e['precision']})"
         seeds = e.get("seeds")
         if isinstance(seeds, list):
             seeds = len(seeds)
@@ -471,11 +356,20 @@ def _convergence_section(run: Run, task: str) -> list[str]:
         "Accuracy: test accuracy after the last epoch, mean ± std over seeds; parity passes "
         f"within 1 pp of {BASELINE}; wall: the whole benchmark, tracing and compilation included."
     )
+    if any(_is_mixed(_extra(b)) for b in benches):
+        note += (
+            " A mixed-precision row's parity is against the same implementation in float32 "
+            "(same seeds, same batches)."
+        )
     return [_table(table, headers), "", note if not is_regression else "wall: the whole benchmark."]
 
 
+def _is_mixed(e: dict[str, Any]) -> bool:
+    return e.get("precision", "float32") != "float32"
+
+
 def _parity(e: dict[str, Any]) -> str:
-    if e["implementation"] == BASELINE:
+    if e["implementation"] == BASELINE and not _is_mixed(e):
         return "baseline"
     delta = _num(e.get("parity_delta_pp"))
     if delta is None:
@@ -484,7 +378,8 @@ def _parity(e: dict[str, Any]) -> str:
         return f"{delta:+.2f} (reference, not gated)"
     ok = e.get("parity_ok")
     ok = abs(delta) <= 1.0 if ok is None else ok
-    return f"{delta:+.2f} {'PASS' if ok else 'FAIL'}"
+    versus = f" vs {e['implementation']} float32" if _is_mixed(e) else ""
+    return f"{delta:+.2f} {'PASS' if ok else 'FAIL'}{versus}"
 
 
 def _anchor(e: dict[str, Any]) -> str:
@@ -497,11 +392,6 @@ def _anchor(e: dict[str, Any]) -> str:
         return f">= {target * 100:.0f}% n/a (full profile)"
     ok = (acc is not None and acc >= target) if ok is None else ok
     return f">= {target * 100:.0f}% {'PASS' if ok else 'FAIL'}"
-
-
-def _rank(implementation: str) -> int:
-    known = list(IMPLEMENTATION_ORDER)
-    return known.index(implementation) if implementation in known else len(known)
 
 
 def _distributed_section(run: Run, task: str) -> list[str]:
@@ -579,6 +469,14 @@ def run_sections(runs: Sequence[Run]) -> list[str]:
             if len(runs) > 1:
                 lines += [f"### {run.label}", ""]
             lines += [*_step_section(run, task), ""]
+    for task in knob_tasks(runs):
+        lines += [f"## {task}: what each knob buys", ""]
+        for run in runs:
+            section = knob_section(run, task)
+            if section:
+                if len(runs) > 1:
+                    lines += [f"### {run.label}", ""]
+                lines += [*section, ""]
     sections = (
         ("sweep", "batch-size sweep (samples/s)", _sweep_section),
         ("convergence", "convergence", _convergence_section),
@@ -594,4 +492,23 @@ def run_sections(runs: Sequence[Run]) -> list[str]:
     for run in (r for r in runs if _benches(r, "overhead")):
         lines += ["## Harness overhead" + (f" ({run.label})" if len(runs) > 1 else ""), ""]
         lines += [*_overhead_section(run), ""]
+    unknown = _unknown_groups_note(runs)
+    if unknown:
+        lines += ["## Not in any table", "", unknown, ""]
     return lines
+
+
+def _unknown_groups_note(runs: Sequence[Run]) -> str | None:
+    """Step benchmarks in a group the report has no table for: named, not silently mixed in."""
+    names = [
+        (f"{run.label}: " if len(runs) > 1 else "") + f"{b['name']} (group {b.get('group')!r})"
+        for run in runs
+        for b in _benches(run, UNKNOWN_GROUP)
+    ]
+    if not names:
+        return None
+    return (
+        "Step benchmarks in groups other than `<task>`, `sweep-<task>`, "
+        "`steps-per-call-<task>` and `precision-<task>`, left out of the tables (they are "
+        "in results.csv): " + ", ".join(names) + "."
+    )

@@ -60,17 +60,49 @@ class Trainer(Protocol):
 # ``keras_fit_spe``); the measurement behind it is in ``implementations/custom_loop.py``.
 STEPS_PER_CALL = 16
 
+# Keras dtype policies every implementation takes as ``precision=``: variables stay float32;
+# with a mixed policy each layer computes in the 16-bit type. ``mixed_float16`` adds dynamic
+# loss scaling (float16's narrow exponent underflows small gradients); bfloat16 has float32's
+# exponent and needs none.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
-def make_optimizer(task: Task) -> keras.optimizers.Optimizer:
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def make_optimizer(task: Task, precision: str = "float32") -> keras.optimizers.Optimizer:
+    """The task's optimizer; for ``mixed_float16`` wrapped in Keras's ``LossScaleOptimizer``
+    (the wrapping ``compile`` itself does for a model whose policy is mixed_float16)."""
     if task.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=task.learning_rate)
-    if task.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=task.learning_rate)
-    raise ValueError(f"task {task.name}: unknown optimizer {task.optimizer!r}")
+        optimizer = keras.optimizers.Adam(learning_rate=task.learning_rate)
+    elif task.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=task.learning_rate)
+    else:
+        raise ValueError(f"task {task.name}: unknown optimizer {task.optimizer!r}")
+    if check_precision(precision) == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def precision_fields(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict:
+    """What a trainer's dtype policy resolved to, from the built model's layers."""
+    policies = {layer.dtype_policy.name for layer in model.layers if layer.weights}
+    compute = {layer.compute_dtype for layer in model.layers if layer.weights}
+    return {
+        "precision": policies.pop() if len(policies) == 1 else "/".join(sorted(policies)),
+        "compute_dtype": compute.pop() if len(compute) == 1 else "/".join(sorted(compute)),
+        "variable_dtype": str(model.trainable_variables[0].dtype),
+        "loss_scale": isinstance(optimizer, keras.optimizers.LossScaleOptimizer),
+    }
 
 
 def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
-    """Mean loss over the batch: MSE, or sparse cross-entropy on logits."""
+    """Mean loss over the batch: MSE, or sparse cross-entropy on logits. A mixed-precision
+    model's output is cast to float32 first, as Keras's losses do."""
+    out = tf.cast(out, tf.float32)
     if task.kind == "regression":
         return tf.reduce_mean(tf.square(out - y))
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))

@@ -53,8 +53,10 @@ import tensorflow as tf
 from bench.tasks import Conv2D, Dense, Flatten, Task
 from implementations.common import (
     STEPS_PER_CALL,
+    check_precision,
     loss_value,
     make_optimizer,
+    precision_fields,
     set_weights,
     stack_batches,
 )
@@ -114,20 +116,27 @@ class FlattenLayer(keras.layers.Layer):
 
 
 class CustomModel(keras.Model):
-    """A subclassed model: the task's layers applied in order."""
+    """A subclassed model: the task's layers applied in order. ``precision``: the Keras dtype
+    policy of every layer (``mixed_bfloat16``: bfloat16 compute, float32 variables, which
+    Keras casts as a layer reads them)."""
 
-    def __init__(self, task: Task, **kwargs):
+    def __init__(self, task: Task, precision: str = "float32", **kwargs):
         super().__init__(name=f"{task.name}_custom", **kwargs)
         self.blocks = []
         for spec in task.layers:
             if isinstance(spec, Flatten):
-                self.blocks.append(FlattenLayer())
+                self.blocks.append(FlattenLayer(dtype=precision))
             elif isinstance(spec, Dense):
-                self.blocks.append(DenseLayer(spec.units, spec.activation))
+                self.blocks.append(DenseLayer(spec.units, spec.activation, dtype=precision))
             elif isinstance(spec, Conv2D):
                 self.blocks.append(
                     Conv2DLayer(
-                        spec.filters, spec.kernel, spec.stride, spec.activation, spec.padding
+                        spec.filters,
+                        spec.kernel,
+                        spec.stride,
+                        spec.activation,
+                        spec.padding,
+                        dtype=precision,
                     )
                 )
 
@@ -144,13 +153,17 @@ def make_step(
     loss_fn: Callable[[Task, tf.Tensor, tf.Tensor], tf.Tensor] = loss_value,
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """The one training step every custom implementation runs (and ``bench/distributed.py``'s
-    replica step, with its own loss). ``loss_fn(task, y, out)`` is the scalar to minimise."""
+    replica step, with its own loss). ``loss_fn(task, y, out)`` is the scalar to minimise.
+    The gradient is taken of ``optimizer.scale_loss(loss)``: the loss itself, except under
+    ``mixed_float16``, whose ``LossScaleOptimizer`` scales it up here and the gradients back
+    down (skipping the update where they overflowed) in ``apply_gradients``."""
 
     def train_step(x, y):
         with tf.GradientTape() as tape:
             out = model(x, training=True)
             loss = loss_fn(task, y, out)
-        grads = tape.gradient(loss, model.trainable_variables)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
         # experiments/ab_budget.py plants a slowdown by matching the last two lines: keep them.
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
@@ -201,6 +214,7 @@ class CustomLoopTrainer:
         name: str,
         loop: bool = False,
         steps_per_call: int = 1,
+        precision: str = "float32",
     ):
         if steps_per_call < 1 or (steps_per_call > 1 and not loop):
             raise ValueError(f"{name}: steps_per_call={steps_per_call} needs loop=True and >= 1")
@@ -208,10 +222,10 @@ class CustomLoopTrainer:
             raise ValueError(f"{name}: the in-graph loop needs tf.function (graph or xla)")
         self.name, self.task, self.mode = name, task, mode
         self.loop, self.steps_per_call = loop, steps_per_call
-        self.model = CustomModel(task)
+        self.model = CustomModel(task, check_precision(precision))
         self.model(tf.zeros((1, *task.input_shape)))  # build the variables
         set_weights(self.model, weights)
-        self.optimizer = make_optimizer(task)
+        self.optimizer = make_optimizer(task, precision)
         # Create the optimizer's slots now: variables cannot be created inside an XLA cluster.
         self.optimizer.build(self.model.trainable_variables)
         step = make_step(self.model, self.optimizer, task)
@@ -255,23 +269,33 @@ class CustomLoopTrainer:
             "steps_per_execution": self.steps_per_call,
             "steps_per_call": self.steps_per_call,
             "loop": f"{wrapper} over a tf.range loop of the step" if self.loop else wrapper,
+            **precision_fields(self.model, self.optimizer),
         }
 
 
-def custom_eager(task: Task, weights: list[np.ndarray]) -> CustomLoopTrainer:
-    return CustomLoopTrainer(task, weights, mode="eager", name="custom_eager")
+def custom_eager(
+    task: Task, weights: list[np.ndarray], precision: str = "float32"
+) -> CustomLoopTrainer:
+    return CustomLoopTrainer(task, weights, mode="eager", name="custom_eager", precision=precision)
 
 
-def custom_graph(task: Task, weights: list[np.ndarray]) -> CustomLoopTrainer:
-    return CustomLoopTrainer(task, weights, mode="graph", name="custom_graph")
+def custom_graph(
+    task: Task, weights: list[np.ndarray], precision: str = "float32"
+) -> CustomLoopTrainer:
+    return CustomLoopTrainer(task, weights, mode="graph", name="custom_graph", precision=precision)
 
 
-def custom_xla(task: Task, weights: list[np.ndarray]) -> CustomLoopTrainer:
-    return CustomLoopTrainer(task, weights, mode="xla", name="custom_xla")
+def custom_xla(
+    task: Task, weights: list[np.ndarray], precision: str = "float32"
+) -> CustomLoopTrainer:
+    return CustomLoopTrainer(task, weights, mode="xla", name="custom_xla", precision=precision)
 
 
 def custom_graph_loop(
-    task: Task, weights: list[np.ndarray], steps_per_call: int = STEPS_PER_CALL
+    task: Task,
+    weights: list[np.ndarray],
+    steps_per_call: int = STEPS_PER_CALL,
+    precision: str = "float32",
 ) -> CustomLoopTrainer:
     return CustomLoopTrainer(
         task,
@@ -280,11 +304,15 @@ def custom_graph_loop(
         name="custom_graph_loop",
         loop=True,
         steps_per_call=steps_per_call,
+        precision=precision,
     )
 
 
 def custom_xla_loop(
-    task: Task, weights: list[np.ndarray], steps_per_call: int = STEPS_PER_CALL
+    task: Task,
+    weights: list[np.ndarray],
+    steps_per_call: int = STEPS_PER_CALL,
+    precision: str = "float32",
 ) -> CustomLoopTrainer:
     return CustomLoopTrainer(
         task,
@@ -293,4 +321,5 @@ def custom_xla_loop(
         name="custom_xla_loop",
         loop=True,
         steps_per_call=steps_per_call,
+        precision=precision,
     )

@@ -35,20 +35,25 @@ import tensorflow as tf
 from bench.tasks import Conv2D, Dense, Flatten, Task
 from implementations.common import (
     STEPS_PER_CALL,
+    check_precision,
     keras_loss,
     make_optimizer,
+    precision_fields,
     set_weights,
     stack_batches,
 )
 
 
-def build_model(task: Task) -> keras.Model:
+def build_model(task: Task, precision: str = "float32") -> keras.Model:
+    """The task's layers as built-in Keras layers, each with the dtype policy ``precision``."""
     layers: list[keras.layers.Layer] = [keras.Input(shape=task.input_shape)]
     for spec in task.layers:
         if isinstance(spec, Flatten):
-            layers.append(keras.layers.Flatten())
+            layers.append(keras.layers.Flatten(dtype=precision))
         elif isinstance(spec, Dense):
-            layers.append(keras.layers.Dense(spec.units, activation=spec.activation))
+            layers.append(
+                keras.layers.Dense(spec.units, activation=spec.activation, dtype=precision)
+            )
         elif isinstance(spec, Conv2D):
             layers.append(
                 keras.layers.Conv2D(
@@ -57,6 +62,7 @@ def build_model(task: Task) -> keras.Model:
                     strides=spec.stride,
                     padding=spec.padding,
                     activation=spec.activation,
+                    dtype=precision,
                 )
             )
     return keras.Sequential(layers, name=f"{task.name}_builtin")
@@ -77,6 +83,7 @@ class KerasFitTrainer:
         name: str,
         steps_per_execution: int = 1,
         iterator: bool = False,
+        precision: str = "float32",
     ):
         if steps_per_execution < 1 or (steps_per_execution > 1 and not iterator):
             raise ValueError(
@@ -84,10 +91,10 @@ class KerasFitTrainer:
             )
         self.name, self.task, self._jit = name, task, jit_compile
         self.steps_per_call, self._iterator = steps_per_execution, iterator
-        self.model = build_model(task)
+        self.model = build_model(task, check_precision(precision))
         set_weights(self.model, weights)
         self.model.compile(
-            optimizer=make_optimizer(task),
+            optimizer=make_optimizer(task, precision),
             loss=keras_loss(task),
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
@@ -198,19 +205,27 @@ class KerasFitTrainer:
                 if self._iterator
                 else "model.fit"
             ),
+            **precision_fields(self.model, self.model.optimizer),
         }
 
 
-def keras_fit(task: Task, weights: list[np.ndarray]) -> KerasFitTrainer:
-    return KerasFitTrainer(task, weights, jit_compile=False, name="keras_fit")
+def keras_fit(task: Task, weights: list[np.ndarray], precision: str = "float32") -> KerasFitTrainer:
+    return KerasFitTrainer(task, weights, jit_compile=False, name="keras_fit", precision=precision)
 
 
-def keras_fit_xla(task: Task, weights: list[np.ndarray]) -> KerasFitTrainer:
-    return KerasFitTrainer(task, weights, jit_compile=True, name="keras_fit_xla")
+def keras_fit_xla(
+    task: Task, weights: list[np.ndarray], precision: str = "float32"
+) -> KerasFitTrainer:
+    return KerasFitTrainer(
+        task, weights, jit_compile=True, name="keras_fit_xla", precision=precision
+    )
 
 
 def keras_fit_spe(
-    task: Task, weights: list[np.ndarray], steps_per_call: int = STEPS_PER_CALL
+    task: Task,
+    weights: list[np.ndarray],
+    steps_per_call: int = STEPS_PER_CALL,
+    precision: str = "float32",
 ) -> KerasFitTrainer:
     return KerasFitTrainer(
         task,
@@ -219,4 +234,5 @@ def keras_fit_spe(
         name="keras_fit_spe",
         steps_per_execution=steps_per_call,
         iterator=True,
+        precision=precision,
     )

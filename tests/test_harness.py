@@ -279,6 +279,11 @@ STEP_FIELDS = {
     "loop",
     "graph_ops",
     "traces",
+    "precision",
+    "compute_dtype",
+    "variable_dtype",
+    "loss_scale",
+    "one_step_twin",
 }
 MACHINE_FIELDS = {
     "tensorflow",
@@ -315,8 +320,8 @@ def tiny_run(tmp_path_factory):
         "no:cacheprovider",
         "-q",
         "-k",
-        "test_step and (linreg or mlp) and (keras_fit-linreg or custom_eager or custom_xla)"
-        " and not custom_xla_loop-linreg",
+        "(test_step and (linreg or mlp) and (keras_fit-linreg or custom_eager or custom_xla)"
+        " and not custom_xla_loop-linreg) or test_precision[custom_graph-mlp-mixed_bfloat16]",
         f"--benchmark-json={out}",
         "--benchmark-save-data",
         str(ROOT / "bench" / "bench_step.py"),
@@ -327,7 +332,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_tiny_run_records_every_field(tiny_run):
-    names = sorted(b["name"] for b in tiny_run["benchmarks"])
+    names = sorted(b["name"] for b in tiny_run["benchmarks"] if b["name"].startswith("test_step"))
     assert names == [
         "test_step[custom_eager-linreg]",
         "test_step[custom_eager-mlp]",
@@ -336,13 +341,23 @@ def test_tiny_run_records_every_field(tiny_run):
         "test_step[custom_xla_loop-mlp]",
         "test_step[keras_fit-linreg]",
     ]
+    precision = [b for b in tiny_run["benchmarks"] if b["name"].startswith("test_precision")]
+    assert [b["name"] for b in precision] == ["test_precision[custom_graph-mlp-mixed_bfloat16]"]
     machine = tiny_run["machine_info"]["loopbench"]
     assert set(machine) >= MACHINE_FIELDS
     assert machine["calibration_gflops"] > 0 and machine["device"] in ("CPU", "GPU")
     for bench in tiny_run["benchmarks"]:
         info, stats = bench["extra_info"], bench["stats"]
         assert set(info) >= STEP_FIELDS, STEP_FIELDS - set(info)
-        assert bench["group"] == info["task"]
+        if bench in precision:
+            assert bench["group"] == f"precision-{info['task']}"
+            assert (info["precision"], info["compute_dtype"]) == ("mixed_bfloat16", "bfloat16")
+        else:
+            assert bench["group"] == info["task"]
+            assert (info["precision"], info["compute_dtype"]) == ("float32", "float32")
+        assert info["variable_dtype"] == "float32" and info["loss_scale"] is False
+        is_loop = info["implementation"] in implementations.MULTI_STEP
+        assert (info["one_step_twin"] is not None) == is_loop
         for key in (
             "samples_per_s",
             "compile_s",
