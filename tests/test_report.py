@@ -13,26 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_helpers import section
 
 from bench import report
 from bench.report import ResultsError, load_results, load_run, main
 
+pytestmark = pytest.mark.usefixtures("tables_only")
 FIXTURES = Path(__file__).parent / "fixtures"
 CPU = FIXTURES / "report_cpu.json"
 GPU = FIXTURES / "report_gpu.json"
 IMPLEMENTATIONS = ["keras_fit", "keras_fit_xla", "custom_eager", "custom_graph", "custom_xla"]
-
-
-@pytest.fixture(autouse=True)
-def _tables_only(request, monkeypatch):
-    """Drawing takes about a second per report: only tests asking for ``plots`` draw."""
-    if "plots" not in request.fixturenames:
-        monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-
-
-@pytest.fixture
-def plots():
-    pytest.importorskip("matplotlib")
 
 
 def raw(path: Path) -> dict:
@@ -45,14 +35,6 @@ def step_medians(path: Path, task: str) -> dict[str, float]:
         for b in raw(path)["benchmarks"]
         if b["group"] == task and b["extra_info"]["kind"] == "step"
     }
-
-
-def section(md: str, heading: str) -> str:
-    """The text under ``heading`` up to the next heading of the same or a higher level."""
-    level = heading.split(" ")[0]
-    start = md.index(heading + "\n") + len(heading) + 1
-    ends = [m.start() for m in re.finditer(rf"^#{{1,{len(level)}}} ", md[start:], re.M)]
-    return md[start : start + ends[0]] if ends else md[start:]
 
 
 def first_table(text: str) -> list[dict[str, str]]:

@@ -10,30 +10,20 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_helpers import section
+from report_helpers import write as write_file
 
 from bench.report import ResultsError, main, read_results
 
+pytestmark = pytest.mark.usefixtures("tables_only")
 FIXTURES = Path(__file__).parent / "fixtures"
 AB = FIXTURES / "ab_result.json"
 CPU = FIXTURES / "report_cpu.json"
 HEADING = "## A/B: HEAD vs BASE"
-
-
-@pytest.fixture(autouse=True)
-def _tables_only(request, monkeypatch):
-    """Drawing takes about a second per report: only tests asking for ``plots`` draw."""
-    if "plots" not in request.fixturenames:
-        monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-
-
-@pytest.fixture
-def plots():
-    pytest.importorskip("matplotlib")
 
 
 def raw(path: Path = AB) -> dict:
@@ -41,22 +31,12 @@ def raw(path: Path = AB) -> dict:
 
 
 def write(tmp_path: Path, data: dict, name: str = "ab.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return path
+    return write_file(tmp_path, data, name)
 
 
 def run_report(tmp_path: Path, *args: str) -> tuple[int, Path]:
     out = tmp_path / "out"
     return main([*args, "--out", str(out)]), out
-
-
-def section(md: str, heading: str) -> str:
-    """The text under ``heading`` up to the next heading of the same or a higher level."""
-    level = heading.split(" ")[0]
-    start = md.index(heading + "\n") + len(heading) + 1
-    ends = [m.start() for m in re.finditer(rf"^#{{1,{len(level)}}} ", md[start:], re.M)]
-    return md[start : start + ends[0]] if ends else md[start:]
 
 
 def table(text: str, first_header: str) -> list[dict[str, str]]:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import copy
 import json
-import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_helpers import section
+from report_helpers import write as write_file
 
 from bench.report import main
 
+pytestmark = pytest.mark.usefixtures("tables_only")
 FIXTURES = Path(__file__).parent / "fixtures"
 KNOBS = FIXTURES / "report_knobs.json"
 CPU = FIXTURES / "report_cpu.json"
@@ -28,40 +29,18 @@ GPU = FIXTURES / "report_gpu.json"
 TWINS = {"keras_fit_spe": "keras_fit", "custom_graph_loop": "custom_graph"}
 
 
-@pytest.fixture(autouse=True)
-def _tables_only(request, monkeypatch):
-    """Drawing takes about a second per report: only tests asking for ``plots`` draw."""
-    if "plots" not in request.fixturenames:
-        monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-
-
-@pytest.fixture
-def plots():
-    pytest.importorskip("matplotlib")
-
-
 def raw(path: Path = KNOBS) -> dict:
     return json.loads(path.read_text())
 
 
 def write(tmp_path: Path, data: dict, name: str = "knobs.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return path
+    return write_file(tmp_path, data, name)
 
 
 def report(tmp_path: Path, *args: str) -> tuple[str, Path]:
     out = tmp_path / "out"
     assert main([*args, "--out", str(out)]) == 0
     return (out / "report.md").read_text(), out
-
-
-def section(md: str, heading: str) -> str:
-    """The text under ``heading`` up to the next heading of the same or a higher level."""
-    level = heading.split(" ")[0]
-    start = md.index(heading + "\n") + len(heading) + 1
-    ends = [m.start() for m in re.finditer(rf"^#{{1,{len(level)}}} ", md[start:], re.M)]
-    return md[start : start + ends[0]] if ends else md[start:]
 
 
 def table(text: str) -> list[dict[str, str]]:
