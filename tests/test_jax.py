@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -210,3 +211,22 @@ def test_a_setup_request_times_rounds_per_training_step(worker, tmp_path):
     assert answer["retraced"] == 0
     assert answer["seconds"] == pytest.approx(answer["round_seconds"] / N)
     w.request({"op": "drop", "id": "loop"}, 60)
+
+
+@needs_jax
+def test_bench_ab_starts_jax_workers_only_for_sides_that_have_the_backend(tmp_path):
+    from bench import ab_jax
+    from bench.ab_sides import Side
+
+    assert ab_jax.wanted("jax_custom and mlp") and not ab_jax.wanted(None)
+    assert not ab_jax.wanted("custom_xla")
+    older = Side("base", "old", "directory", tmp_path, sys.executable, implementations=["x"])
+    head = Side("head", ".", "working tree", jax_client.ROOT, sys.executable, implementations=[])
+    with contextlib.ExitStack() as stack:
+        grid, names = ab_jax.start_jax_workers([older, head], 1, stack)
+        assert names == set(jax_backend.REGISTRY)
+        assert older.implementations == ["x"] and "jax_error" in older.versions
+        assert head.implementations == list(jax_backend.REGISTRY)
+        assert head.versions["jax"]
+        assert ab_jax.grid_for("jax_fit", [["tf"]], (grid, names)) is grid
+        assert ab_jax.grid_for("custom_xla", [["tf"]], (grid, names)) == [["tf"]]
