@@ -1,9 +1,10 @@
-"""The JAX backend (``implementations/jax_backend.py``, run in ``bench/jax_worker.py``): its
-keras.ops layers compute what the TensorFlow custom layers compute, and from identical initial
-weights and batches its loops compute what their TensorFlow twins compute, step for step, in
-the tolerances of ``tests/test_equivalence.py``; a wrong learning rate is caught; the worker
-runs without TensorFlow and its failures are reported and cleaned up. Skipped without jax
-(one line: how to install it), except the layer check, which runs on TensorFlow.
+"""The JAX backend (``implementations/jax_backend.py``, run in ``bench/jax_worker.py``): from
+identical initial weights and batches its loops compute what their TensorFlow twins compute,
+step for step, in the tolerances of ``tests/test_equivalence.py``; a wrong learning rate is
+caught; the worker runs without TensorFlow, times rounds per training step, and its failures
+are reported and cleaned up; ``bench ab`` starts JAX workers only where a side has the backend.
+Skipped without jax (one line: how to install it). Its keras.ops layers are checked on
+TensorFlow, without jax, in tests/test_keras_ops_layers.py.
 
 Measured (2-core EPYC, jax 0.10.2, Keras 3.15.1, TF 2.21; batch 64, three batch orders; max
 relative loss difference over the first 5 steps / over all steps / max weight difference
@@ -29,7 +30,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from test_equivalence import (
     BATCH,
     EXACT,
@@ -44,32 +44,14 @@ from test_equivalence import (
 
 from bench import jax_client
 from bench.ab_sides import InputError, WorkerAnswerError
-from bench.tasks import TASKS, initial_weights
+from bench.tasks import TASKS
 from implementations import jax_backend
-from implementations.common import epoch_dataset, set_weights
-from implementations.custom_loop import CustomModel
+from implementations.common import epoch_dataset
 
-needs_jax = pytest.mark.skipif(not jax_client.jax_available(), reason=jax_client.SKIP_REASON)
+if not jax_client.jax_available():
+    pytest.skip(jax_client.SKIP_REASON, allow_module_level=True)  # one line for the module
+
 N = 4  # steps per call of the multi-step variants (test_equivalence's N)
-
-
-@pytest.mark.parametrize("task_name", list(TASKS))
-def test_keras_ops_layers_compute_what_the_tensorflow_layers_compute(task_name, task_data):
-    task = TASKS[task_name]
-    x = tf.constant(task_data(task).x_train[:32])
-    models = [jax_backend.OpsModel(task), CustomModel(task)]
-    for model in models:
-        model(x[:1])
-        set_weights(model, initial_weights(task))
-    assert [v.shape for v in models[0].trainable_variables] == [
-        v.shape for v in models[1].trainable_variables
-    ]
-    np.testing.assert_allclose(models[0](x), models[1](x), rtol=1e-5, atol=1e-6)
-
-
-def test_the_jax_registry_names_its_twins():
-    assert set(jax_backend.MULTI_STEP) <= set(jax_backend.REGISTRY)
-    assert set(jax_backend.TF_TWINS) == set(jax_backend.REGISTRY)
 
 
 # --- in the worker ----------------------------------------------------------------------------
@@ -77,8 +59,6 @@ def test_the_jax_registry_names_its_twins():
 
 @pytest.fixture(scope="module")
 def worker():
-    if not jax_client.jax_available():
-        pytest.skip(jax_client.SKIP_REASON)
     with contextlib.ExitStack() as stack:
         yield jax_client.start(stack)
 
@@ -130,7 +110,6 @@ def runs(worker, task_data, tmp_path_factory):
 PAIRS = [("jax_fit", "keras_fit", KERAS), ("jax_custom", "custom_xla", XLA)]
 
 
-@needs_jax
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("a, b, tolerances", PAIRS, ids=[f"{a}~{b}" for a, b, _ in PAIRS])
 def test_jax_computes_what_tensorflow_computes(runs, task_name, a, b, tolerances):
@@ -140,7 +119,6 @@ def test_jax_computes_what_tensorflow_computes(runs, task_name, a, b, tolerances
     assert len(losses) == STEPS[task_name] and losses[-1] < losses[0] * 0.95  # it trained
 
 
-@needs_jax
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_jax_multi_step_variants_match_their_one_step_twins(runs, task_name):
     task_runs = runs[task_name]
@@ -155,7 +133,6 @@ def test_jax_multi_step_variants_match_their_one_step_twins(runs, task_name):
     assert differences((means, spe[1]), (means, fit[1]), EXACT) == []
 
 
-@needs_jax
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_a_different_learning_rate_on_jax_is_caught(worker, runs, task_name):
     task = TASKS[task_name]
@@ -165,7 +142,6 @@ def test_a_different_learning_rate_on_jax_is_caught(worker, runs, task_name):
         assert differences(wrong, runs[task_name][twin], tolerances[task_name]), impl
 
 
-@needs_jax
 def test_the_worker_runs_keras_on_jax_without_tensorflow(worker):
     _, hello = worker
     assert hello["versions"]["backend"] == "jax"
@@ -174,8 +150,7 @@ def test_the_worker_runs_keras_on_jax_without_tensorflow(worker):
     assert hello["implementations"] == list(jax_backend.REGISTRY)
 
 
-@needs_jax
-def test_a_failed_request_is_answered_and_a_crashed_worker_reported(tmp_path):
+def test_a_failed_request_is_answered_and_a_crashed_worker_reported():
     with contextlib.ExitStack() as stack:
         worker, _ = jax_client.start(stack)
         with pytest.raises(WorkerAnswerError, match="unknown JAX implementation 'nope'"):
@@ -186,7 +161,6 @@ def test_a_failed_request_is_answered_and_a_crashed_worker_reported(tmp_path):
     assert worker.proc.poll() == 3  # closed and reaped on the way out
 
 
-@needs_jax
 def test_a_setup_request_times_rounds_per_training_step(worker, tmp_path):
     task = dataclasses.replace(TASKS["linreg"])
     x = np.linspace(-1, 1, N * task.batch_size, dtype=np.float32).reshape(-1, 1)
@@ -213,7 +187,6 @@ def test_a_setup_request_times_rounds_per_training_step(worker, tmp_path):
     w.request({"op": "drop", "id": "loop"}, 60)
 
 
-@needs_jax
 def test_bench_ab_starts_jax_workers_only_for_sides_that_have_the_backend(tmp_path):
     from bench import ab_jax
     from bench.ab_sides import Side
