@@ -4,8 +4,9 @@ JAX worker process (``bench/jax_worker.py``) and recorded in the same pytest-ben
 groups and fields as the TensorFlow benchmarks (``bench/bench_step.py``,
 ``bench/bench_accuracy.py``), plus ``backend``, the jax/jaxlib/keras versions and the device.
 
-Run: ``pytest --benchmark-only -k jax`` (the quick profile runs JAX only when ``-k`` names it:
-it would take the default run past its 5 minutes), or ``--profile full`` (JAX included).
+Run: ``pytest --benchmark-only -k jax`` (the quick and smoke profiles run JAX only when ``-k``
+names it: it would take the default run past its 5 minutes), or ``--profile full`` (JAX
+included).
 Without jax installed every test here is skipped with one line saying how to install it.
 
 Timing follows ``bench/harness.py``'s method, inside the worker: the first call alone is
@@ -39,10 +40,11 @@ PARITY_PP = 1.0
 
 
 def in_profile(request: pytest.FixtureRequest, profile) -> None:
-    """The JAX benchmarks run in the full profile, or in any when ``-k`` names them."""
+    """The JAX benchmarks run in the full profile, or in any when ``-k`` names them: they add
+    about a minute to the quick profile (README, "Keras on JAX") and minutes to smoke's."""
     keyword = request.config.getoption("keyword") or ""
-    if profile.name == "quick" and "jax" not in keyword:
-        pytest.skip("JAX backend: --profile full or -k jax (the quick run keeps its 5 minutes)")
+    if profile.name != "full" and "jax" not in keyword.lower():
+        pytest.skip(f"JAX backend: --profile full or -k jax (keeps the {profile.name} run short)")
 
 
 @pytest.fixture(scope="module")
