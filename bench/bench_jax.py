@@ -115,6 +115,14 @@ def backend_fields(hello: dict) -> dict:
     }
 
 
+def skip_scan_of_convolutions_on_cpu(impl: str, task_name: str, hello: dict) -> None:
+    """XLA:CPU runs the CNN's convolutions inside ``jax_custom_loop``'s compiled scan about 10x
+    slower (implementations/jax_backend.py): 27 s per 16-step call, over 10 minutes for the full
+    profile's rounds, hours of convergence. Measured by hand: README, "Keras on JAX"."""
+    if (impl, task_name, hello["versions"]["device"]) == ("jax_custom_loop", "cnn", "CPU"):
+        pytest.skip("jax_custom_loop on the CNN on a CPU: 1.7 s per step (a lax.scan of convs)")
+
+
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("impl", IMPLS)
 def test_jax_step(benchmark, impl, task_name, profile, task_data, tmp_path, request):
@@ -125,11 +133,7 @@ def test_jax_step(benchmark, impl, task_name, profile, task_data, tmp_path, requ
             f"{profile.name} profile (use --profile full)"
         )
     worker, hello = request.getfixturevalue("jax_worker")
-    if (impl, task_name, hello["versions"]["device"]) == ("jax_custom_loop", "cnn", "CPU"):
-        # XLA:CPU runs the convolutions inside the scan's compiled loop about 10x slower
-        # (implementations/jax_backend.py): one 16-step call lasts about 27 s, a full profile's
-        # rounds over 10 minutes. Measured by hand: README, "Keras on JAX".
-        pytest.skip("jax_custom_loop on the CNN on a CPU: 1.7 s per step (a lax.scan of convs)")
+    skip_scan_of_convolutions_on_cpu(impl, task_name, hello)
     calibration = request.getfixturevalue("matmul_calibration")["calibration_gflops"]
     task, dataset = TASKS[task_name], task_data(TASKS[task_name])
     benchmark.group = task_name
@@ -221,6 +225,7 @@ def test_jax_convergence(benchmark, impl, task_name, profile, task_data, request
     if impl in jax_backend.MULTI_STEP and not conv.multi_step:
         pytest.skip(f"{impl}: trained in --profile full (the quick profile trains one-step loops)")
     worker, hello = request.getfixturevalue("jax_worker")
+    skip_scan_of_convolutions_on_cpu(impl, task_name, hello)
     task = TASKS[task_name]
     n_train = conv.n_train if task.kind == "classification" else None
     data = task_data(task, n_train=n_train)
