@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench import ab_jax
 from bench import ab_stats as S
 from bench.ab_sides import InputError, Side, Worker, resolve_side, start_workers
 from bench.compare import parse_threshold, write_json_atomic
@@ -496,6 +497,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         ]
         print(f"ab: starting {args.pairs} worker(s) per side ...", file=sys.stderr, flush=True)
         grid = start_workers(sides, args.pairs, stack)
+        jax = (
+            ab_jax.start_jax_workers(sides, args.pairs, stack)
+            if ab_jax.wanted(args.select)
+            else None
+        )
         print(format_sides(sides), flush=True)
         benches, skips = select_benchmarks(sides, args.select, args.batch)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
@@ -517,8 +523,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     }
                 )
                 continue
+            workers = ab_jax.grid_for(bench.implementation, grid, jax)
             sampled[bench.name] = measure(
-                bench, write_batch(bench, tmp, cache), grid, settings, rng
+                bench, write_batch(bench, tmp, cache), workers, settings, rng
             )
             results.append(result(bench, sampled[bench.name], settings))
             progress(results[-1])
@@ -533,12 +540,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 flush=True,
             )
             fresh = start_workers(sides, args.pairs, stack)
+            fresh_jax = ab_jax.start_jax_workers(sides, args.pairs, stack) if jax else None
             for i in flagged:
                 bench = next(b for b in benches if b.name == results[i]["name"])
                 again = measure(
                     bench,
                     write_batch(bench, tmp, cache),
-                    fresh,
+                    ab_jax.grid_for(bench.implementation, fresh, fresh_jax),
                     settings,
                     rng,
                     prior=sampled[bench.name],

@@ -111,16 +111,17 @@ def resolve_side(
 
 
 class Worker:
-    """One ``bench/ab_worker.py`` process: requests on its stdin, one JSON answer line each
-    on its stdout, stderr to a file (shown when it fails)."""
+    """One ``bench/ab_worker.py`` process (or another worker ``script`` speaking its protocol:
+    ``bench/jax_worker.py``): requests on its stdin, one JSON answer line each on its stdout,
+    stderr to a file (shown when it fails)."""
 
-    def __init__(self, side: Side, index: int, env: dict[str, str]):
+    def __init__(self, side: Side, index: int, env: dict[str, str], script: Path = WORKER):
         self.side, self.index = side, index
         self.name = f"{side.label} worker {index}"
         self._err = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close())
         self._buffer = b""
         self.proc = subprocess.Popen(
-            [side.python, str(WORKER), str(side.root)],
+            [side.python, str(script), str(side.root)],
             cwd=side.root,
             env={**env, "PYTHONPATH": str(side.root)},
             stdin=subprocess.PIPE,

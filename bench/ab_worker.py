@@ -46,7 +46,9 @@ import time
 import traceback
 
 
-def _serve(root: str) -> int:
+def _serve(root: str, ops: dict | None = None) -> int:
+    """Serve requests until end of input. ``ops``: the request table (default ``OPS``; the
+    JAX backend's worker, ``bench/jax_worker.py``, serves its own over this same loop)."""
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints from TensorFlow/Keras go to stderr, not into the protocol
     sys.stdout = sys.stderr
@@ -67,7 +69,7 @@ def _serve(root: str) -> int:
             if op == "quit":
                 protocol.write(json.dumps({"ok": True}) + "\n")
                 return 0
-            answer = OPS[op](request, trainers, root)
+            answer = (ops or OPS)[op](request, trainers, root)
             answer["ok"] = True
         except Exception as e:  # answered, not fatal: the coordinator decides
             answer = {

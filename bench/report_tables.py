@@ -492,6 +492,9 @@ def run_sections(runs: Sequence[Run]) -> list[str]:
     for run in (r for r in runs if _benches(r, "overhead")):
         lines += ["## Harness overhead" + (f" ({run.label})" if len(runs) > 1 else ""), ""]
         lines += [*_overhead_section(run), ""]
+    from bench.report_backend import backend_sections  # it imports this module: not at the top
+
+    lines += backend_sections(runs)
     unknown = _unknown_groups_note(runs)
     if unknown:
         lines += ["## Not in any table", "", unknown, ""]
