@@ -23,20 +23,29 @@ from bench.harness import (
     steal_fields,
     sync,
 )
-from bench.tasks import TASKS, initial_weights
+from bench.tasks import TASKS, get_task, initial_weights
+from bench.user_tasks import selected_tasks
 
 IMPLEMENTATIONS = list(implementations.REGISTRY)
+# The built-in tasks, or those of --tasks FILE (bench/user_tasks.py), or both.
+SELECTED = selected_tasks()
+USER = [name for name in SELECTED if name not in TASKS]
 
 
-@pytest.mark.parametrize("task_name", list(TASKS))
+@pytest.mark.parametrize("task_name", SELECTED)
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration):
-    if impl in implementations.MULTI_STEP and task_name not in profile.multi_step_tasks:
+    # A user's task gets every variant in every profile: it is what they came to measure.
+    if (
+        impl in implementations.MULTI_STEP
+        and task_name in TASKS
+        and task_name not in profile.multi_step_tasks
+    ):
         pytest.skip(
             f"{impl} runs on {', '.join(profile.multi_step_tasks)} in the "
             f"{profile.name} profile (use --profile full)"
         )
-    task = TASKS[task_name]
+    task = get_task(task_name)
     benchmark.group = task_name
     benchmark_step(
         benchmark,
@@ -51,7 +60,7 @@ def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration
 
 SWEEP = [
     pytest.param(impl, task, batch, id=f"{impl}-{task}-b{batch}")
-    for task in ("mlp", "cnn")
+    for task in [t for t in ("mlp", "cnn") if t in SELECTED] + USER
     for batch in (32, 64, 128, 256, 512, 1024, 2048)
     for impl in IMPLEMENTATIONS
 ]
@@ -61,7 +70,7 @@ SWEEP = [
 def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_calibration):
     if batch not in profile.sweep_batches or impl not in profile.sweep_implementations:
         pytest.skip(f"not in the {profile.name} profile's sweep (use --profile full)")
-    task = TASKS[task_name]
+    task = get_task(task_name)
     benchmark.group = f"sweep-{task_name}"
     benchmark_step(
         benchmark,
@@ -76,7 +85,7 @@ def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_cal
 
 STEPS_PER_CALL_SWEEP = [
     pytest.param(impl, task, n, id=f"{impl}-{task}-n{n}")
-    for task in ("linreg", "mlp")
+    for task in [t for t in ("linreg", "mlp") if t in SELECTED] + USER
     for n in (1, 4, 16, 64)
     for impl in implementations.MULTI_STEP
 ]
@@ -88,7 +97,7 @@ def test_steps_per_call(benchmark, impl, task_name, n, profile, task_data, matmu
     ms on a 2-core CPU) dwarf a call's overhead, and at N = 64 one call would last seconds."""
     if n not in profile.steps_per_call_sweep:
         pytest.skip(f"not in the {profile.name} profile's steps-per-call sweep (--profile full)")
-    task = TASKS[task_name]
+    task = get_task(task_name)
     benchmark.group = f"steps-per-call-{task_name}"
     benchmark_step(
         benchmark,
@@ -102,7 +111,9 @@ def test_steps_per_call(benchmark, impl, task_name, n, profile, task_data, matmu
     )
 
 
-@pytest.mark.parametrize("impl, task_name", [("custom_graph", "linreg"), ("custom_graph", "mlp")])
+@pytest.mark.parametrize(
+    "impl, task_name", [("custom_graph", t) for t in ("linreg", "mlp") if t in SELECTED]
+)
 def test_harness_overhead(benchmark, impl, task_name, profile, task_data):
     """The harness's per-step figure against K steps timed by a bare loop, same process,
     same trainer, rounds interleaved: what pytest-benchmark and the round structure add

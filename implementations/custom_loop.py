@@ -50,13 +50,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.tasks import Conv2D, Dense, Flatten, Task
+from bench.tasks import Conv2D, Dense, Flatten, Task, is_user_task
 from implementations.common import (
     STEPS_PER_CALL,
     loss_value,
     make_optimizer,
     set_weights,
     stack_batches,
+    user_model,
 )
 
 ACTIVATIONS: dict[str | None, Callable[[tf.Tensor], tf.Tensor]] = {
@@ -150,6 +151,8 @@ def make_step(
         with tf.GradientTape() as tape:
             out = model(x, training=True)
             loss = loss_fn(task, y, out)
+            if model.losses:  # the model's own (regularisation) losses, added as compile adds them
+                loss += tf.add_n(model.losses)
         grads = tape.gradient(loss, model.trainable_variables)
         # experiments/ab_budget.py plants a slowdown by matching the last two lines: keep them.
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -208,9 +211,12 @@ class CustomLoopTrainer:
             raise ValueError(f"{name}: the in-graph loop needs tf.function (graph or xla)")
         self.name, self.task, self.mode = name, task, mode
         self.loop, self.steps_per_call = loop, steps_per_call
-        self.model = CustomModel(task)
-        self.model(tf.zeros((1, *task.input_shape)))  # build the variables
-        set_weights(self.model, weights)
+        if is_user_task(task):  # the user's own layers, driven by the same step
+            self.model = user_model(task, weights)
+        else:
+            self.model = CustomModel(task)
+            self.model(tf.zeros((1, *task.input_shape)))  # build the variables
+            set_weights(self.model, weights)
         self.optimizer = make_optimizer(task)
         # Create the optimizer's slots now: variables cannot be created inside an XLA cluster.
         self.optimizer.build(self.model.trainable_variables)
