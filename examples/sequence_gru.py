@@ -39,5 +39,5 @@ SEQUENCE_GRU = UserTask(
     learning_rate=3e-3,
     batch_size=64,
     epochs=6,
-    accuracy_target=0.6,
+    accuracy_target=0.75,
 )
