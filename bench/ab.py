@@ -2,6 +2,7 @@
 
     python -m bench ab [--base REV|DIR] [--head REV|DIR] [-k EXPR] [--threshold 4%]
                        [--base-python PY] [--head-python PY] [--json F] [--github-json F]
+                       [--tasks FILE]
 
 BASE and HEAD are each a git revision of this repository (exported into a temporary
 directory that is removed on every exit path), a directory holding another checkout, or the
@@ -20,8 +21,13 @@ benchmark is measured again by them and judged on all its rounds. Steal
 (``/proc/stat``) is read around every round; pairs with a contended round are dropped.
 Statistics: ``bench/ab_stats.py``.
 
+``--tasks FILE`` (or ``$LOOPBENCH_TASKS``): the tasks of a user's task file instead of the
+built-in ones (``builtin`` adds those), loaded by every worker with its own side's code
+(``bench/user_tasks.py``); a side whose code predates user tasks skips them with the reason.
+
 Exit codes: 0 no regression, 1 a SLOWER verdict, 2 bad input (unknown revision, a side
-without the implementation registry, a worker that crashed or hung: its own error is shown).
+without the implementation registry, a bad task file, a worker that crashed or hung: its own
+error is shown).
 No worker outlives the command: each leads its own process group, killed on every exit path,
 and exits by itself when its stdin closes.
 
@@ -51,6 +57,7 @@ from bench import ab_stats as S
 from bench.ab_sides import InputError, Side, Worker, resolve_side, start_workers
 from bench.compare import parse_threshold, write_json_atomic
 from bench.steal import STEAL_LIMIT, cpu_model, cpu_steal_counters, steal_fraction
+from bench.user_tasks import specs_from
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "loopbench-ab/1"
@@ -97,13 +104,29 @@ def keyword_match(expression: str | None, name: str) -> bool:
     return compiled.evaluate(lambda word, **_: word.lower() in name.lower())
 
 
+def side_tasks(sides: list[Side]) -> dict[str, int]:
+    """Task name -> batch size: the built-in tasks, or with --tasks the union of what the
+    sides' workers loaded (``Side.tasks``), in order."""
+    from bench.tasks import TASKS
+
+    loaded = [s.tasks for s in sides if s.tasks is not None]
+    if not loaded:
+        return {t.name: t.batch_size for t in TASKS.values()}
+    out: dict[str, int] = {}
+    for tasks in loaded:
+        for name, info in tasks.items():
+            out.setdefault(name, info["batch_size"])
+    return out
+
+
 def select_benchmarks(
     sides: list[Side], expression: str | None, batches: list[int] | None
 ) -> tuple[list[Benchmark], dict[str, str]]:
     """Implementation x task (x batch) matching ``-k`` over the union of both sides'
     registries, or the ``HEADLINE`` implementations without ``-k``; returns the benchmarks
-    and, for those one side lacks, why they are skipped."""
-    from bench.tasks import TASKS
+    and, for those one side lacks (an implementation, or a --tasks task), why they are
+    skipped."""
+    tasks = side_tasks(sides)
 
     known = [s.implementations for s in sides if s.implementations is not None]
     names: list[str] = []
@@ -113,32 +136,45 @@ def select_benchmarks(
         names = [n for n in names if n in HEADLINE]
     out, skip = [], {}
     for impl in names:
-        for task in TASKS.values():
-            sizes = batches or [task.batch_size]
+        for task, batch_size in tasks.items():
+            sizes = batches or [batch_size]
             for b in sizes:
-                bench = Benchmark(impl, task.name, b, b == task.batch_size)
+                bench = Benchmark(impl, task, b, b == batch_size)
                 if not keyword_match(expression, bench.name):
                     continue
                 missing = [
                     s.label for s in sides if s.implementations and impl not in s.implementations
                 ]
+                no_task = [s.label for s in sides if s.tasks is not None and task not in s.tasks]
                 if missing:
                     skip[bench.name] = f"not in {' and '.join(missing)}'s registry"
+                elif no_task:
+                    skip[bench.name] = (
+                        f"task {task} not in {' and '.join(no_task)}'s code (older than --tasks?)"
+                    )
                 out.append(bench)
     if not out:
         raise InputError(
             f"-k {expression!r} selects no benchmark; implementations: {', '.join(names)}; "
-            f"tasks: {', '.join(TASKS)}"
+            f"tasks: {', '.join(tasks)}"
         )
     return out, skip
 
 
-def write_batch(bench: Benchmark, directory: Path, cache: dict) -> Path:
+def write_batch(
+    bench: Benchmark, directory: Path, cache: dict, worker: Worker | None = None
+) -> Path:
     """The fixed batch both sides train on (the harness's: the first ``batch_size`` training
-    examples, tiled if fewer), written once for every worker."""
+    examples, tiled if fewer), written once for every worker. A task that is not built in (a
+    user task: loading its data may need TensorFlow) is written by ``worker`` (HEAD's)."""
     from bench.data import load_classification, load_for_task
     from bench.tasks import TASKS
 
+    path = directory / f"{bench.name}.npz"
+    if bench.task not in TASKS:
+        request = {"op": "write_batch", "task": bench.task, "batch_size": bench.batch_size}
+        worker.request({**request, "path": str(path)}, SETUP_TIMEOUT_S)
+        return path
     task = TASKS[bench.task]
     if task.name not in cache:
         raw = None
@@ -148,7 +184,6 @@ def write_batch(bench: Benchmark, directory: Path, cache: dict) -> Path:
         cache[task.name] = load_for_task(task, raw=raw)
     data = cache[task.name]
     idx = np.arange(bench.batch_size) % len(data.x_train)
-    path = directory / f"{bench.name}.npz"
     np.savez(path, x=data.x_train[idx], y=data.y_train[idx])
     return path
 
@@ -271,7 +306,19 @@ def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Esti
     return keep, S.hodges_lehmann(logr, settings.confidence, settings.interval_scale)
 
 
-def result(bench: Benchmark, sampled: Sampled, settings: Settings) -> dict:
+def numerics_rtol(task: str, sides: list[Side]) -> float:
+    """The tolerance on the loss after warm-up: the equivalence tests' early-step one (a user
+    task's own, as HEAD's code reports it)."""
+    for s in reversed(sides):
+        rtol = (s.tasks or {}).get(task, {}).get("numerics_rtol")
+        if rtol is not None:
+            return rtol
+    return NUMERICS_RTOL.get(task, NUMERICS_RTOL_DEFAULT)
+
+
+def result(
+    bench: Benchmark, sampled: Sampled, settings: Settings, sides: list[Side] | None = None
+) -> dict:
     """The benchmark's record in the JSON: verdict, interval, both sides, every round."""
     rounds, setups, grid = sampled.rounds, sampled.setups, sampled.grid
     keep, est = estimate(rounds, settings)
@@ -289,7 +336,7 @@ def result(bench: Benchmark, sampled: Sampled, settings: Settings) -> dict:
         }
     b, h = side_info["base"]["loss_after_warmup"], side_info["head"]["loss_after_warmup"]
     rel = abs(h - b) / max(abs(b), 1e-12) if math.isfinite(b) and math.isfinite(h) else math.inf
-    tol = NUMERICS_RTOL.get(bench.task, NUMERICS_RTOL_DEFAULT)
+    tol = numerics_rtol(bench.task, sides or [])
     per_pair = []
     for p in range(len(grid)):
         sel = [i for i, r in enumerate(rounds) if r["pair"] == p and keep[i]]
@@ -431,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch", type=int, action="append", help="batch size(s) (default: the task's)")
     p.add_argument(
+        "--tasks",
+        action="append",
+        metavar="FILE",
+        help="a task file of your own, loaded by both sides' workers (repeatable; 'builtin' "
+        "names the built-in tasks; default: the built-in tasks, or $LOOPBENCH_TASKS)",
+    )
+    p.add_argument(
         "--threshold",
         default=DEFAULT_THRESHOLD,
         type=parse_threshold,
@@ -495,7 +549,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             resolve_side("head", args.head, args.head_python, repo, stack),
         ]
         print(f"ab: starting {args.pairs} worker(s) per side ...", file=sys.stderr, flush=True)
-        grid = start_workers(sides, args.pairs, stack)
+        tasks = [t if t == "builtin" else str(Path(t).resolve()) for t in specs_from(args.tasks)]
+        grid = start_workers(sides, args.pairs, stack, tasks)
         print(format_sides(sides), flush=True)
         benches, skips = select_benchmarks(sides, args.select, args.batch)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
@@ -517,10 +572,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     }
                 )
                 continue
-            sampled[bench.name] = measure(
-                bench, write_batch(bench, tmp, cache), grid, settings, rng
-            )
-            results.append(result(bench, sampled[bench.name], settings))
+            batch = write_batch(bench, tmp, cache, grid[0][1])
+            sampled[bench.name] = measure(bench, batch, grid, settings, rng)
+            results.append(result(bench, sampled[bench.name], settings, sides))
             progress(results[-1])
         flagged = [i for i, r in enumerate(results) if r["verdict"] in (S.SLOWER, S.FASTER)]
         if flagged and settings.confirm:
@@ -532,19 +586,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            fresh = start_workers(sides, args.pairs, stack)
+            fresh = start_workers(sides, args.pairs, stack, tasks)
             for i in flagged:
                 bench = next(b for b in benches if b.name == results[i]["name"])
                 again = measure(
                     bench,
-                    write_batch(bench, tmp, cache),
+                    write_batch(bench, tmp, cache, fresh[0][1]),
                     fresh,
                     settings,
                     rng,
                     prior=sampled[bench.name],
                 )
                 first = results[i]["verdict"]
-                results[i] = result(bench, again, settings)
+                results[i] = result(bench, again, settings, sides)
                 results[i]["first_verdict"] = first
                 progress(results[i])
     slower = [r["name"] for r in results if r["verdict"] == S.SLOWER]
@@ -565,6 +619,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "order": "random",
             "seed": args.seed,
             "select": args.select if args.select is not None else "headline",
+            "tasks": tasks or None,
             "warmup_steps": WARMUP_STEPS,
             "interval_scale": args.interval_scale,
             "confirm": not args.no_confirm,

@@ -45,6 +45,8 @@ class Side:
     revision: str | None = None
     versions: dict = field(default_factory=dict)
     implementations: list[str] | None = None
+    # With --tasks: the tasks this side's code selected, name -> batch_size, numerics_rtol.
+    tasks: dict[str, dict] | None = None
 
     def describe(self) -> str:
         rev = f" @ {self.revision[:10]}" if self.revision else ""
@@ -198,8 +200,11 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def start_workers(sides: list[Side], pairs: int, stack: contextlib.ExitStack) -> list[list[Worker]]:
-    """``pairs`` workers per side, started together; each answers hello with its versions.
+def start_workers(
+    sides: list[Side], pairs: int, stack: contextlib.ExitStack, tasks: list[str] | None = None
+) -> list[list[Worker]]:
+    """``pairs`` workers per side, started together; each answers hello with its versions
+    (and, given ``tasks``, --tasks values, loads those tasks with its side's code).
     Returns ``[[base_0, head_0], [base_1, head_1], ...]``."""
     env = worker_env()
     grid = []
@@ -212,7 +217,7 @@ def start_workers(sides: list[Side], pairs: int, stack: contextlib.ExitStack) ->
         grid.append(row)
     for row in grid:
         for worker in row:
-            worker.send({"op": "hello"})
+            worker.send({"op": "hello", **({"tasks": tasks} if tasks else {})})
     for row in grid:
         for worker in row:
             hello = worker.receive(HELLO_TIMEOUT_S, "'hello'")
@@ -224,4 +229,5 @@ def start_workers(sides: list[Side], pairs: int, stack: contextlib.ExitStack) ->
                 )
             worker.side.versions = hello["versions"]
             worker.side.implementations = hello["implementations"]
+            worker.side.tasks = hello.get("tasks")
     return grid

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from bench import ab_stats as S
-from bench.ab import Benchmark, keyword_match, main, select_benchmarks
+from bench.ab import Benchmark, keyword_match, main, numerics_rtol, select_benchmarks
 from bench.ab_sides import InputError, Side, Worker, resolve_side, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +144,56 @@ def test_a_benchmark_one_side_lacks_is_skipped_with_the_reason():
     ]
     with pytest.raises(InputError, match="selects no benchmark"):
         select_benchmarks(sides, "nothing_like_this", None)
+
+
+def test_with_tasks_the_sides_tasks_are_benchmarked_and_one_lacking_a_task_skips_it():
+    sides = [_side("base", ["custom_graph"]), _side("head", ["custom_graph"])]
+    sides[0].tasks = {"linreg": {"batch_size": 32, "numerics_rtol": None}}  # older code
+    sides[1].tasks = {
+        "linreg": {"batch_size": 32, "numerics_rtol": None},
+        "tiny": {"batch_size": 16, "numerics_rtol": 1e-4},
+    }
+    benches, skips = select_benchmarks(sides, "custom_graph", None)
+    assert [(b.name, b.batch_size) for b in benches] == [
+        ("custom_graph-linreg", 32),
+        ("custom_graph-tiny", 16),
+    ]
+    assert skips == {"custom_graph-tiny": "task tiny not in base's code (older than --tasks?)"}
+    assert numerics_rtol("tiny", sides) == 1e-4  # the task's own, from HEAD's code
+    assert numerics_rtol("cnn", sides) == 1e-3 and numerics_rtol("linreg", sides) == 1e-5
+
+
+TINY_TASKS = """
+import keras
+from bench.user_tasks import UserTask
+
+def build():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+
+TINY = UserTask("tiny", build, input_shape=(8,), num_classes=3, n_train=64, batch_size=16,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True){extra})
+"""
+
+
+@pytest.mark.subprocess
+def test_a_user_task_is_measured_on_both_sides_and_a_bad_task_file_is_exit_2(tmp_path, capsys):
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text(TINY_TASKS.format(extra=""))
+    bad.write_text(TINY_TASKS.format(extra=", num_classes_typo=1").replace(", num_classes=3", ""))
+    out = tmp_path / "ab.json"
+    argv = ["--base", ".", "--head", ".", "--pairs", "1", "-k", "custom_graph"]
+    quick = ["--min-pairs", "6", "--max-seconds", "1", "--round-seconds", "0.02"]
+    assert main([*argv, *quick, "--tasks", str(good), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [b["name"] for b in doc["benchmarks"]] == ["custom_graph-tiny", "custom_graph_loop-tiny"]
+    assert doc["settings"]["tasks"] == [str(good.resolve())]
+    assert doc["benchmarks"][0]["batch_size"] == 16
+    assert doc["benchmarks"][0]["numerics"]["rel_diff"] == 0.0  # same seeded weights both sides
+    capsys.readouterr()
+    assert main([*argv, "--tasks", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and f"{bad}: cannot import the task file" in err[-1]
+    assert "Traceback" not in "\n".join(err)
 
 
 # --- sides and bad input ------------------------------------------------------------------------
