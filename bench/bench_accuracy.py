@@ -17,7 +17,7 @@ import implementations
 from bench import convergence
 from bench.convergence import CONVERGENCE, anchor, sklearn_reference, summarize, train
 from bench.tasks import get_task, is_user_task
-from bench.user_tasks import selected_tasks
+from bench.user_tasks import selected_tasks, skip_unsupported
 
 BASELINE = "keras_fit"
 PARITY_PP = 1.0
@@ -70,7 +70,8 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
         return [train(impl, task, data, seed, epochs) for seed in conv.seeds]
 
     # One round: the wall time of training every seed (evaluation included) is the stat.
-    runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
+    with skip_unsupported(impl, task):
+        runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
     info = {"implementation": impl, **summarize(task, data, runs, conv.seeds, epochs)}
     full = conv.full_training or (is_user_task(task) and profile.name != "smoke")
     info.update(anchor(task, info, full_training=full))

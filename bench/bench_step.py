@@ -24,7 +24,7 @@ from bench.harness import (
     sync,
 )
 from bench.tasks import TASKS, get_task, initial_weights
-from bench.user_tasks import selected_tasks
+from bench.user_tasks import selected_tasks, skip_unsupported
 
 IMPLEMENTATIONS = list(implementations.REGISTRY)
 # The built-in tasks, or those of --tasks FILE (bench/user_tasks.py), or both.
@@ -47,15 +47,16 @@ def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration
         )
     task = get_task(task_name)
     benchmark.group = task_name
-    benchmark_step(
-        benchmark,
-        impl,
-        task,
-        task_data(task),
-        task.batch_size,
-        profile,
-        matmul_calibration["calibration_gflops"],
-    )
+    with skip_unsupported(impl, task):
+        benchmark_step(
+            benchmark,
+            impl,
+            task,
+            task_data(task),
+            task.batch_size,
+            profile,
+            matmul_calibration["calibration_gflops"],
+        )
 
 
 SWEEP = [
@@ -72,15 +73,16 @@ def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_cal
         pytest.skip(f"not in the {profile.name} profile's sweep (use --profile full)")
     task = get_task(task_name)
     benchmark.group = f"sweep-{task_name}"
-    benchmark_step(
-        benchmark,
-        impl,
-        task,
-        task_data(task),
-        batch,
-        for_sweep(profile),
-        matmul_calibration["calibration_gflops"],
-    )
+    with skip_unsupported(impl, task):
+        benchmark_step(
+            benchmark,
+            impl,
+            task,
+            task_data(task),
+            batch,
+            for_sweep(profile),
+            matmul_calibration["calibration_gflops"],
+        )
 
 
 STEPS_PER_CALL_SWEEP = [
@@ -99,16 +101,17 @@ def test_steps_per_call(benchmark, impl, task_name, n, profile, task_data, matmu
         pytest.skip(f"not in the {profile.name} profile's steps-per-call sweep (--profile full)")
     task = get_task(task_name)
     benchmark.group = f"steps-per-call-{task_name}"
-    benchmark_step(
-        benchmark,
-        impl,
-        task,
-        task_data(task),
-        task.batch_size,
-        for_sweep(profile),
-        matmul_calibration["calibration_gflops"],
-        steps_per_call_override=n,
-    )
+    with skip_unsupported(impl, task):
+        benchmark_step(
+            benchmark,
+            impl,
+            task,
+            task_data(task),
+            task.batch_size,
+            for_sweep(profile),
+            matmul_calibration["calibration_gflops"],
+            steps_per_call_override=n,
+        )
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ Equivalence tolerance: ``DEFAULT_TOLERANCE`` unless the task sets ``tolerance=``
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -272,6 +273,38 @@ def train_flops_per_sample(task: UserTask) -> int:
     except Exception:
         return 0
     return 3 * int(flops)
+
+
+@contextlib.contextmanager
+def skip_unsupported(impl: str, task):
+    """Around a benchmark of a user task: where the implementation cannot run the user's
+    model -- XLA has no kernel for one of its ops (``tf.py_function``, some string or
+    resource ops) -- the benchmark is skipped with the reason, not failed. Any other error,
+    and any error on a built-in task, propagates."""
+    import pytest
+
+    try:
+        yield
+    except Exception as e:
+        reason = unsupported_reason(impl, task, e)
+        if reason is None:
+            raise
+        pytest.skip(reason)
+
+
+def unsupported_reason(impl: str, task, error: BaseException) -> str | None:
+    if getattr(task, "build", None) is None:
+        return None
+    text = str(error)
+    found = re.search(
+        r"Detected unsupported operations when trying to compile graph \S+ on (\S+): (\w+)", text
+    )
+    if isinstance(error, NotImplementedError):
+        return f"{impl} cannot run {task.name}: {_first_line(error)}"
+    if "xla" in impl and found:
+        device, op = found.groups()
+        return f"{impl} cannot run {task.name}: XLA ({device}) has no kernel for {op}"
+    return None
 
 
 # --- data -----------------------------------------------------------------------------------

@@ -308,3 +308,39 @@ def test_a_truncated_dataset_file_is_one_line_before_any_benchmark(tmp_path):
     assert len(errors) == 1 and str(victim) in errors[0], out.stderr[-2000:]
     assert "corrupt gzip data" in errors[0] or "truncated" in errors[0]
     assert "Traceback" not in out.stderr + out.stdout and "test_step[" not in out.stdout
+
+
+PY_FUNCTION = """
+import tensorflow as tf
+
+class Sin(keras.layers.Layer):
+    def call(self, x):
+        return tf.ensure_shape(tf.py_function(tf.sin, [x], tf.float32), x.shape)
+
+def build():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), Sin(),
+                             keras.layers.Dense(3)])
+
+T = UserTask('pyfunc', build, input_shape=(8,), loss=CE, num_classes=3, n_train=64)
+"""
+
+
+def test_an_implementation_that_cannot_run_the_model_is_skipped_with_the_reason(tmp_path):
+    import tensorflow as tf
+
+    (task,) = user_tasks.load(task_file(tmp_path, PY_FUNCTION))
+    ds = user_tasks.load_data(task)
+    x, y = tf.constant(ds.x_train[:16]), tf.constant(ds.y_train[:16])
+    with user_tasks.skip_unsupported("custom_graph", task):  # runs: no skip
+        implementations.get("custom_graph")(task, initial_weights(task)).step(x, y)
+    xla = implementations.get("custom_xla")(task, initial_weights(task))
+    with (
+        pytest.raises(pytest.skip.Exception) as skipped,
+        user_tasks.skip_unsupported("custom_xla", task),
+    ):
+        xla.step(x, y)
+    assert str(skipped.value) == (
+        "custom_xla cannot run pyfunc: XLA (XLA_CPU_JIT) has no kernel for EagerPyFunc"
+    )
+    with pytest.raises(ValueError), user_tasks.skip_unsupported("custom_xla", task):
+        raise ValueError("any other error is an error")
