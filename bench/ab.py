@@ -54,7 +54,15 @@ import numpy as np
 from tabulate import tabulate
 
 from bench import ab_stats as S
-from bench.ab_sides import InputError, Side, Worker, resolve_side, start_workers
+from bench.ab_sides import (
+    InputError,
+    Side,
+    Worker,
+    numerics_rtol,
+    resolve_side,
+    side_tasks,
+    start_workers,
+)
 from bench.compare import parse_threshold, write_json_atomic
 from bench.steal import STEAL_LIMIT, cpu_model, cpu_steal_counters, steal_fraction
 from bench.user_tasks import specs_from
@@ -69,10 +77,6 @@ HEADLINE = ("keras_fit", "keras_fit_xla", "custom_graph", "custom_xla")
 DEFAULT_THRESHOLD = "4%"
 WARMUP_STEPS = 5
 SETUP_TIMEOUT_S = 900.0
-# The loss after warm-up, same implementation on both sides: these come from
-# tests/test_equivalence.py's early-step tolerances (the CNN is chaotic after a few Adam steps).
-NUMERICS_RTOL = {"cnn": 1e-3}
-NUMERICS_RTOL_DEFAULT = 1e-5
 
 
 # --- what is measured ---------------------------------------------------------------------
@@ -102,21 +106,6 @@ def keyword_match(expression: str | None, name: str) -> bool:
     except Exception as e:  # pytest's ParseError
         raise InputError(f"-k {expression!r}: {e}") from None
     return compiled.evaluate(lambda word, **_: word.lower() in name.lower())
-
-
-def side_tasks(sides: list[Side]) -> dict[str, int]:
-    """Task name -> batch size: the built-in tasks, or with --tasks the union of what the
-    sides' workers loaded (``Side.tasks``), in order."""
-    from bench.tasks import TASKS
-
-    loaded = [s.tasks for s in sides if s.tasks is not None]
-    if not loaded:
-        return {t.name: t.batch_size for t in TASKS.values()}
-    out: dict[str, int] = {}
-    for tasks in loaded:
-        for name, info in tasks.items():
-            out.setdefault(name, info["batch_size"])
-    return out
 
 
 def select_benchmarks(
@@ -304,16 +293,6 @@ def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Esti
     )
     logr = np.log(col["head_s"][keep] / col["base_s"][keep])
     return keep, S.hodges_lehmann(logr, settings.confidence, settings.interval_scale)
-
-
-def numerics_rtol(task: str, sides: list[Side]) -> float:
-    """The tolerance on the loss after warm-up: the equivalence tests' early-step one (a user
-    task's own, as HEAD's code reports it)."""
-    for s in reversed(sides):
-        rtol = (s.tasks or {}).get(task, {}).get("numerics_rtol")
-        if rtol is not None:
-            return rtol
-    return NUMERICS_RTOL.get(task, NUMERICS_RTOL_DEFAULT)
 
 
 def result(

@@ -31,6 +31,12 @@ WORKER = Path(__file__).resolve().parent / "ab_worker.py"
 HELLO_TIMEOUT_S = 300.0  # importing TensorFlow in several processes at once on 2 cores
 
 
+# The loss after warm-up, same implementation on both sides: these come from
+# tests/test_equivalence.py's early-step tolerances (the CNN is chaotic after a few Adam steps).
+NUMERICS_RTOL = {"cnn": 1e-3}
+NUMERICS_RTOL_DEFAULT = 1e-5
+
+
 class InputError(Exception):
     """Bad input or a failed worker: one message on stderr, exit code 2."""
 
@@ -231,3 +237,31 @@ def start_workers(
             worker.side.implementations = hello["implementations"]
             worker.side.tasks = hello.get("tasks")
     return grid
+
+
+# --- the sides' tasks (--tasks) -----------------------------------------------------------
+
+
+def side_tasks(sides: list[Side]) -> dict[str, int]:
+    """Task name -> batch size: the built-in tasks, or with --tasks the union of what the
+    sides' workers loaded (``Side.tasks``), in order."""
+    from bench.tasks import TASKS
+
+    loaded = [s.tasks for s in sides if s.tasks is not None]
+    if not loaded:
+        return {t.name: t.batch_size for t in TASKS.values()}
+    out: dict[str, int] = {}
+    for tasks in loaded:
+        for name, info in tasks.items():
+            out.setdefault(name, info["batch_size"])
+    return out
+
+
+def numerics_rtol(task: str, sides: list[Side]) -> float:
+    """The tolerance on the loss after warm-up: the equivalence tests' early-step one (a user
+    task's own, as HEAD's code reports it)."""
+    for s in reversed(sides):
+        rtol = (s.tasks or {}).get(task, {}).get("numerics_rtol")
+        if rtol is not None:
+            return rtol
+    return NUMERICS_RTOL.get(task, NUMERICS_RTOL_DEFAULT)
