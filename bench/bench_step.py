@@ -47,6 +47,10 @@ def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration
         )
     task = get_task(task_name)
     benchmark.group = task_name
+    if impl in implementations.MULTI_STEP and task_name in USER and profile.name == "quick":
+        # A call is 16 steps (seconds, for a conv net under XLA's loop on a CPU): the sweep's
+        # round count keeps a user's quick run within its budget (README).
+        profile = for_sweep(profile)
     with skip_unsupported(impl, task):
         benchmark_step(
             benchmark,

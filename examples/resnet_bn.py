@@ -1,4 +1,4 @@
-"""A small residual CNN with batch normalisation, on the first 4,096 Fashion-MNIST images.
+"""A small residual CNN with batch normalisation, on the first 2,048 Fashion-MNIST images.
 
 Its op mix differs from the built-in CNN's: 3x3 convolutions, BatchNormalization (whose
 moving mean and variance are non-trainable state that every implementation must start from
@@ -32,10 +32,10 @@ def build():
 
 
 def fashion_mnist_subset():
-    """The first 4,096 training and 2,048 test images, standardised as the built-in tasks'."""
+    """The first 2,048 training and 2,048 test images, standardised as the built-in tasks'."""
     from bench.data import load_classification, standardize
 
-    ds = standardize(load_classification(quiet=True).subset(4096, 2048), (28, 28, 1))
+    ds = standardize(load_classification(quiet=True).subset(2048, 2048), (28, 28, 1))
     return ds.x_train, ds.y_train, ds.x_test, ds.y_test
 
 
@@ -50,7 +50,7 @@ RESNET_BN = UserTask(
     batch_size=64,
     data=fashion_mnist_subset,
     epochs=3,
-    accuracy_target=0.8,
+    accuracy_target=0.78,
     # Batch statistics over convolutions make training chaotic: measured over 20 steps, eager
     # and tf.function (different kernels) differ by 1.1e-3 in the first 5 steps' losses, XLA and
     # not by 1.2e-2 over all steps and 0.19 in the weights; a learning rate x1.5 moves the first
