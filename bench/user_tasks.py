@@ -419,8 +419,8 @@ def check_data(task: UserTask, ds: Dataset) -> None:
     for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
         if x.shape[1:] != tuple(task.input_shape):
             raise TaskError(
-                f"data: x_{split} has shape {x.shape}, expected (n, *{tuple(task.input_shape)}) "
-                "(input_shape)"
+                f"data: x_{split} has shape {x.shape}, expected "
+                f"(n, {', '.join(map(str, task.input_shape))}) (input_shape)"
             )
         if len(x) != len(y):
             raise TaskError(f"data: {len(x)} x_{split} inputs but {len(y)} labels")

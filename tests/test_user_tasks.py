@@ -57,7 +57,7 @@ BAD = {
     "data_of_the_wrong_shape": (
         "T = UserTask('bad', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
         "             data=(np.zeros((64, 7)), np.zeros(64, int)))\n",
-        "task 'bad': data: x_train has shape (52, 7), expected (n, *(8,))",
+        "task 'bad': data: x_train has shape (52, 7), expected (n, 8) (input_shape)",
     ),
     "labels_out_of_range": (
         "T = UserTask('bad', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
