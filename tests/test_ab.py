@@ -175,22 +175,37 @@ TINY = UserTask("tiny", build, input_shape=(8,), num_classes=3, n_train=64, batc
 """
 
 
-@pytest.mark.subprocess
-def test_a_user_task_is_measured_on_both_sides_and_a_bad_task_file_is_exit_2(tmp_path, capsys):
-    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+def test_a_worker_loads_a_task_file_writes_its_batch_and_trains_it(tmp_path):
+    """The worker's side of --tasks, called in this process: hello loads the file with the
+    side's code, write_batch writes the task's fixed batch, setup trains on it."""
+    from bench import ab_worker, tasks, user_tasks
+
+    good = tmp_path / "good.py"
     good.write_text(TINY_TASKS.format(extra=""))
+    saved = user_tasks.selected_tasks()
+    try:
+        hello = ab_worker.op_hello({"op": "hello", "tasks": [str(good)]}, {}, str(ROOT))
+        assert hello["tasks"] == {"tiny": {"batch_size": 16, "numerics_rtol": 1e-4}}
+        assert ab_worker.op_hello({"op": "hello"}, {}, str(ROOT))["tasks"] is None  # as before
+        batch = tmp_path / "b.npz"
+        request = {"op": "write_batch", "task": "tiny", "batch_size": 16, "path": str(batch)}
+        ab_worker.op_write_batch(request, {}, str(ROOT))
+        with np.load(batch) as b:
+            assert b["x"].shape == (16, 8) and b["y"].shape == (16,) and b["y"].max() < 3
+        request = {"op": "setup", "id": "t", "impl": "custom_graph", "task": "tiny"}
+        setup = ab_worker.op_setup({**request, "batch": str(batch), "warmup": 2}, {}, str(ROOT))
+        assert np.isfinite(setup["loss_after_warmup"]) and setup["traces"] == 1
+    finally:
+        user_tasks._selected[:] = saved
+    assert tasks.get_task("tiny").name == "tiny"
+
+
+@pytest.mark.subprocess
+def test_a_bad_task_file_is_exit_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
     bad.write_text(TINY_TASKS.format(extra=", num_classes_typo=1").replace(", num_classes=3", ""))
-    out = tmp_path / "ab.json"
-    argv = ["--base", ".", "--head", ".", "--pairs", "1", "-k", "custom_graph-tiny"]
-    quick = ["--min-pairs", "6", "--max-seconds", "1", "--round-seconds", "0.02"]
-    assert main([*argv, *quick, "--tasks", str(good), "--json", str(out)]) == 0
-    doc = json.loads(out.read_text())
-    assert [b["name"] for b in doc["benchmarks"]] == ["custom_graph-tiny"]
-    assert doc["settings"]["tasks"] == [str(good.resolve())]
-    assert doc["benchmarks"][0]["batch_size"] == 16
-    assert doc["benchmarks"][0]["numerics"]["rel_diff"] == 0.0  # same seeded weights both sides
-    capsys.readouterr()
-    assert main([*argv, "--tasks", str(bad)]) == 2
+    argv = ["--base", ".", "--head", ".", "--pairs", "1", "--tasks", str(bad)]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and f"{bad}: cannot import the task file" in err[-1]
     assert "Traceback" not in "\n".join(err)

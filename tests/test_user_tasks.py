@@ -271,11 +271,18 @@ def run_pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProce
 @pytest.mark.subprocess
 def test_pytest_refuses_a_bad_task_file_with_one_usage_error(tmp_path):
     path = task_file(tmp_path, BAD["labels_out_of_range"][0])
-    out = run_pytest("--benchmark-only", "bench/bench_step.py", env={"LOOPBENCH_TASKS": str(path)})
+    results = tmp_path / "out.json"
+    out = run_pytest(
+        "--benchmark-only",
+        f"--benchmark-json={results}",
+        "bench/bench_step.py",
+        env={"LOOPBENCH_TASKS": str(path)},
+    )
     assert out.returncode == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
     assert errors == [f"ERROR: {path}: {BAD['labels_out_of_range'][1]}"]
     assert "Traceback" not in out.stderr + out.stdout and "passed" not in out.stdout
+    assert not results.exists()  # nothing half-written
 
 
 @pytest.mark.subprocess
@@ -301,6 +308,7 @@ def test_a_truncated_dataset_file_is_one_line_before_any_benchmark(tmp_path):
         "bench/bench_step.py",
         "-k",
         "test_step and mlp",
+        f"--benchmark-json={tmp_path / 'out.json'}",
         env={"LOOPBENCH_DATA_DIR": str(tmp_path)},
     )
     assert out.returncode == pytest.ExitCode.USAGE_ERROR
@@ -308,6 +316,7 @@ def test_a_truncated_dataset_file_is_one_line_before_any_benchmark(tmp_path):
     assert len(errors) == 1 and str(victim) in errors[0], out.stderr[-2000:]
     assert "corrupt gzip data" in errors[0] or "truncated" in errors[0]
     assert "Traceback" not in out.stderr + out.stdout and "test_step[" not in out.stdout
+    assert not (tmp_path / "out.json").exists()  # nothing half-written
 
 
 PY_FUNCTION = """
