@@ -240,6 +240,11 @@ def measure(
     for w in workers:
         w.send(request)
     setups = {w: w.receive(SETUP_TIMEOUT_S, f"setup of {bench.name}") for w in workers}
+    unsupported = [s["unsupported"] for s in setups.values() if s.get("unsupported")]
+    if unsupported:
+        for w in workers:
+            w.request({"op": "drop", "id": bench.name}, 60)
+        raise Unsupported(unsupported[0])
     per_step = float(np.median([s["per_step_s"] for s in setups.values()]))
     k = prior.k if prior else max(1, min(100_000, math.ceil(settings.round_seconds / per_step)))
     round_timeout = max(120.0, 100 * k * per_step)
@@ -278,6 +283,24 @@ def measure(
     seconds = time.monotonic() - started + (prior.seconds if prior else 0.0)
     all_setups = {**(prior.setups if prior else {}), **setups}
     return Sampled(k, rounds, all_setups, (prior.grid if prior else []) + grid, seconds)
+
+
+class Unsupported(Exception):
+    """A worker cannot run the implementation on this (user's) model: skipped, with why."""
+
+
+def skipped(bench: Benchmark, reason: str) -> dict:
+    return {
+        "name": bench.name,
+        "implementation": bench.implementation,
+        "task": bench.task,
+        "batch_size": bench.batch_size,
+        "verdict": S.SKIPPED,
+        "skip_reason": reason,
+        "ratio": None,
+        "ci_low": None,
+        "ci_high": None,
+    }
 
 
 def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Estimate]:
@@ -537,22 +560,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         sampled: dict[str, Sampled] = {}
         for bench in benches:
             if bench.name in skips:
-                results.append(
-                    {
-                        "name": bench.name,
-                        "implementation": bench.implementation,
-                        "task": bench.task,
-                        "batch_size": bench.batch_size,
-                        "verdict": S.SKIPPED,
-                        "skip_reason": skips[bench.name],
-                        "ratio": None,
-                        "ci_low": None,
-                        "ci_high": None,
-                    }
-                )
+                results.append(skipped(bench, skips[bench.name]))
                 continue
             batch = write_batch(bench, tmp, cache, grid[0][1])
-            sampled[bench.name] = measure(bench, batch, grid, settings, rng)
+            try:
+                sampled[bench.name] = measure(bench, batch, grid, settings, rng)
+            except Unsupported as e:
+                results.append(skipped(bench, str(e)))
+                continue
             results.append(result(bench, sampled[bench.name], settings, sides))
             progress(results[-1])
         flagged = [i for i, r in enumerate(results) if r["verdict"] in (S.SLOWER, S.FASTER)]

@@ -31,6 +31,8 @@ Requests:
   ``x``, ``y``, written by the coordinator, the same file for both sides) on the device, time
   the first call alone (``compile_s``), run ``warmup`` steps and report the loss after them
   (the numerics check) and a per-call estimate (``per_step_s``: the coordinator's unit of K).
+  A user's model that the implementation cannot run (bench.user_tasks.unsupported_reason)
+  answers ``{"unsupported": reason}`` instead.
 - ``{"op": "round", "id", "k"}``: K calls, then a host sync, timed here, in the worker;
   ``seconds`` is that time divided by the trainer's steps per call, so the coordinator's
   ``seconds / K`` is per training step. ``retraced`` is how often the step was traced again
@@ -182,6 +184,17 @@ def _load_tasks(specs: list[str], tasks) -> dict | None:
     return out
 
 
+def _unsupported(impl: str, task, error: Exception) -> str | None:
+    """Why ``impl`` cannot run a user's model at all (XLA without a kernel for one of its ops),
+    judged by the side's own code; None for any other error, and where the side predates user
+    tasks."""
+    try:
+        from bench.user_tasks import unsupported_reason
+    except ImportError:
+        return None
+    return unsupported_reason(impl, task, error)
+
+
 def op_write_batch(request: dict, trainers: dict, root: str) -> dict:
     import numpy as np
 
@@ -217,7 +230,13 @@ def op_setup(request: dict, trainers: dict, root: str) -> dict:
         return trainer.step(x, y)
 
     t0 = time.perf_counter()
-    loss = _sync(step())
+    try:
+        loss = _sync(step())
+    except Exception as e:
+        reason = _unsupported(request["impl"], task, e)
+        if reason is None:
+            raise
+        return {"unsupported": reason}  # the implementation cannot run this (user's) model
     compile_s = time.perf_counter() - t0
     for _ in range(-(-int(request.get("warmup", 5)) // per_call)):  # warm-up steps, in whole calls
         value = step()

@@ -175,6 +175,23 @@ TINY = UserTask("tiny", build, input_shape=(8,), num_classes=3, n_train=64, batc
 """
 
 
+PY_FUNCTION_TASK = """
+import keras
+import tensorflow as tf
+from bench.user_tasks import UserTask
+
+class Sin(keras.layers.Layer):
+    def call(self, x):
+        return tf.ensure_shape(tf.py_function(tf.sin, [x], tf.float32), x.shape)
+
+def build():
+    return keras.Sequential([keras.Input((8,)), Sin(), keras.layers.Dense(3)])
+
+PYF = UserTask("pyf", build, input_shape=(8,), num_classes=3, n_train=64, batch_size=16,
+               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+"""
+
+
 def test_a_worker_loads_a_task_file_writes_its_batch_and_trains_it(tmp_path):
     """The worker's side of --tasks, called in this process: hello loads the file with the
     side's code, write_batch writes the task's fixed batch, setup trains on it."""
@@ -195,6 +212,17 @@ def test_a_worker_loads_a_task_file_writes_its_batch_and_trains_it(tmp_path):
         request = {"op": "setup", "id": "t", "impl": "custom_graph", "task": "tiny"}
         setup = ab_worker.op_setup({**request, "batch": str(batch), "warmup": 2}, {}, str(ROOT))
         assert np.isfinite(setup["loss_after_warmup"]) and setup["traces"] == 1
+        # a model the implementation cannot run: answered with the reason (the benchmark is
+        # then skipped), not an error that ends the run
+        pyfunc = tmp_path / "pyfunc.py"
+        pyfunc.write_text(PY_FUNCTION_TASK)
+        ab_worker.op_hello({"op": "hello", "tasks": [str(pyfunc)]}, {}, str(ROOT))
+        request = {**request, "impl": "custom_xla", "task": "pyf", "batch": str(batch)}
+        answer = ab_worker.op_setup({**request, "id": "p", "warmup": 1}, {}, str(ROOT))
+        assert answer == {
+            "unsupported": "custom_xla cannot run pyf: XLA (XLA_CPU_JIT) has no "
+            "kernel for EagerPyFunc"
+        }
     finally:
         user_tasks._selected[:] = saved
     assert tasks.get_task("tiny").name == "tiny"
