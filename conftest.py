@@ -1,6 +1,12 @@
 """pytest configuration shared by the tests (``tests/``) and the benchmarks (``bench/``).
 
 - ``--profile quick|full`` picks the benchmark profile (README: "Profiles").
+- ``--tasks FILE`` (repeatable; ``builtin`` names the built-in tasks; or ``$LOOPBENCH_TASKS``,
+  paths separated by ``os.pathsep``) runs the benchmarks and tests on the tasks a user's file
+  defines (``bench/user_tasks.py``; README: "Benchmark your own model"). A bad file is one
+  usage error, before anything is collected.
+- A corrupt or truncated built-in dataset file is one usage error once collection is done,
+  before the first test or benchmark runs (``check_datasets``), not one failure per benchmark.
 - Benchmarks are skipped by a plain ``pytest`` (``--benchmark-skip`` in pyproject's addopts);
   ``pytest --benchmark-only`` runs them.
 - Every results file gets ``machine_info["loopbench"]``: versions, device, oneDNN, threads and
@@ -26,9 +32,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="benchmark profile: quick (default, a few minutes on 2 cores), full, or smoke "
         "(seconds; checks the harness, numbers not meaningful)",
     )
+    parser.addoption(
+        "--tasks",
+        action="append",
+        metavar="FILE",
+        help="a task file of your own (bench/user_tasks.py); repeatable; 'builtin' names the "
+        "built-in tasks (default: the built-in tasks; also $LOOPBENCH_TASKS)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from bench import user_tasks
+
+    specs = user_tasks.specs_from(config.getoption("--tasks", default=None))
+    if specs:
+        try:
+            user_tasks.select(specs)
+        except user_tasks.TaskError as e:
+            raise pytest.UsageError(str(e)) from None
     if config.getoption("benchmark_only", default=False):
         # GPU memory growth must be set before TensorFlow initialises its devices.
         import tensorflow as tf
@@ -72,7 +93,8 @@ def matmul_calibration() -> dict:
 def task_data():
     """Each task's training data, loaded once per session: ``task_data(task)``. The image
     files are read and decompressed once, whatever tasks and subsets are asked for."""
-    from bench.data import load_classification, load_for_task
+    from bench.data import load_for_task
+    from bench.tasks import is_user_task
 
     cache = {}
 
@@ -80,14 +102,59 @@ def task_data():
         key = (task.name, n_train)
         if key not in cache:
             raw = None
-            if task.kind != "regression":
-                if "raw" not in cache:
-                    cache["raw"] = load_classification()
-                raw = cache["raw"]
+            if task.kind != "regression" and not is_user_task(task):
+                raw = image_data()
             cache[key] = load_for_task(task, n_train=n_train, raw=raw)
         return cache[key]
 
     return get
+
+
+_image_data: list = []
+
+
+def image_data():
+    """The built-in image dataset, read once per session (load_classification)."""
+    from bench.data import load_classification
+
+    if not _image_data:
+        _image_data.append(load_classification())
+    return _image_data[0]
+
+
+def needs_image_data(item: pytest.Item) -> bool:
+    """Whether a collected test reads the built-in image dataset: it takes ``task_data``
+    and is not parametrized on a task that needs none (linreg, a user's task)."""
+    if "task_data" not in getattr(item, "fixturenames", ()):
+        return False
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("task_name") if callspec else None
+    if name is None:
+        return True
+    from bench.tasks import TASKS
+
+    return name in TASKS and TASKS[name].kind == "classification"
+
+
+def check_datasets(items: list[pytest.Item]) -> None:
+    """Read the built-in image dataset once, before anything runs, if a selected test needs
+    it: a missing, truncated or corrupt file is one line (a usage error), not a traceback in
+    every benchmark."""
+    if not any(needs_image_data(item) for item in items):
+        return
+    from bench.data import DatasetError
+
+    try:
+        image_data()
+    except DatasetError as e:
+        raise pytest.UsageError(
+            f"dataset: {e} (fix or remove it, or point $LOOPBENCH_DATA_DIR elsewhere)"
+        ) from None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.config.option.collectonly:
+        check_datasets(session.items)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:

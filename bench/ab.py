@@ -2,6 +2,7 @@
 
     python -m bench ab [--base REV|DIR] [--head REV|DIR] [-k EXPR] [--threshold 4%]
                        [--base-python PY] [--head-python PY] [--json F] [--github-json F]
+                       [--tasks FILE]
 
 BASE and HEAD are each a git revision of this repository (exported into a temporary
 directory that is removed on every exit path), a directory holding another checkout, or the
@@ -20,8 +21,13 @@ benchmark is measured again by them and judged on all its rounds. Steal
 (``/proc/stat``) is read around every round; pairs with a contended round are dropped.
 Statistics: ``bench/ab_stats.py``.
 
+``--tasks FILE`` (or ``$LOOPBENCH_TASKS``): the tasks of a user's task file instead of the
+built-in ones (``builtin`` adds those), loaded by every worker with its own side's code
+(``bench/user_tasks.py``); a side whose code predates user tasks skips them with the reason.
+
 Exit codes: 0 no regression, 1 a SLOWER verdict, 2 bad input (unknown revision, a side
-without the implementation registry, a worker that crashed or hung: its own error is shown).
+without the implementation registry, a bad task file, a worker that crashed or hung: its own
+error is shown).
 No worker outlives the command: each leads its own process group, killed on every exit path,
 and exits by itself when its stdin closes.
 
@@ -49,9 +55,18 @@ from tabulate import tabulate
 
 from bench import ab_jax
 from bench import ab_stats as S
-from bench.ab_sides import InputError, Side, Worker, resolve_side, start_workers
+from bench.ab_sides import (
+    InputError,
+    Side,
+    Worker,
+    numerics_rtol,
+    resolve_side,
+    side_tasks,
+    start_workers,
+)
 from bench.compare import parse_threshold, write_json_atomic
 from bench.steal import STEAL_LIMIT, cpu_model, cpu_steal_counters, steal_fraction
+from bench.user_tasks import specs_from
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "loopbench-ab/1"
@@ -63,10 +78,6 @@ HEADLINE = ("keras_fit", "keras_fit_xla", "custom_graph", "custom_xla")
 DEFAULT_THRESHOLD = "4%"
 WARMUP_STEPS = 5
 SETUP_TIMEOUT_S = 900.0
-# The loss after warm-up, same implementation on both sides: these come from
-# tests/test_equivalence.py's early-step tolerances (the CNN is chaotic after a few Adam steps).
-NUMERICS_RTOL = {"cnn": 1e-3}
-NUMERICS_RTOL_DEFAULT = 1e-5
 
 
 # --- what is measured ---------------------------------------------------------------------
@@ -103,8 +114,9 @@ def select_benchmarks(
 ) -> tuple[list[Benchmark], dict[str, str]]:
     """Implementation x task (x batch) matching ``-k`` over the union of both sides'
     registries, or the ``HEADLINE`` implementations without ``-k``; returns the benchmarks
-    and, for those one side lacks, why they are skipped."""
-    from bench.tasks import TASKS
+    and, for those one side lacks (an implementation, or a --tasks task), why they are
+    skipped."""
+    tasks = side_tasks(sides)
 
     known = [s.implementations for s in sides if s.implementations is not None]
     names: list[str] = []
@@ -114,32 +126,45 @@ def select_benchmarks(
         names = [n for n in names if n in HEADLINE]
     out, skip = [], {}
     for impl in names:
-        for task in TASKS.values():
-            sizes = batches or [task.batch_size]
+        for task, batch_size in tasks.items():
+            sizes = batches or [batch_size]
             for b in sizes:
-                bench = Benchmark(impl, task.name, b, b == task.batch_size)
+                bench = Benchmark(impl, task, b, b == batch_size)
                 if not keyword_match(expression, bench.name):
                     continue
                 missing = [
                     s.label for s in sides if s.implementations and impl not in s.implementations
                 ]
+                no_task = [s.label for s in sides if s.tasks is not None and task not in s.tasks]
                 if missing:
                     skip[bench.name] = f"not in {' and '.join(missing)}'s registry"
+                elif no_task:
+                    skip[bench.name] = (
+                        f"task {task} not in {' and '.join(no_task)}'s code (older than --tasks?)"
+                    )
                 out.append(bench)
     if not out:
         raise InputError(
             f"-k {expression!r} selects no benchmark; implementations: {', '.join(names)}; "
-            f"tasks: {', '.join(TASKS)}"
+            f"tasks: {', '.join(tasks)}"
         )
     return out, skip
 
 
-def write_batch(bench: Benchmark, directory: Path, cache: dict) -> Path:
+def write_batch(
+    bench: Benchmark, directory: Path, cache: dict, worker: Worker | None = None
+) -> Path:
     """The fixed batch both sides train on (the harness's: the first ``batch_size`` training
-    examples, tiled if fewer), written once for every worker."""
+    examples, tiled if fewer), written once for every worker. A task that is not built in (a
+    user task: loading its data may need TensorFlow) is written by ``worker`` (HEAD's)."""
     from bench.data import load_classification, load_for_task
     from bench.tasks import TASKS
 
+    path = directory / f"{bench.name}.npz"
+    if bench.task not in TASKS:
+        request = {"op": "write_batch", "task": bench.task, "batch_size": bench.batch_size}
+        worker.request({**request, "path": str(path)}, SETUP_TIMEOUT_S)
+        return path
     task = TASKS[bench.task]
     if task.name not in cache:
         raw = None
@@ -149,7 +174,6 @@ def write_batch(bench: Benchmark, directory: Path, cache: dict) -> Path:
         cache[task.name] = load_for_task(task, raw=raw)
     data = cache[task.name]
     idx = np.arange(bench.batch_size) % len(data.x_train)
-    path = directory / f"{bench.name}.npz"
     np.savez(path, x=data.x_train[idx], y=data.y_train[idx])
     return path
 
@@ -217,6 +241,11 @@ def measure(
     for w in workers:
         w.send(request)
     setups = {w: w.receive(SETUP_TIMEOUT_S, f"setup of {bench.name}") for w in workers}
+    unsupported = [s["unsupported"] for s in setups.values() if s.get("unsupported")]
+    if unsupported:
+        for w in workers:
+            w.request({"op": "drop", "id": bench.name}, 60)
+        raise Unsupported(unsupported[0])
     per_step = float(np.median([s["per_step_s"] for s in setups.values()]))
     k = prior.k if prior else max(1, min(100_000, math.ceil(settings.round_seconds / per_step)))
     round_timeout = max(120.0, 100 * k * per_step)
@@ -257,6 +286,24 @@ def measure(
     return Sampled(k, rounds, all_setups, (prior.grid if prior else []) + grid, seconds)
 
 
+class Unsupported(Exception):
+    """A worker cannot run the implementation on this (user's) model: skipped, with why."""
+
+
+def skipped(bench: Benchmark, reason: str) -> dict:
+    return {
+        "name": bench.name,
+        "implementation": bench.implementation,
+        "task": bench.task,
+        "batch_size": bench.batch_size,
+        "verdict": S.SKIPPED,
+        "skip_reason": reason,
+        "ratio": None,
+        "ci_low": None,
+        "ci_high": None,
+    }
+
+
 def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Estimate]:
     keys = ("base_s", "head_s", "base_steal_pct", "head_steal_pct")
     col = {key: np.array([r[key] for r in rounds], dtype=float) for key in keys}
@@ -272,7 +319,9 @@ def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Esti
     return keep, S.hodges_lehmann(logr, settings.confidence, settings.interval_scale)
 
 
-def result(bench: Benchmark, sampled: Sampled, settings: Settings) -> dict:
+def result(
+    bench: Benchmark, sampled: Sampled, settings: Settings, sides: list[Side] | None = None
+) -> dict:
     """The benchmark's record in the JSON: verdict, interval, both sides, every round."""
     rounds, setups, grid = sampled.rounds, sampled.setups, sampled.grid
     keep, est = estimate(rounds, settings)
@@ -290,7 +339,7 @@ def result(bench: Benchmark, sampled: Sampled, settings: Settings) -> dict:
         }
     b, h = side_info["base"]["loss_after_warmup"], side_info["head"]["loss_after_warmup"]
     rel = abs(h - b) / max(abs(b), 1e-12) if math.isfinite(b) and math.isfinite(h) else math.inf
-    tol = NUMERICS_RTOL.get(bench.task, NUMERICS_RTOL_DEFAULT)
+    tol = numerics_rtol(bench.task, sides or [])
     per_pair = []
     for p in range(len(grid)):
         sel = [i for i, r in enumerate(rounds) if r["pair"] == p and keep[i]]
@@ -432,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch", type=int, action="append", help="batch size(s) (default: the task's)")
     p.add_argument(
+        "--tasks",
+        action="append",
+        metavar="FILE",
+        help="a task file of your own, loaded by both sides' workers (repeatable; 'builtin' "
+        "names the built-in tasks; default: the built-in tasks, or $LOOPBENCH_TASKS)",
+    )
+    p.add_argument(
         "--threshold",
         default=DEFAULT_THRESHOLD,
         type=parse_threshold,
@@ -496,7 +552,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             resolve_side("head", args.head, args.head_python, repo, stack),
         ]
         print(f"ab: starting {args.pairs} worker(s) per side ...", file=sys.stderr, flush=True)
-        grid = start_workers(sides, args.pairs, stack)
+        tasks = [t if t == "builtin" else str(Path(t).resolve()) for t in specs_from(args.tasks)]
+        grid = start_workers(sides, args.pairs, stack, tasks)
         jax = (
             ab_jax.start_jax_workers(sides, args.pairs, stack)
             if ab_jax.wanted(args.select)
@@ -509,25 +566,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         sampled: dict[str, Sampled] = {}
         for bench in benches:
             if bench.name in skips:
-                results.append(
-                    {
-                        "name": bench.name,
-                        "implementation": bench.implementation,
-                        "task": bench.task,
-                        "batch_size": bench.batch_size,
-                        "verdict": S.SKIPPED,
-                        "skip_reason": skips[bench.name],
-                        "ratio": None,
-                        "ci_low": None,
-                        "ci_high": None,
-                    }
-                )
+                results.append(skipped(bench, skips[bench.name]))
                 continue
+            batch = write_batch(bench, tmp, cache, grid[0][1])
             workers = ab_jax.grid_for(bench.implementation, grid, jax)
-            sampled[bench.name] = measure(
-                bench, write_batch(bench, tmp, cache), workers, settings, rng
-            )
-            results.append(result(bench, sampled[bench.name], settings))
+            try:
+                sampled[bench.name] = measure(bench, batch, workers, settings, rng)
+            except Unsupported as e:
+                results.append(skipped(bench, str(e)))
+                continue
+            results.append(result(bench, sampled[bench.name], settings, sides))
             progress(results[-1])
         flagged = [i for i, r in enumerate(results) if r["verdict"] in (S.SLOWER, S.FASTER)]
         if flagged and settings.confirm:
@@ -539,20 +587,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            fresh = start_workers(sides, args.pairs, stack)
+            fresh = start_workers(sides, args.pairs, stack, tasks)
             fresh_jax = ab_jax.start_jax_workers(sides, args.pairs, stack) if jax else None
             for i in flagged:
                 bench = next(b for b in benches if b.name == results[i]["name"])
                 again = measure(
                     bench,
-                    write_batch(bench, tmp, cache),
+                    write_batch(bench, tmp, cache, fresh[0][1]),
                     ab_jax.grid_for(bench.implementation, fresh, fresh_jax),
                     settings,
                     rng,
                     prior=sampled[bench.name],
                 )
                 first = results[i]["verdict"]
-                results[i] = result(bench, again, settings)
+                results[i] = result(bench, again, settings, sides)
                 results[i]["first_verdict"] = first
                 progress(results[i])
     slower = [r["name"] for r in results if r["verdict"] == S.SLOWER]
@@ -573,6 +621,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "order": "random",
             "seed": args.seed,
             "select": args.select if args.select is not None else "headline",
+            "tasks": tasks or None,
             "warmup_steps": WARMUP_STEPS,
             "interval_scale": args.interval_scale,
             "confirm": not args.no_confirm,

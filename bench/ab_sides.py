@@ -31,6 +31,12 @@ WORKER = Path(__file__).resolve().parent / "ab_worker.py"
 HELLO_TIMEOUT_S = 300.0  # importing TensorFlow in several processes at once on 2 cores
 
 
+# The loss after warm-up, same implementation on both sides: these come from
+# tests/test_equivalence.py's early-step tolerances (the CNN is chaotic after a few Adam steps).
+NUMERICS_RTOL = {"cnn": 1e-3}
+NUMERICS_RTOL_DEFAULT = 1e-5
+
+
 class InputError(Exception):
     """Bad input or a failed worker: one message on stderr, exit code 2."""
 
@@ -45,6 +51,8 @@ class Side:
     revision: str | None = None
     versions: dict = field(default_factory=dict)
     implementations: list[str] | None = None
+    # With --tasks: the tasks this side's code selected, name -> batch_size, numerics_rtol.
+    tasks: dict[str, dict] | None = None
 
     def describe(self) -> str:
         rev = f" @ {self.revision[:10]}" if self.revision else ""
@@ -199,8 +207,11 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def start_workers(sides: list[Side], pairs: int, stack: contextlib.ExitStack) -> list[list[Worker]]:
-    """``pairs`` workers per side, started together; each answers hello with its versions.
+def start_workers(
+    sides: list[Side], pairs: int, stack: contextlib.ExitStack, tasks: list[str] | None = None
+) -> list[list[Worker]]:
+    """``pairs`` workers per side, started together; each answers hello with its versions
+    (and, given ``tasks``, --tasks values, loads those tasks with its side's code).
     Returns ``[[base_0, head_0], [base_1, head_1], ...]``."""
     env = worker_env()
     grid = []
@@ -213,7 +224,7 @@ def start_workers(sides: list[Side], pairs: int, stack: contextlib.ExitStack) ->
         grid.append(row)
     for row in grid:
         for worker in row:
-            worker.send({"op": "hello"})
+            worker.send({"op": "hello", **({"tasks": tasks} if tasks else {})})
     for row in grid:
         for worker in row:
             hello = worker.receive(HELLO_TIMEOUT_S, "'hello'")
@@ -225,4 +236,33 @@ def start_workers(sides: list[Side], pairs: int, stack: contextlib.ExitStack) ->
                 )
             worker.side.versions = hello["versions"]
             worker.side.implementations = hello["implementations"]
+            worker.side.tasks = hello.get("tasks")
     return grid
+
+
+# --- the sides' tasks (--tasks) -----------------------------------------------------------
+
+
+def side_tasks(sides: list[Side]) -> dict[str, int]:
+    """Task name -> batch size: the built-in tasks, or with --tasks the union of what the
+    sides' workers loaded (``Side.tasks``), in order."""
+    from bench.tasks import TASKS
+
+    loaded = [s.tasks for s in sides if s.tasks is not None]
+    if not loaded:
+        return {t.name: t.batch_size for t in TASKS.values()}
+    out: dict[str, int] = {}
+    for tasks in loaded:
+        for name, info in tasks.items():
+            out.setdefault(name, info["batch_size"])
+    return out
+
+
+def numerics_rtol(task: str, sides: list[Side]) -> float:
+    """The tolerance on the loss after warm-up: the equivalence tests' early-step one (a user
+    task's own, as HEAD's code reports it)."""
+    for s in reversed(sides):
+        rtol = (s.tasks or {}).get(task, {}).get("numerics_rtol")
+        if rtol is not None:
+            return rtol
+    return NUMERICS_RTOL.get(task, NUMERICS_RTOL_DEFAULT)

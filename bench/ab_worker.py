@@ -18,12 +18,21 @@ input (the coordinator exited, however it exited) ends the worker.
 
 Requests:
 
-- ``{"op": "hello"}``: versions, device, where the registry was imported from.
+- ``{"op": "hello", "tasks": [...]}``: versions, device, where the registry was imported from.
+  ``tasks`` (optional): ``bench ab --tasks`` values (task files, ``builtin``), loaded with the
+  side's ``bench.user_tasks`` and answered as ``tasks``: name -> ``batch_size``,
+  ``numerics_rtol``. A side whose code predates user tasks answers with its built-in tasks
+  only; a bad task file is an error of one line (no traceback).
+- ``{"op": "write_batch", "task", "batch_size", "path"}``: write the fixed batch of a task the
+  coordinator cannot load itself (a user task: its data may need TensorFlow), as the
+  coordinator writes the built-in tasks' (the first ``batch_size`` training examples, tiled).
 - ``{"op": "setup", "id", "impl", "task", "batch": "PATH.npz", "warmup"}``: build the
   trainer from the side's code and the side's seeded initial weights, put the batch (arrays
   ``x``, ``y``, written by the coordinator, the same file for both sides) on the device, time
   the first call alone (``compile_s``), run ``warmup`` steps and report the loss after them
   (the numerics check) and a per-call estimate (``per_step_s``: the coordinator's unit of K).
+  A user's model that the implementation cannot run (bench.user_tasks.unsupported_reason)
+  answers ``{"unsupported": reason}`` instead.
 - ``{"op": "round", "id", "k"}``: K calls, then a host sync, timed here, in the worker;
   ``seconds`` is that time divided by the trainer's steps per call, so the coordinator's
   ``seconds / K`` is per training step. ``retraced`` is how often the step was traced again
@@ -77,6 +86,8 @@ def _serve(root: str, ops: dict | None = None) -> int:
                 "error": f"{type(e).__name__}: {e}".strip(),
                 "traceback": traceback.format_exc(),
             }
+            if type(e).__name__ == "TaskError":  # bad input, already one clear line
+                answer.update(error=str(e), traceback="")
         protocol.write(json.dumps(answer) + "\n")
     return 0
 
@@ -129,6 +140,7 @@ def op_hello(request: dict, trainers: dict, root: str) -> dict:
         onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") not in ("0", "false")
     gpus = tf.config.list_physical_devices("GPU")
     return {
+        "tasks": _load_tasks(request.get("tasks") or [], tasks),
         "pid": os.getpid(),
         "implementations_file": implementations.__file__,
         "tasks_file": tasks.__file__,
@@ -149,6 +161,53 @@ def op_hello(request: dict, trainers: dict, root: str) -> dict:
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         },
     }
+
+
+def _load_tasks(specs: list[str], tasks) -> dict | None:
+    """The tasks ``specs`` select in this side's code (None without specs: the coordinator's
+    built-in tasks, as before --tasks existed)."""
+    if not specs:
+        return None
+    try:
+        from bench import user_tasks
+    except ImportError:  # a side from before user tasks: its built-in tasks only
+        names = list(tasks.TASKS) if "builtin" in specs else []
+    else:
+        names = user_tasks.select(specs)
+    get_task = getattr(tasks, "get_task", None) or tasks.TASKS.__getitem__
+    out = {}
+    for name in names:
+        task = get_task(name)
+        tolerance = getattr(task, "equivalence_tolerance", None)
+        out[name] = {
+            "batch_size": task.batch_size,
+            "numerics_rtol": tolerance.early_rtol if tolerance is not None else None,
+        }
+    return out
+
+
+def _unsupported(impl: str, task, error: Exception) -> str | None:
+    """Why ``impl`` cannot run a user's model at all (XLA without a kernel for one of its ops),
+    judged by the side's own code; None for any other error, and where the side predates user
+    tasks."""
+    try:
+        from bench.user_tasks import unsupported_reason
+    except ImportError:
+        return None
+    return unsupported_reason(impl, task, error)
+
+
+def op_write_batch(request: dict, trainers: dict, root: str) -> dict:
+    import numpy as np
+
+    from bench import tasks
+    from bench.data import load_for_task
+
+    get_task = getattr(tasks, "get_task", None) or tasks.TASKS.__getitem__
+    data = load_for_task(get_task(request["task"]))
+    idx = np.arange(int(request["batch_size"])) % len(data.x_train)
+    np.savez(request["path"], x=data.x_train[idx], y=data.y_train[idx])
+    return {}
 
 
 def op_setup(request: dict, trainers: dict, root: str) -> dict:
@@ -173,7 +232,13 @@ def op_setup(request: dict, trainers: dict, root: str) -> dict:
         return trainer.step(x, y)
 
     t0 = time.perf_counter()
-    loss = _sync(step())
+    try:
+        loss = _sync(step())
+    except Exception as e:
+        reason = _unsupported(request["impl"], task, e)
+        if reason is None:
+            raise
+        return {"unsupported": reason}  # the implementation cannot run this (user's) model
     compile_s = time.perf_counter() - t0
     for _ in range(-(-int(request.get("warmup", 5)) // per_call)):  # warm-up steps, in whole calls
         value = step()
@@ -231,6 +296,7 @@ OPS = {
     "setup": op_setup,
     "round": op_round,
     "drop": op_drop,
+    "write_batch": op_write_batch,
     "crash": op_crash,
 }
 

@@ -16,7 +16,8 @@ import pytest
 import implementations
 from bench import convergence
 from bench.convergence import CONVERGENCE, anchor, sklearn_reference, summarize, train
-from bench.tasks import TASKS
+from bench.tasks import TASKS, get_task, is_user_task
+from bench.user_tasks import selected_tasks, skip_unsupported
 
 BASELINE = "keras_fit"
 PARITY_PP = 1.0
@@ -41,7 +42,12 @@ def _show_progress(request, monkeypatch):
 
 def _setup(profile, task_data, task_name):
     conv = CONVERGENCE[profile.name]
-    task = TASKS[task_name]
+    task = get_task(task_name)
+    if is_user_task(task):
+        # A user's task trains on all its data for its own epochs, except in the smoke profile.
+        smoke = profile.name == "smoke"
+        data = task_data(task, n_train=conv.n_train if smoke else None)
+        return conv, task, data, 1 if smoke else task.epochs
     # The synthetic regression set is small already; subsets apply to the image tasks.
     data = task_data(task, n_train=conv.n_train if task.kind == "classification" else None)
     epochs = conv.epochs[task_name] if conv.epochs else task.epochs
@@ -51,7 +57,7 @@ def _setup(profile, task_data, task_name):
 IMPLS = [BASELINE] + [name for name in implementations.REGISTRY if name != BASELINE]
 
 
-@pytest.mark.parametrize("task_name", list(TASKS))
+@pytest.mark.parametrize("task_name", selected_tasks())
 @pytest.mark.parametrize("impl", IMPLS)
 def test_convergence(benchmark, impl, task_name, profile, task_data):
     conv, task, data, epochs = _setup(profile, task_data, task_name)
@@ -66,13 +72,15 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
         return [train(impl, task, data, seed, epochs) for seed in conv.seeds]
 
     # One round: the wall time of training every seed (evaluation included) is the stat.
-    runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
+    with skip_unsupported(impl, task):
+        runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
     info = {
         "implementation": impl,
         "precision": "float32",
         **summarize(task, data, runs, conv.seeds, epochs),
     }
-    info.update(anchor(task, info, full_training=conv.full_training))
+    full = conv.full_training or (is_user_task(task) and profile.name != "smoke")
+    info.update(anchor(task, info, full_training=full))
     info.update(parity_baseline=BASELINE, parity_delta_pp=None, parity_ok=None)
     if task.kind == "classification":
         _float32_accuracy[(impl, task_name)] = info["final_accuracy"]
@@ -83,7 +91,7 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
             info.update(parity_delta_pp=delta, parity_ok=abs(delta) <= PARITY_PP)
     benchmark.extra_info.update(info)
 
-    if task.kind == "regression":
+    if task.kind == "regression" and not is_user_task(task):
         assert info["param_error"] <= task.param_tolerance, (
             f"{impl} recovered w={info['w']:.4f}, b={info['b']:.4f}; "
             f"truth w={task.true_w}, b={task.true_b} (tolerance {task.param_tolerance})"
@@ -94,17 +102,20 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
             f"{info['parity_delta_pp']:+.2f} pp from {BASELINE}'s (allowed +-{PARITY_PP})"
         )
     if info["anchor_ok"] is False:
+        where = "its task's target" if is_user_task(task) else "the external anchor"
         pytest.fail(
-            f"{impl}/{task_name}: accuracy {info['final_accuracy']:.4f} below the external "
-            f"anchor {task.accuracy_target} on full Fashion-MNIST"
+            f"{impl}/{task_name}: accuracy {info['final_accuracy']:.4f} below {where} "
+            f"{task.accuracy_target}" + ("" if is_user_task(task) else " on full Fashion-MNIST")
         )
 
 
+PRECISION_IMPLS = ("keras_fit", "custom_graph", "custom_xla")
 PRECISION = [
     pytest.param(impl, task, precision, id=f"{impl}-{task}-{precision}")
     for precision in ("mixed_bfloat16", "mixed_float16")
-    for task in ("mlp", "cnn")
-    for impl in ("keras_fit", "custom_graph", "custom_xla")
+    for task in [t for t in ("mlp", "cnn") if t in selected_tasks()]
+    + [t for t in selected_tasks() if t not in TASKS]
+    for impl in PRECISION_IMPLS
 ]
 
 
@@ -116,7 +127,14 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
     training difference. The float32 twin is the one test_convergence trained in this
     session; where it was deselected, it is trained here first."""
     conv, task, data, epochs = _setup(profile, task_data, task_name)
-    if (impl, task_name, precision) not in conv.precision:
+    if is_user_task(task):  # a user's task: every mixed-precision run, in the full profile
+        if profile.name != "full":
+            pytest.skip("a user task's mixed-precision runs are in --profile full")
+        if task.kind != "classification":
+            pytest.skip("convergence parity compares accuracies: a classification task's")
+        if precision == "mixed_float16" and not _gpu():
+            pytest.skip("mixed_float16 is meant for GPUs: a CPU may lack its kernels (run bf16)")
+    elif (impl, task_name, precision) not in conv.precision:
         pytest.skip(f"not in the {profile.name} profile's mixed-precision runs (--profile full)")
     if precision == "mixed_float16" and task_name == "cnn" and not _gpu():
         pytest.skip(
@@ -133,7 +151,8 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
     def train_all_seeds():
         return [train(impl, task, data, seed, epochs, precision) for seed in conv.seeds]
 
-    runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
+    with skip_unsupported(impl, task):
+        runs = benchmark.pedantic(train_all_seeds, rounds=1, iterations=1)
     info = {
         "implementation": impl,
         "precision": precision,
@@ -173,6 +192,7 @@ def _parity_delta_pp(task_name: str, accuracy: float) -> float | None:
     return 100 * (accuracy - _baseline_accuracy[task_name])
 
 
+@pytest.mark.skipif("mlp" not in selected_tasks(), reason="the MLP task is not selected")
 def test_convergence_sklearn_reference(benchmark, profile, task_data):
     conv, task, data, epochs = _setup(profile, task_data, "mlp")
     benchmark.group = "convergence-mlp"

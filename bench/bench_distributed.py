@@ -41,6 +41,7 @@ from bench.distributed import (
 )
 from bench.harness import to_per_step
 from bench.tasks import TASKS, train_flops_per_sample
+from bench.user_tasks import selected_tasks
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ def gpu_count() -> int:
 
 
 def skip_reason(profile, strategy: str, replicas: int, impl: str, task: str) -> str | None:
+    if task not in selected_tasks():
+        return f"{task} is not among the selected tasks (--tasks); user tasks do not run here"
     shape = SHAPES.get(profile.name)
     if shape is None:
         return f"no distributed benchmarks defined for the {profile.name} profile (SHAPES)"

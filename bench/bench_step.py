@@ -26,35 +26,49 @@ from bench.harness import (
     steal_fields,
     sync,
 )
-from bench.tasks import TASKS, initial_weights
+from bench.tasks import TASKS, get_task, initial_weights
+from bench.user_tasks import selected_tasks, skip_unsupported
 
 IMPLEMENTATIONS = list(implementations.REGISTRY)
+# The built-in tasks, or those of --tasks FILE (bench/user_tasks.py), or both.
+SELECTED = selected_tasks()
+USER = [name for name in SELECTED if name not in TASKS]
 
 
-@pytest.mark.parametrize("task_name", list(TASKS))
+@pytest.mark.parametrize("task_name", SELECTED)
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration):
-    if impl in implementations.MULTI_STEP and task_name not in profile.multi_step_tasks:
+    # A user's task gets every variant in every profile: it is what they came to measure.
+    if (
+        impl in implementations.MULTI_STEP
+        and task_name in TASKS
+        and task_name not in profile.multi_step_tasks
+    ):
         pytest.skip(
             f"{impl} runs on {', '.join(profile.multi_step_tasks)} in the "
             f"{profile.name} profile (use --profile full)"
         )
-    task = TASKS[task_name]
+    task = get_task(task_name)
     benchmark.group = task_name
-    benchmark_step(
-        benchmark,
-        impl,
-        task,
-        task_data(task),
-        task.batch_size,
-        profile,
-        matmul_calibration["calibration_gflops"],
-    )
+    if impl in implementations.MULTI_STEP and task_name in USER and profile.name == "quick":
+        # A call is 16 steps (seconds, for a conv net under XLA's loop on a CPU): the sweep's
+        # round count keeps a user's quick run within its budget (README).
+        profile = for_sweep(profile)
+    with skip_unsupported(impl, task):
+        benchmark_step(
+            benchmark,
+            impl,
+            task,
+            task_data(task),
+            task.batch_size,
+            profile,
+            matmul_calibration["calibration_gflops"],
+        )
 
 
 SWEEP = [
     pytest.param(impl, task, batch, id=f"{impl}-{task}-b{batch}")
-    for task in ("mlp", "cnn")
+    for task in [t for t in ("mlp", "cnn") if t in SELECTED] + USER
     for batch in (32, 64, 128, 256, 512, 1024, 2048)
     for impl in IMPLEMENTATIONS
 ]
@@ -64,23 +78,24 @@ SWEEP = [
 def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_calibration):
     if batch not in profile.sweep_batches or impl not in profile.sweep_implementations:
         pytest.skip(f"not in the {profile.name} profile's sweep (use --profile full)")
-    task = TASKS[task_name]
+    task = get_task(task_name)
     benchmark.group = f"sweep-{task_name}"
-    benchmark_step(
-        benchmark,
-        impl,
-        task,
-        task_data(task),
-        batch,
-        for_sweep(profile),
-        matmul_calibration["calibration_gflops"],
-    )
+    with skip_unsupported(impl, task):
+        benchmark_step(
+            benchmark,
+            impl,
+            task,
+            task_data(task),
+            batch,
+            for_sweep(profile),
+            matmul_calibration["calibration_gflops"],
+        )
 
 
 PRECISION = [
     pytest.param(impl, task, precision, id=f"{impl}-{task}-{precision}")
     for precision in ("mixed_bfloat16", "mixed_float16")
-    for task in ("mlp", "cnn")
+    for task in [t for t in ("mlp", "cnn") if t in SELECTED] + USER
     for impl in PRECISION_IMPLEMENTATIONS
 ]
 
@@ -90,30 +105,37 @@ def test_precision(benchmark, impl, task_name, precision, profile, task_data, ma
     """Seconds per training step under a mixed-precision policy; the float32 twin is the same
     implementation in ``test_step``. Training reaches the same accuracy (within 1 point:
     bench_accuracy.py's test_convergence_precision)."""
-    if (impl, task_name, precision) not in profile.precision_benchmarks:
+    cpu = device_name() == "/CPU:0"
+    if task_name in USER:  # a user's task: every precision benchmark, in the full profile
+        if profile.name != "full":
+            pytest.skip("a user task's precision benchmarks are in --profile full")
+        if precision == "mixed_float16" and cpu:
+            pytest.skip("mixed_float16 is meant for GPUs: a CPU may lack its kernels (run bf16)")
+    elif (impl, task_name, precision) not in profile.precision_benchmarks:
         pytest.skip(f"not in the {profile.name} profile's precision benchmarks (--profile full)")
-    if precision == "mixed_float16" and task_name == "cnn" and device_name() == "/CPU:0":
+    if precision == "mixed_float16" and task_name == "cnn" and cpu:
         pytest.skip(
             "mixed_float16 is meant for GPUs: this CPU has no float16 convolution kernels "
             "(the CNN measured 280-400 ms/step in float16, 10-20x float32, on a 2-core EPYC)"
         )
-    task = TASKS[task_name]
+    task = get_task(task_name)
     benchmark.group = f"precision-{task_name}"
-    benchmark_step(
-        benchmark,
-        impl,
-        task,
-        task_data(task),
-        task.batch_size,
-        profile,
-        matmul_calibration["calibration_gflops"],
-        precision=precision,
-    )
+    with skip_unsupported(impl, task):
+        benchmark_step(
+            benchmark,
+            impl,
+            task,
+            task_data(task),
+            task.batch_size,
+            profile,
+            matmul_calibration["calibration_gflops"],
+            precision=precision,
+        )
 
 
 STEPS_PER_CALL_SWEEP = [
     pytest.param(impl, task, n, id=f"{impl}-{task}-n{n}")
-    for task in ("linreg", "mlp")
+    for task in [t for t in ("linreg", "mlp") if t in SELECTED] + USER
     for n in (1, 4, 16, 64)
     for impl in implementations.MULTI_STEP
 ]
@@ -125,21 +147,24 @@ def test_steps_per_call(benchmark, impl, task_name, n, profile, task_data, matmu
     ms on a 2-core CPU) dwarf a call's overhead, and at N = 64 one call would last seconds."""
     if n not in profile.steps_per_call_sweep:
         pytest.skip(f"not in the {profile.name} profile's steps-per-call sweep (--profile full)")
-    task = TASKS[task_name]
+    task = get_task(task_name)
     benchmark.group = f"steps-per-call-{task_name}"
-    benchmark_step(
-        benchmark,
-        impl,
-        task,
-        task_data(task),
-        task.batch_size,
-        for_sweep(profile),
-        matmul_calibration["calibration_gflops"],
-        steps_per_call_override=n,
-    )
+    with skip_unsupported(impl, task):
+        benchmark_step(
+            benchmark,
+            impl,
+            task,
+            task_data(task),
+            task.batch_size,
+            for_sweep(profile),
+            matmul_calibration["calibration_gflops"],
+            steps_per_call_override=n,
+        )
 
 
-@pytest.mark.parametrize("impl, task_name", [("custom_graph", "linreg"), ("custom_graph", "mlp")])
+@pytest.mark.parametrize(
+    "impl, task_name", [("custom_graph", t) for t in ("linreg", "mlp") if t in SELECTED]
+)
 def test_harness_overhead(benchmark, impl, task_name, profile, task_data):
     """The harness's per-step figure against K steps timed by a bare loop, same process,
     same trainer, rounds interleaved: what pytest-benchmark and the round structure add

@@ -251,7 +251,12 @@ def load_for_task(
     """The task's data, ready to train on: float32 inputs in the task's shape, int32 labels.
 
     ``raw``: the result of ``load_classification()`` already read by the caller (classification
-    tasks only), so that several tasks and subsets read and decompress the files once."""
+    tasks only), so that several tasks and subsets read and decompress the files once.
+    A user task (``bench/user_tasks.py``): its own data, or synthetic data made for it."""
+    if getattr(task, "build", None) is not None:
+        from bench.user_tasks import load_data
+
+        return load_data(task).subset(n_train)
     if task.kind == "regression":
         ds = synthetic_linear(task.true_w, task.true_b, seed=task.seed)
         return ds.subset(n_train)

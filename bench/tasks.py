@@ -124,11 +124,23 @@ CNN = Task(
 TASKS: dict[str, Task] = {t.name: t for t in (LINREG, MLP, CNN)}
 
 
+def is_user_task(task) -> bool:
+    """Whether ``task`` is a user's own (``bench.user_tasks.UserTask``: it has a build
+    function) rather than one of the built-in tasks above."""
+    return getattr(task, "build", None) is not None
+
+
 def get_task(name: str) -> Task:
+    """A built-in task, or a user task loaded this session (``bench/user_tasks.py``)."""
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
+        from bench.user_tasks import LOADED
+
+        if name in LOADED:
+            return LOADED[name]
+        valid = ", ".join([*TASKS, *LOADED])
+        raise KeyError(f"unknown task {name!r}; valid tasks: {valid}") from None
 
 
 def weight_shapes(task: Task) -> list[tuple[int, ...]]:
@@ -149,7 +161,12 @@ def weight_shapes(task: Task) -> list[tuple[int, ...]]:
 
 
 def initial_weights(task: Task, seed: int | None = None) -> list[np.ndarray]:
-    """Glorot-uniform kernels and zero biases, drawn with NumPy from one seed."""
+    """Glorot-uniform kernels and zero biases, drawn with NumPy from one seed. A user task:
+    every weight of its model, from one build under the seed (``bench/user_tasks.py``)."""
+    if is_user_task(task):
+        from bench import user_tasks
+
+        return user_tasks.initial_weights(task, seed)
     rng = np.random.default_rng(task.seed if seed is None else seed)
     out = []
     for shape in weight_shapes(task):
@@ -167,8 +184,13 @@ def train_flops_per_sample(task: Task) -> int:
     """Analytic FLOPs of one training sample: forward multiply-adds x2, backward ~2x forward.
 
     Counts the matmul/convolution work only (element-wise ops and the optimizer are
-    negligible next to it for these models); the usual 3x-forward convention.
+    negligible next to it for these models); the usual 3x-forward convention. A user task:
+    counted by TensorFlow's profiler (``bench/user_tasks.py``).
     """
+    if is_user_task(task):
+        from bench import user_tasks
+
+        return user_tasks.train_flops_per_sample(task)
     forward = 0
     shape = task.input_shape
     for layer in task.layers:

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.data import epoch_order
-from bench.tasks import Task
+from bench.tasks import Task, is_user_task
 
 
 class Trainer(Protocol):
@@ -100,9 +100,11 @@ def precision_fields(model: keras.Model, optimizer: keras.optimizers.Optimizer) 
 
 
 def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
-    """Mean loss over the batch: MSE, or sparse cross-entropy on logits. A mixed-precision
-    model's output is cast to float32 first, as Keras's losses do."""
+    """Mean loss over the batch: MSE, or sparse cross-entropy on logits; a user task's own. A
+    mixed-precision model's output is cast to float32 first, as Keras's losses do."""
     out = tf.cast(out, tf.float32)
+    if is_user_task(task):
+        return keras_loss(task)(y, out)
     if task.kind == "regression":
         return tf.reduce_mean(tf.square(out - y))
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
@@ -110,6 +112,10 @@ def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
 
 def keras_loss(task: Task) -> keras.losses.Loss:
     """The built-in Keras loss that computes the same function as ``loss_value``."""
+    if is_user_task(task):
+        from bench.user_tasks import keras_loss as user_loss
+
+        return user_loss(task)
     if task.kind == "regression":
         return keras.losses.MeanSquaredError()
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -123,6 +129,20 @@ def set_weights(model: keras.Model, weights: list[np.ndarray]) -> None:
         if tuple(v.shape) != w.shape:
             raise ValueError(f"weight {v.path}: shape {tuple(v.shape)}, got {w.shape}")
         v.assign(w)
+
+
+def user_model(task: Task, weights: list[np.ndarray], precision: str = "float32") -> keras.Model:
+    """A user task's model: a new instance from its build function, holding ``weights`` in
+    every variable, trainable or not (``bench/user_tasks.py``). ``precision``: the build runs
+    under that global dtype policy (the user's layers take the default), restored after."""
+    from bench.user_tasks import new_model
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(check_precision(precision))
+    try:
+        return new_model(task, weights)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def get_weights(model: keras.Model) -> list[np.ndarray]:
@@ -168,12 +188,13 @@ def evaluate(
     if model not in _forward_fns:
         _forward_fns[model] = tf.function(lambda inp: model(inp, training=False))
     forward = _forward_fns[model]
-    total_loss, correct = 0.0, 0
+    total_loss, correct, labels = 0.0, 0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         out = forward(tf.constant(xb))
         total_loss += float(loss_value(task, tf.constant(yb), out)) * len(xb)
         if task.kind == "classification":
             correct += int(np.sum(np.argmax(out.numpy(), axis=-1) == yb))
-    accuracy = correct / len(x) if task.kind == "classification" else None
+            labels += yb.size  # one per example, or one per position (a user's sequence task)
+    accuracy = correct / labels if task.kind == "classification" else None
     return total_loss / len(x), accuracy

@@ -50,7 +50,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.tasks import Conv2D, Dense, Flatten, Task
+from bench.tasks import Conv2D, Dense, Flatten, Task, is_user_task
 from implementations.common import (
     STEPS_PER_CALL,
     check_precision,
@@ -59,6 +59,7 @@ from implementations.common import (
     precision_fields,
     set_weights,
     stack_batches,
+    user_model,
 )
 
 ACTIVATIONS: dict[str | None, Callable[[tf.Tensor], tf.Tensor]] = {
@@ -162,6 +163,8 @@ def make_step(
         with tf.GradientTape() as tape:
             out = model(x, training=True)
             loss = loss_fn(task, y, out)
+            if model.losses:  # the model's own (regularisation) losses, added as compile adds them
+                loss += tf.cast(tf.add_n(model.losses), loss.dtype)
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
         # experiments/ab_budget.py plants a slowdown by matching the last two lines: keep them.
@@ -222,9 +225,12 @@ class CustomLoopTrainer:
             raise ValueError(f"{name}: the in-graph loop needs tf.function (graph or xla)")
         self.name, self.task, self.mode = name, task, mode
         self.loop, self.steps_per_call = loop, steps_per_call
-        self.model = CustomModel(task, check_precision(precision))
-        self.model(tf.zeros((1, *task.input_shape)))  # build the variables
-        set_weights(self.model, weights)
+        if is_user_task(task):  # the user's own layers, driven by the same step
+            self.model = user_model(task, weights, check_precision(precision))
+        else:
+            self.model = CustomModel(task, check_precision(precision))
+            self.model(tf.zeros((1, *task.input_shape)))  # build the variables
+            set_weights(self.model, weights)
         self.optimizer = make_optimizer(task, precision)
         # Create the optimizer's slots now: variables cannot be created inside an XLA cluster.
         self.optimizer.build(self.model.trainable_variables)

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.tasks import Conv2D, Dense, Flatten, Task
+from bench.tasks import Conv2D, Dense, Flatten, Task, is_user_task
 from implementations.common import (
     STEPS_PER_CALL,
     check_precision,
@@ -41,6 +41,7 @@ from implementations.common import (
     precision_fields,
     set_weights,
     stack_batches,
+    user_model,
 )
 
 
@@ -91,8 +92,11 @@ class KerasFitTrainer:
             )
         self.name, self.task, self._jit = name, task, jit_compile
         self.steps_per_call, self._iterator = steps_per_execution, iterator
-        self.model = build_model(task, check_precision(precision))
-        set_weights(self.model, weights)
+        if is_user_task(task):  # the user's own model, compiled
+            self.model = user_model(task, weights, check_precision(precision))
+        else:
+            self.model = build_model(task, check_precision(precision))
+            set_weights(self.model, weights)
         self.model.compile(
             optimizer=make_optimizer(task, precision),
             loss=keras_loss(task),

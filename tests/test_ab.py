@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from bench import ab_stats as S
-from bench.ab import Benchmark, keyword_match, main, select_benchmarks
+from bench.ab import Benchmark, keyword_match, main, numerics_rtol, select_benchmarks
 from bench.ab_sides import InputError, Side, Worker, resolve_side, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +144,99 @@ def test_a_benchmark_one_side_lacks_is_skipped_with_the_reason():
     ]
     with pytest.raises(InputError, match="selects no benchmark"):
         select_benchmarks(sides, "nothing_like_this", None)
+
+
+def test_with_tasks_the_sides_tasks_are_benchmarked_and_one_lacking_a_task_skips_it():
+    sides = [_side("base", ["custom_graph"]), _side("head", ["custom_graph"])]
+    sides[0].tasks = {"linreg": {"batch_size": 32, "numerics_rtol": None}}  # older code
+    sides[1].tasks = {
+        "linreg": {"batch_size": 32, "numerics_rtol": None},
+        "tiny": {"batch_size": 16, "numerics_rtol": 1e-4},
+    }
+    benches, skips = select_benchmarks(sides, "custom_graph", None)
+    assert [(b.name, b.batch_size) for b in benches] == [
+        ("custom_graph-linreg", 32),
+        ("custom_graph-tiny", 16),
+    ]
+    assert skips == {"custom_graph-tiny": "task tiny not in base's code (older than --tasks?)"}
+    assert numerics_rtol("tiny", sides) == 1e-4  # the task's own, from HEAD's code
+    assert numerics_rtol("cnn", sides) == 1e-3 and numerics_rtol("linreg", sides) == 1e-5
+
+
+TINY_TASKS = """
+import keras
+from bench.user_tasks import UserTask
+
+def build():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+
+TINY = UserTask("tiny", build, input_shape=(8,), num_classes=3, n_train=64, batch_size=16,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True){extra})
+"""
+
+
+PY_FUNCTION_TASK = """
+import keras
+import tensorflow as tf
+from bench.user_tasks import UserTask
+
+class Sin(keras.layers.Layer):
+    def call(self, x):
+        return tf.ensure_shape(tf.py_function(tf.sin, [x], tf.float32), x.shape)
+
+def build():
+    return keras.Sequential([keras.Input((8,)), Sin(), keras.layers.Dense(3)])
+
+PYF = UserTask("pyf", build, input_shape=(8,), num_classes=3, n_train=64, batch_size=16,
+               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+"""
+
+
+def test_a_worker_loads_a_task_file_writes_its_batch_and_trains_it(tmp_path):
+    """The worker's side of --tasks, called in this process: hello loads the file with the
+    side's code, write_batch writes the task's fixed batch, setup trains on it."""
+    from bench import ab_worker, tasks, user_tasks
+
+    good = tmp_path / "good.py"
+    good.write_text(TINY_TASKS.format(extra=""))
+    saved = user_tasks.selected_tasks()
+    try:
+        hello = ab_worker.op_hello({"op": "hello", "tasks": [str(good)]}, {}, str(ROOT))
+        assert hello["tasks"] == {"tiny": {"batch_size": 16, "numerics_rtol": 1e-4}}
+        assert ab_worker.op_hello({"op": "hello"}, {}, str(ROOT))["tasks"] is None  # as before
+        batch = tmp_path / "b.npz"
+        request = {"op": "write_batch", "task": "tiny", "batch_size": 16, "path": str(batch)}
+        ab_worker.op_write_batch(request, {}, str(ROOT))
+        with np.load(batch) as b:
+            assert b["x"].shape == (16, 8) and b["y"].shape == (16,) and b["y"].max() < 3
+        request = {"op": "setup", "id": "t", "impl": "custom_graph", "task": "tiny"}
+        setup = ab_worker.op_setup({**request, "batch": str(batch), "warmup": 2}, {}, str(ROOT))
+        assert np.isfinite(setup["loss_after_warmup"]) and setup["traces"] == 1
+        # a model the implementation cannot run: answered with the reason (the benchmark is
+        # then skipped), not an error that ends the run
+        pyfunc = tmp_path / "pyfunc.py"
+        pyfunc.write_text(PY_FUNCTION_TASK)
+        ab_worker.op_hello({"op": "hello", "tasks": [str(pyfunc)]}, {}, str(ROOT))
+        request = {**request, "impl": "custom_xla", "task": "pyf", "batch": str(batch)}
+        answer = ab_worker.op_setup({**request, "id": "p", "warmup": 1}, {}, str(ROOT))
+        assert answer == {
+            "unsupported": "custom_xla cannot run pyf: XLA (XLA_CPU_JIT) has no "
+            "kernel for EagerPyFunc"
+        }
+    finally:
+        user_tasks._selected[:] = saved
+    assert tasks.get_task("tiny").name == "tiny"
+
+
+@pytest.mark.subprocess
+def test_a_bad_task_file_is_exit_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text(TINY_TASKS.format(extra=", num_classes_typo=1").replace(", num_classes=3", ""))
+    argv = ["--base", ".", "--head", ".", "--pairs", "1", "--tasks", str(bad)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and f"{bad}: cannot import the task file" in err[-1]
+    assert "Traceback" not in "\n".join(err)
 
 
 # --- sides and bad input ------------------------------------------------------------------------

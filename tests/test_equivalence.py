@@ -27,6 +27,7 @@ over the first steps, where a real bug already shows, and loosely after.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,3 +284,92 @@ def test_keras_fit_with_steps_per_execution_lands_where_keras_fit_does(runs):
     assert optimizer_steps(trainer) == STEPS["mlp"]
     expected = runs["mlp"]["keras_fit"]
     assert differences((expected[0], get_weights(trainer.model)), expected, MULTI_STEP_KERAS) == []
+
+
+# --- user tasks (bench/user_tasks.py) --------------------------------------------------------
+#
+# The same checks on a model the user brings: by default the two examples, or the tasks of
+# ``--tasks FILE``. Each task's tolerance is its own ``tolerance=`` or, by default,
+# ``bench.user_tasks.DEFAULT_TOLERANCE``, for every pair (the user's layers are the same in
+# every implementation, so there is no hand-written twin to hold to a tighter standard).
+# Measured on the examples (their batch size, 64; 12 steps; first 5 steps / all steps /
+# weights):
+#   resnet_bn: eager~graph 9.6e-8 / 1.1e-5 / 1.1e-3; XLA~non-XLA 3.8e-4 / 2.4e-3 / 0.12;
+#              custom_xla_loop~custom_xla 3.8e-5 / 2.3e-3 / 5.9e-2; the rest 0
+#   sequence_gru: every pair within 8.7e-8 / 8.7e-8 / 3.6e-7
+#   learning rate x1.5 (a bug): resnet_bn 6.5e-2 / 0.16 / 0.98; sequence_gru 2.2e-3 / 6e-3 / 0.50
+#   biases never updated (a bug): resnet_bn 2.7e-3 / 6.9e-3 / 1.0; sequence_gru 5.5e-4 / 1.3e-3 /
+#   1.0
+# Weights here are every variable, trainable or not: BatchNormalization's moving mean and
+# variance must follow the same path in every implementation too.
+
+USER_STEPS = 12  # at the task's own batch size; the examples' XLA compilations cost the most
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def user_tasks_under_test():
+    from bench import user_tasks
+
+    chosen = [user_tasks.LOADED[n] for n in user_tasks.selected_tasks() if n in user_tasks.LOADED]
+    if chosen:
+        return chosen
+    # Unchecked at collection: nothing is built or read until the fixture runs.
+    return [t for f in sorted(EXAMPLES.glob("*.py")) for t in user_tasks.load(f, False)]
+
+
+def run_all_weights(task, trainer, data):
+    batches = list(epoch_dataset(data.x_train, data.y_train, task.batch_size, seed=0, epoch=0))
+    batches = batches[:USER_STEPS]
+    assert len(batches) == USER_STEPS, "a user task needs USER_STEPS batches of training data"
+    losses = trainer.step_losses(batches)
+    return losses, [np.array(v.numpy()) for v in trainer.model.weights]
+
+
+USER_TASKS = {task.name: task for task in user_tasks_under_test()}
+IMPLS = list(implementations.REGISTRY)
+USER_PAIRS = [(a, b) for a, b, _ in PAIRS]
+
+
+@pytest.fixture(scope="module")
+def user_runs(task_data):
+    out = {}
+    from bench.user_tasks import check
+
+    for name, task in USER_TASKS.items():
+        check(task)  # what loading a task file with --tasks checks (collection did not)
+        data = task_data(task)
+        runs_ = {impl: run_all_weights(task, build(impl, task), data) for impl in IMPLS}
+        out[name] = {"task": task, "data": data, **runs_}
+    return out
+
+
+@pytest.mark.parametrize("task_name", list(USER_TASKS))
+@pytest.mark.parametrize("a, b", USER_PAIRS, ids=[f"{a}~{b}" for a, b in USER_PAIRS])
+def test_implementations_agree_on_user_tasks(user_runs, task_name, a, b):
+    r = user_runs[task_name]
+    tol = r["task"].equivalence_tolerance
+    assert differences(r[a], r[b], tol) == [], tol.why
+
+
+@pytest.mark.parametrize("task_name", list(USER_TASKS))
+def test_user_tasks_train_and_every_weight_moves(user_runs, task_name):
+    """Not vacuous: every run trained, and every variable moved from where it started,
+    the non-trainable ones too (BatchNormalization's moving statistics)."""
+    r = user_runs[task_name]
+    start = initial_weights(r["task"])
+    for impl in IMPLS:
+        losses, weights = r[impl]
+        assert losses[-1] < losses[0], impl
+        moved = [not np.array_equal(w, s) for w, s in zip(weights, start)]
+        assert len(weights) == len(start) and all(moved), (impl, start.paths)
+
+
+@pytest.mark.parametrize("task_name", list(USER_TASKS))
+def test_a_bug_is_caught_on_user_tasks(user_runs, task_name):
+    r = user_runs[task_name]
+    task, tol = r["task"], r["task"].equivalence_tolerance
+    faster = dataclasses.replace(task, learning_rate=task.learning_rate * 1.5)
+    trainer = implementations.get("custom_graph")(faster, initial_weights(task))
+    assert differences(run_all_weights(faster, trainer, r["data"]), r["keras_fit"], tol)
+    frozen = FrozenBias(implementations.get("custom_graph")(task, initial_weights(task)))
+    assert differences(run_all_weights(task, frozen, r["data"]), r["keras_fit"], tol)

@@ -1,0 +1,355 @@
+"""User tasks (``bench/user_tasks.py``): task files, their checks and one-line errors, the
+data sources, the seeded weights copied into every implementation's own model (non-trainable
+state included), the selection, and the built-in dataset's one-line error.
+
+Small models and data: seconds, apart from the two subprocess tests (a fresh pytest)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import implementations
+from bench import user_tasks
+from bench.tasks import TASKS, initial_weights, is_user_task
+from bench.user_tasks import TaskError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEADER = """
+import keras
+import numpy as np
+from bench.user_tasks import UserTask
+
+def dense(n_out, n_in=8):
+    return lambda: keras.Sequential([keras.Input((n_in,)), keras.layers.Dense(n_out)])
+
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+"""
+
+
+def task_file(tmp_path, body: str, name: str = "my_tasks.py") -> Path:
+    path = tmp_path / name
+    path.write_text(HEADER + textwrap.dedent(body))
+    return path
+
+
+GOOD = "T = UserTask('tiny', dense(3), input_shape=(8,), loss=CE, num_classes=3, n_train=256)\n"
+
+BAD = {
+    "no_tasks": ("X = 1\n", "defines no tasks"),
+    "import_error": ("import no_such_module_here\n", "cannot import the task file"),
+    "output_does_not_fit_the_loss": (
+        "T = UserTask('bad', dense(5), input_shape=(8,), loss=CE, num_classes=3)\n",
+        "task 'bad': model output (32, 5) does not fit class labels (32,) with num_classes=3",
+    ),
+    "regression_shapes_would_broadcast": (
+        "T = UserTask('bad', dense(1), input_shape=(8,), loss='mse',\n"
+        "             data=(np.zeros((64, 8)), np.zeros(64)))\n",
+        "task 'bad': model output (32, 1) does not fit labels (32,)",
+    ),
+    "data_of_the_wrong_shape": (
+        "T = UserTask('bad', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+        "             data=(np.zeros((64, 7)), np.zeros(64, int)))\n",
+        "task 'bad': data: x_train has shape (52, 7), expected (n, 8) (input_shape)",
+    ),
+    "labels_out_of_range": (
+        "T = UserTask('bad', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+        "             data=(np.zeros((64, 8)), np.arange(64) % 4))\n",
+        "task 'bad': data: y_train has label 3, outside 0..2 (num_classes=3)",
+    ),
+    "loss_that_fails": (
+        "def loss(y, out):\n    raise ValueError('shapes do not line up')\n"
+        "T = UserTask('bad', dense(3), input_shape=(8,), loss=loss, num_classes=3)\n",
+        "task 'bad': the loss does not fit model output (32, 3) and labels (32,): "
+        "ValueError: shapes do not line up",
+    ),
+    "build_not_a_model": (
+        "T = UserTask('bad', lambda: 42, input_shape=(8,), loss=CE, num_classes=3)\n",
+        "task 'bad': build() returned int, not a keras.Model",
+    ),
+    "input_the_model_refuses": (
+        "T = UserTask('bad', dense(3, n_in=9), input_shape=(8,), loss=CE, num_classes=3)\n",
+        "task 'bad': build() or its first call on input (None, 8) float32 failed",
+    ),
+    "integer_inputs_without_a_range": (
+        "T = UserTask('bad', dense(3), input_shape=(8,), input_dtype='int32', loss=CE,\n"
+        "             num_classes=3)\n",
+        "task 'bad': integer inputs need input_range",
+    ),
+    "a_built_in_name": (
+        "T = UserTask('mlp', dense(3), input_shape=(8,), loss=CE, num_classes=3)\n",
+        "task 'mlp': the name is already taken",
+    ),
+    "a_name_unfit_for_test_ids": (
+        "T = UserTask('my-task', dense(3), input_shape=(8,), loss=CE, num_classes=3)\n",
+        "task 'my-task': a name is a letter, then letters, digits or _",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_bad_task_file_is_one_error_naming_the_file_the_task_and_the_problem(tmp_path, case):
+    body, expected = BAD[case]
+    path = task_file(tmp_path, body)
+    with pytest.raises(TaskError) as err:
+        user_tasks.load(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message  # one line
+
+
+def test_a_missing_file_is_named():
+    with pytest.raises(TaskError, match="nowhere.py: task file not found"):
+        user_tasks.load("nowhere.py")
+
+
+def test_a_good_file_loads_and_is_a_user_task(tmp_path):
+    (task,) = user_tasks.load(task_file(tmp_path, GOOD))
+    assert (
+        task.name == "tiny"
+        and is_user_task(task)
+        and task.source == str((tmp_path / "my_tasks.py").resolve())
+    )
+    assert not any(is_user_task(t) for t in TASKS.values())
+    assert task.equivalence_tolerance == user_tasks.DEFAULT_TOLERANCE
+
+
+def test_the_examples_load():
+    names = [t.name for f in sorted((ROOT / "examples").glob("*.py")) for t in user_tasks.load(f)]
+    assert names == ["resnet_bn", "sequence_gru"]
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def test_synthetic_data_has_the_task_shapes_and_learnable_labels(tmp_path):
+    (task,) = user_tasks.load(task_file(tmp_path, GOOD))
+    ds = user_tasks.load_data(task)
+    assert ds.name == "synthetic"
+    assert ds.x_train.shape == (256, 8) and ds.x_test.shape == (512, 8)
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+    assert set(np.unique(ds.y_train)) == {0, 1, 2}  # every class, nothing outside the range
+    # the labels are a linear function of the inputs: a least-squares linear classifier on
+    # the training split predicts the test split far above chance (1/3)
+    onehot = np.eye(3)[ds.y_train]
+    w, *_ = np.linalg.lstsq(np.c_[ds.x_train, np.ones(256)], onehot, rcond=None)
+    accuracy = np.mean((np.c_[ds.x_test, np.ones(512)] @ w).argmax(1) == ds.y_test)
+    assert accuracy > 0.7
+
+
+def test_synthetic_tokens_stay_in_their_range(tmp_path):
+    path = task_file(
+        tmp_path,
+        "def build():\n"
+        "    return keras.Sequential([keras.Input((6,), dtype='int32'),\n"
+        "        keras.layers.Embedding(11, 4), keras.layers.GlobalAveragePooling1D(),\n"
+        "        keras.layers.Dense(2)])\n"
+        "T = UserTask('tok', build, input_shape=(6,), input_dtype='int32', input_range=(1, 11),\n"
+        "             loss=CE, num_classes=2, n_train=128, n_test=32)\n",
+    )
+    ds = user_tasks.load_data(user_tasks.load(path)[0])
+    assert ds.x_train.dtype == np.int32 and ds.x_train.min() >= 1 and ds.x_train.max() <= 10
+
+
+def test_data_from_arrays_a_npz_file_and_a_callable(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((100, 8)).astype(np.float32), np.arange(100) % 3
+    np.savez(tmp_path / "d.npz", x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:])
+    np.savez(tmp_path / "xy.npz", x=x, y=y)
+    path = task_file(
+        tmp_path,
+        "rng = np.random.default_rng(0)\n"
+        "x, y = rng.standard_normal((100, 8)).astype(np.float32), np.arange(100) % 3\n"
+        "A = UserTask('a', dense(3), input_shape=(8,), loss=CE, num_classes=3, data=(x, y))\n"
+        "B = UserTask('b', dense(3), input_shape=(8,), loss=CE, num_classes=3, data='d.npz')\n"
+        "def mine():\n    return {'x': x, 'y': y}\n"
+        "C = UserTask('c', dense(3), input_shape=(8,), loss=CE, num_classes=3, data=mine)\n",
+    )
+    a, b, c = (user_tasks.load_data(t) for t in user_tasks.load(path))
+    assert (len(a.x_train), len(a.x_test)) == (80, 20)  # the last 20% become the test split
+    np.testing.assert_array_equal(b.x_test, x[80:])
+    assert b.name == "d.npz" and c.name == "mine()"
+    np.testing.assert_array_equal(c.y_train, a.y_train)
+
+
+def test_a_npz_without_the_expected_keys_is_refused(tmp_path):
+    np.savez(tmp_path / "odd.npz", inputs=np.zeros((10, 8)))
+    path = task_file(
+        tmp_path, "T = UserTask('t', dense(3), (8,), CE, num_classes=3, data='odd.npz')\n"
+    )
+    with pytest.raises(TaskError, match=r"task 't': data odd.npz: has keys \['inputs'\]"):
+        user_tasks.load(path)
+
+
+# --- weights --------------------------------------------------------------------------------
+
+BN_TASK = """
+def build():
+    # Random moving statistics: a copy that skipped the non-trainable weights would show.
+    return keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, use_bias=False),
+        keras.layers.BatchNormalization(
+            moving_mean_initializer='random_normal',
+            moving_variance_initializer=keras.initializers.RandomUniform(0.5, 1.5)),
+        keras.layers.ReLU(),
+        keras.layers.Dense(3),
+    ])
+
+T = UserTask('bn', build, input_shape=(8,), loss=CE, num_classes=3, n_train=256)
+"""
+
+
+@pytest.mark.parametrize("impl", list(implementations.REGISTRY))
+def test_every_implementation_starts_from_every_seeded_weight(tmp_path, impl):
+    (task,) = user_tasks.load(task_file(tmp_path, BN_TASK, f"bn_{impl}.py"))
+    start = initial_weights(task)
+    assert len(start) == 7 and "moving_mean" in start.paths[3]  # trainable and not
+    assert not np.allclose(start[3], 0)  # seeded random moving mean
+    np.testing.assert_array_equal(initial_weights(task)[3], start[3])  # the same every call
+    assert not np.array_equal(initial_weights(task, seed=1)[3], start[3])  # another seed
+    trainer = implementations.get(impl)(task, start)
+    assert trainer.model is not user_tasks.reference_model(task)[0]  # its own instance
+    for v, w in zip(trainer.model.weights, start):
+        np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
+
+
+def test_a_build_that_changes_between_calls_fails_clearly(tmp_path):
+    path = task_file(
+        tmp_path,
+        "calls = []\n"
+        "def build():\n"
+        "    calls.append(1)\n"
+        "    return dense(3)() if len(calls) == 1 else keras.Sequential(\n"
+        "        [keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(3)])\n"
+        "T = UserTask('shifty', build, input_shape=(8,), loss=CE, num_classes=3)\n",
+    )
+    (task,) = user_tasks.load(path)
+    with pytest.raises(TaskError, match="task 'shifty': build\\(\\) made 4 weights this time"):
+        implementations.get("custom_graph")(task, initial_weights(task))
+
+
+# --- selection ------------------------------------------------------------------------------
+
+
+def test_selection_instead_of_or_beside_the_built_in_tasks(tmp_path, monkeypatch):
+    path = task_file(tmp_path, GOOD.replace("'tiny'", "'tiny_sel'"))
+    saved = user_tasks.selected_tasks()
+    try:
+        assert user_tasks.select([str(path)]) == ["tiny_sel"]
+        assert user_tasks.select(["builtin", str(path)]) == [*TASKS, "tiny_sel"]
+        assert user_tasks.select([]) == list(TASKS)
+    finally:
+        user_tasks._selected[:] = saved
+    monkeypatch.setenv(user_tasks.ENV_TASKS, f"builtin{os.pathsep}{path}")
+    assert user_tasks.specs_from(None) == ["builtin", str(path)]
+    assert user_tasks.specs_from(["x.py"]) == ["x.py"]  # the option wins over the variable
+
+
+# --- one line, before anything runs (fresh pytest processes) --------------------------------
+
+
+def run_pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.subprocess
+def test_pytest_refuses_a_bad_task_file_with_one_usage_error(tmp_path):
+    path = task_file(tmp_path, BAD["labels_out_of_range"][0])
+    results = tmp_path / "out.json"
+    out = run_pytest(
+        "--benchmark-only",
+        f"--benchmark-json={results}",
+        "bench/bench_step.py",
+        env={"LOOPBENCH_TASKS": str(path)},
+    )
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: {path}: {BAD['labels_out_of_range'][1]}"]
+    assert "Traceback" not in out.stderr + out.stdout and "passed" not in out.stdout
+    assert not results.exists()  # nothing half-written
+
+
+@pytest.mark.subprocess
+def test_a_truncated_dataset_file_is_one_line_before_any_benchmark(tmp_path):
+    from bench.data import SPLITS, _find_file, candidate_dirs
+
+    source = next(
+        (d for d, _ in candidate_dirs("fashion-mnist") if _find_file(d, "t10k-images-idx3-ubyte")),
+        None,
+    )
+    if source is None:
+        pytest.skip("no Fashion-MNIST IDX files to copy")
+    for stems in SPLITS.values():
+        for stem in stems:
+            found = _find_file(source, stem)
+            (tmp_path / found.name).write_bytes(found.read_bytes())
+    victim = _find_file(tmp_path, SPLITS["train"][0])
+    victim.write_bytes(victim.read_bytes()[:5000])  # a download cut short
+    out = run_pytest(
+        "--benchmark-only",
+        "--profile",
+        "smoke",
+        "bench/bench_step.py",
+        "-k",
+        "test_step and mlp",
+        f"--benchmark-json={tmp_path / 'out.json'}",
+        env={"LOOPBENCH_DATA_DIR": str(tmp_path)},
+    )
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and str(victim) in errors[0], out.stderr[-2000:]
+    assert "corrupt gzip data" in errors[0] or "truncated" in errors[0]
+    assert "Traceback" not in out.stderr + out.stdout and "test_step[" not in out.stdout
+    assert not (tmp_path / "out.json").exists()  # nothing half-written
+
+
+PY_FUNCTION = """
+import tensorflow as tf
+
+class Sin(keras.layers.Layer):
+    def call(self, x):
+        return tf.ensure_shape(tf.py_function(tf.sin, [x], tf.float32), x.shape)
+
+def build():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), Sin(),
+                             keras.layers.Dense(3)])
+
+T = UserTask('pyfunc', build, input_shape=(8,), loss=CE, num_classes=3, n_train=64)
+"""
+
+
+def test_an_implementation_that_cannot_run_the_model_is_skipped_with_the_reason(tmp_path):
+    import tensorflow as tf
+
+    (task,) = user_tasks.load(task_file(tmp_path, PY_FUNCTION))
+    ds = user_tasks.load_data(task)
+    x, y = tf.constant(ds.x_train[:16]), tf.constant(ds.y_train[:16])
+    with user_tasks.skip_unsupported("custom_graph", task):  # runs: no skip
+        implementations.get("custom_graph")(task, initial_weights(task)).step(x, y)
+    xla = implementations.get("custom_xla")(task, initial_weights(task))
+    with (
+        pytest.raises(pytest.skip.Exception) as skipped,
+        user_tasks.skip_unsupported("custom_xla", task),
+    ):
+        xla.step(x, y)
+    assert str(skipped.value) == (
+        "custom_xla cannot run pyfunc: XLA (XLA_CPU_JIT) has no kernel for EagerPyFunc"
+    )
+    with pytest.raises(ValueError), user_tasks.skip_unsupported("custom_xla", task):
+        raise ValueError("any other error is an error")
