@@ -35,6 +35,26 @@ SELECTED = selected_tasks()
 USER = [name for name in SELECTED if name not in TASKS]
 
 
+def run_step(benchmark, group, impl, task_name, task_data, calibration, profile, **options):
+    """Time ``impl`` on the task (``harness.benchmark_step``; ``options``: ``batch_size``,
+    ``steps_per_call_override``, ``precision``) in pytest-benchmark group ``group``; an
+    implementation that cannot run a user's model is skipped with the reason."""
+    task = get_task(task_name)
+    benchmark.group = group
+    batch_size = options.pop("batch_size", task.batch_size)
+    with skip_unsupported(impl, task):
+        benchmark_step(
+            benchmark,
+            impl,
+            task,
+            task_data(task),
+            batch_size,
+            profile,
+            calibration["calibration_gflops"],
+            **options,
+        )
+
+
 @pytest.mark.parametrize("task_name", SELECTED)
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration):
@@ -48,22 +68,11 @@ def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration
             f"{impl} runs on {', '.join(profile.multi_step_tasks)} in the "
             f"{profile.name} profile (use --profile full)"
         )
-    task = get_task(task_name)
-    benchmark.group = task_name
     if impl in implementations.MULTI_STEP and task_name in USER and profile.name == "quick":
         # A call is 16 steps (seconds, for a conv net under XLA's loop on a CPU): the sweep's
         # round count keeps a user's quick run within its budget (README).
         profile = for_sweep(profile)
-    with skip_unsupported(impl, task):
-        benchmark_step(
-            benchmark,
-            impl,
-            task,
-            task_data(task),
-            task.batch_size,
-            profile,
-            matmul_calibration["calibration_gflops"],
-        )
+    run_step(benchmark, task_name, impl, task_name, task_data, matmul_calibration, profile)
 
 
 SWEEP = [
@@ -78,18 +87,16 @@ SWEEP = [
 def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_calibration):
     if batch not in profile.sweep_batches or impl not in profile.sweep_implementations:
         pytest.skip(f"not in the {profile.name} profile's sweep (use --profile full)")
-    task = get_task(task_name)
-    benchmark.group = f"sweep-{task_name}"
-    with skip_unsupported(impl, task):
-        benchmark_step(
-            benchmark,
-            impl,
-            task,
-            task_data(task),
-            batch,
-            for_sweep(profile),
-            matmul_calibration["calibration_gflops"],
-        )
+    run_step(
+        benchmark,
+        f"sweep-{task_name}",
+        impl,
+        task_name,
+        task_data,
+        matmul_calibration,
+        for_sweep(profile),
+        batch_size=batch,
+    )
 
 
 PRECISION = [
@@ -118,19 +125,16 @@ def test_precision(benchmark, impl, task_name, precision, profile, task_data, ma
             "mixed_float16 is meant for GPUs: this CPU has no float16 convolution kernels "
             "(the CNN measured 280-400 ms/step in float16, 10-20x float32, on a 2-core EPYC)"
         )
-    task = get_task(task_name)
-    benchmark.group = f"precision-{task_name}"
-    with skip_unsupported(impl, task):
-        benchmark_step(
-            benchmark,
-            impl,
-            task,
-            task_data(task),
-            task.batch_size,
-            profile,
-            matmul_calibration["calibration_gflops"],
-            precision=precision,
-        )
+    run_step(
+        benchmark,
+        f"precision-{task_name}",
+        impl,
+        task_name,
+        task_data,
+        matmul_calibration,
+        profile,
+        precision=precision,
+    )
 
 
 STEPS_PER_CALL_SWEEP = [
@@ -147,19 +151,16 @@ def test_steps_per_call(benchmark, impl, task_name, n, profile, task_data, matmu
     ms on a 2-core CPU) dwarf a call's overhead, and at N = 64 one call would last seconds."""
     if n not in profile.steps_per_call_sweep:
         pytest.skip(f"not in the {profile.name} profile's steps-per-call sweep (--profile full)")
-    task = get_task(task_name)
-    benchmark.group = f"steps-per-call-{task_name}"
-    with skip_unsupported(impl, task):
-        benchmark_step(
-            benchmark,
-            impl,
-            task,
-            task_data(task),
-            task.batch_size,
-            for_sweep(profile),
-            matmul_calibration["calibration_gflops"],
-            steps_per_call_override=n,
-        )
+    run_step(
+        benchmark,
+        f"steps-per-call-{task_name}",
+        impl,
+        task_name,
+        task_data,
+        matmul_calibration,
+        for_sweep(profile),
+        steps_per_call_override=n,
+    )
 
 
 @pytest.mark.parametrize(
