@@ -1,5 +1,7 @@
-"""What every implementation shares: the interface it meets, the loss, the optimizer, the
-evaluation, and the epoch driver. Implementations differ only in how a step is run.
+"""What every TensorFlow implementation shares: the interface it meets, the loss, the
+evaluation, and the epoch driver (and, re-exported from ``keras_parts``, what the JAX backend
+shares too: the optimizer, the Keras loss, weight loading). Implementations differ only in
+how a step is run.
 
 Every trainer holds a ``keras.Model`` whose call returns logits (or the regression output),
 so evaluation and weight handling are written once, here.
@@ -17,6 +19,15 @@ import tensorflow as tf
 
 from bench.data import epoch_order
 from bench.tasks import Task, is_user_task
+from implementations.keras_parts import (  # noqa: F401 (re-exported for the implementations)
+    PRECISIONS,
+    STEPS_PER_CALL,
+    check_precision,
+    group_batches,
+    keras_loss,
+    make_optimizer,
+    set_weights,
+)
 
 
 class Trainer(Protocol):
@@ -56,37 +67,6 @@ class Trainer(Protocol):
         ...
 
 
-# The default N of the implementations that run several steps per call (``custom_*_loop``,
-# ``keras_fit_spe``); the measurement behind it is in ``implementations/custom_loop.py``.
-STEPS_PER_CALL = 16
-
-# Keras dtype policies every implementation takes as ``precision=``: variables stay float32;
-# with a mixed policy each layer computes in the 16-bit type. ``mixed_float16`` adds dynamic
-# loss scaling (float16's narrow exponent underflows small gradients); bfloat16 has float32's
-# exponent and needs none.
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    return precision
-
-
-def make_optimizer(task: Task, precision: str = "float32") -> keras.optimizers.Optimizer:
-    """The task's optimizer; for ``mixed_float16`` wrapped in Keras's ``LossScaleOptimizer``
-    (the wrapping ``compile`` itself does for a model whose policy is mixed_float16)."""
-    if task.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=task.learning_rate)
-    elif task.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=task.learning_rate)
-    else:
-        raise ValueError(f"task {task.name}: unknown optimizer {task.optimizer!r}")
-    if check_precision(precision) == "mixed_float16":
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
 def precision_fields(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict:
     """What a trainer's dtype policy resolved to, from the built model's layers."""
     policies = {layer.dtype_policy.name for layer in model.layers if layer.weights}
@@ -110,27 +90,6 @@ def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
 
 
-def keras_loss(task: Task) -> keras.losses.Loss:
-    """The built-in Keras loss that computes the same function as ``loss_value``."""
-    if is_user_task(task):
-        from bench.user_tasks import keras_loss as user_loss
-
-        return user_loss(task)
-    if task.kind == "regression":
-        return keras.losses.MeanSquaredError()
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def set_weights(model: keras.Model, weights: list[np.ndarray]) -> None:
-    variables = model.trainable_variables
-    if len(variables) != len(weights):
-        raise ValueError(f"model has {len(variables)} weight arrays, got {len(weights)}")
-    for v, w in zip(variables, weights):
-        if tuple(v.shape) != w.shape:
-            raise ValueError(f"weight {v.path}: shape {tuple(v.shape)}, got {w.shape}")
-        v.assign(w)
-
-
 def user_model(task: Task, weights: list[np.ndarray], precision: str = "float32") -> keras.Model:
     """A user task's model: a new instance from its build function, holding ``weights`` in
     every variable, trainable or not (``bench/user_tasks.py``). ``precision``: the build runs
@@ -152,19 +111,9 @@ def get_weights(model: keras.Model) -> list[np.ndarray]:
 def stack_batches(
     batches: Iterable[tuple[tf.Tensor, tf.Tensor]], n: int
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
-    """Consecutive groups of ``n`` batches, each stacked into ``(x[n, B, ...], y[n, B])``; the
-    last group holds what is left (fewer than ``n``). ``n == 1``: the batches as they are."""
-    group: list[tuple[tf.Tensor, tf.Tensor]] = []
-    for batch in batches:
-        if n == 1:
-            yield batch
-            continue
-        group.append(batch)
-        if len(group) == n:
-            yield tf.stack([x for x, _ in group]), tf.stack([y for _, y in group])
-            group = []
-    if group:
-        yield tf.stack([x for x, _ in group]), tf.stack([y for _, y in group])
+    """``keras_parts.group_batches`` with ``tf.stack``: groups of ``n`` batches as
+    ``(x[n, B, ...], y[n, B])``, the last group shorter; ``n == 1``: the batches as they are."""
+    return group_batches(batches, n, tf.stack)
 
 
 def epoch_dataset(

@@ -48,10 +48,14 @@ import numpy as np
 from keras import ops
 
 from bench.tasks import Conv2D, Dense, Flatten, Task
-
-# The N of the multi-step implementations: implementations.common.STEPS_PER_CALL's value (not
-# imported from there: that module imports TensorFlow).
-STEPS_PER_CALL = 16
+from implementations.keras_parts import (
+    STEPS_PER_CALL,
+    build_model,
+    group_batches,
+    keras_loss,
+    make_optimizer,
+    set_weights,
+)
 
 ACTIVATIONS: dict[str | None, Callable] = {None: lambda x: x, "relu": ops.relu}
 
@@ -130,73 +134,11 @@ class OpsModel(keras.Model):
         return x
 
 
-def build_model(task: Task) -> keras.Model:
-    """The built-in layers, as ``keras_fit.build_model`` builds them (not imported from there:
-    that module imports TensorFlow)."""
-    layers: list = [keras.Input(shape=task.input_shape)]
-    for spec in task.layers:
-        if isinstance(spec, Flatten):
-            layers.append(keras.layers.Flatten())
-        elif isinstance(spec, Dense):
-            layers.append(keras.layers.Dense(spec.units, activation=spec.activation))
-        elif isinstance(spec, Conv2D):
-            layers.append(
-                keras.layers.Conv2D(
-                    spec.filters,
-                    spec.kernel,
-                    strides=spec.stride,
-                    padding=spec.padding,
-                    activation=spec.activation,
-                )
-            )
-    return keras.Sequential(layers, name=f"{task.name}_builtin")
-
-
-def make_optimizer(task: Task) -> keras.optimizers.Optimizer:
-    if task.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=task.learning_rate)
-    if task.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=task.learning_rate)
-    raise ValueError(f"task {task.name}: unknown optimizer {task.optimizer!r}")
-
-
 def loss_value(task: Task, y, out):
     """Mean loss over the batch: MSE, or sparse cross-entropy on logits (``common.loss_value``)."""
     if task.kind == "regression":
         return ops.mean(ops.square(out - y))
     return ops.mean(ops.sparse_categorical_crossentropy(y, out, from_logits=True))
-
-
-def keras_loss(task: Task) -> keras.losses.Loss:
-    if task.kind == "regression":
-        return keras.losses.MeanSquaredError()
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def set_weights(model: keras.Model, weights: list[np.ndarray]) -> None:
-    variables = model.trainable_variables
-    if len(variables) != len(weights):
-        raise ValueError(f"model has {len(variables)} weight arrays, got {len(weights)}")
-    for v, w in zip(variables, weights):
-        if tuple(v.shape) != w.shape:
-            raise ValueError(f"weight {v.path}: shape {tuple(v.shape)}, got {w.shape}")
-        v.assign(w)
-
-
-def groups(batches: Iterable[tuple[np.ndarray, np.ndarray]], n: int):
-    """Consecutive groups of ``n`` batches, stacked (``x[n, B, ...]``); the last may be shorter.
-    ``n == 1``: the batches as they are."""
-    group: list = []
-    for batch in batches:
-        if n == 1:
-            yield batch
-            continue
-        group.append(batch)
-        if len(group) == n:
-            yield np.stack([x for x, _ in group]), np.stack([y for _, y in group])
-            group = []
-    if group:
-        yield np.stack([x for x, _ in group]), np.stack([y for _, y in group])
 
 
 # --- fit on JAX ----------------------------------------------------------------------------
@@ -278,7 +220,7 @@ class JaxFitTrainer:
         """The loss of each batch (N = 1). With N > 1 a call logs only the mean of its N
         losses (Keras's loss tracker, reset before each call): one value per call."""
         losses = []
-        for x, y in groups(batches, self.steps_per_call):
+        for x, y in group_batches(batches, self.steps_per_call, np.stack):
             self._reset_metrics()
             losses.append(float(self.step(self._jnp.asarray(x), self._jnp.asarray(y))))
         return np.array(losses, np.float64)
@@ -412,7 +354,7 @@ class JaxCustomTrainer:
         n = self.steps_per_call if self.loop else 1
         out = [
             np.asarray(self.step(self._jnp.asarray(x), self._jnp.asarray(y)), np.float64).ravel()
-            for x, y in groups(batches, n)
+            for x, y in group_batches(batches, n, np.stack)
         ]
         return np.concatenate(out) if out else np.zeros(0)
 
@@ -421,8 +363,10 @@ class JaxCustomTrainer:
         b = self.task.batch_size
         batches = [(x[i : i + b], y[i : i + b]) for i in range(0, len(x) - b + 1, b)]
         n = self.steps_per_call if self.loop else 1
+        jnp = self._jnp
         losses = [
-            self.step(self._jnp.asarray(bx), self._jnp.asarray(by)) for bx, by in groups(batches, n)
+            self.step(jnp.asarray(bx), jnp.asarray(by))
+            for bx, by in group_batches(batches, n, np.stack)
         ]
         return float(np.mean(np.concatenate([np.asarray(v).ravel() for v in losses])))
 

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.tasks import Conv2D, Dense, Flatten, Task, is_user_task
+from bench.tasks import Task, is_user_task
 from implementations.common import (
     STEPS_PER_CALL,
     check_precision,
@@ -43,30 +42,7 @@ from implementations.common import (
     stack_batches,
     user_model,
 )
-
-
-def build_model(task: Task, precision: str = "float32") -> keras.Model:
-    """The task's layers as built-in Keras layers, each with the dtype policy ``precision``."""
-    layers: list[keras.layers.Layer] = [keras.Input(shape=task.input_shape)]
-    for spec in task.layers:
-        if isinstance(spec, Flatten):
-            layers.append(keras.layers.Flatten(dtype=precision))
-        elif isinstance(spec, Dense):
-            layers.append(
-                keras.layers.Dense(spec.units, activation=spec.activation, dtype=precision)
-            )
-        elif isinstance(spec, Conv2D):
-            layers.append(
-                keras.layers.Conv2D(
-                    spec.filters,
-                    spec.kernel,
-                    strides=spec.stride,
-                    padding=spec.padding,
-                    activation=spec.activation,
-                    dtype=precision,
-                )
-            )
-    return keras.Sequential(layers, name=f"{task.name}_builtin")
+from implementations.keras_parts import build_model
 
 
 class KerasFitTrainer:

@@ -1,0 +1,111 @@
+"""What every implementation shares that needs Keras but not TensorFlow: the N of the
+multi-step implementations, the precisions, the optimizer, the Keras loss, the built-in model,
+weight loading and the grouping of batches. ``implementations/common.py`` (TensorFlow) and
+``implementations/jax_backend.py`` (run where TensorFlow must not be imported) both use these,
+so the two backends build the same model, optimizer and loss from one piece of code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import keras
+import numpy as np
+
+from bench.tasks import Conv2D, Dense, Flatten, Task, is_user_task
+
+# The default N of the implementations that run several steps per call (``custom_*_loop``,
+# ``keras_fit_spe``, ``jax_fit_spe``, ``jax_custom_loop``); the measurement behind it is in
+# ``implementations/custom_loop.py``.
+STEPS_PER_CALL = 16
+
+# Keras dtype policies every implementation takes as ``precision=``: variables stay float32;
+# with a mixed policy each layer computes in the 16-bit type. ``mixed_float16`` adds dynamic
+# loss scaling (float16's narrow exponent underflows small gradients); bfloat16 has float32's
+# exponent and needs none.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def make_optimizer(task: Task, precision: str = "float32") -> keras.optimizers.Optimizer:
+    """The task's optimizer; for ``mixed_float16`` wrapped in Keras's ``LossScaleOptimizer``
+    (the wrapping ``compile`` itself does for a model whose policy is mixed_float16)."""
+    if task.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=task.learning_rate)
+    elif task.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=task.learning_rate)
+    else:
+        raise ValueError(f"task {task.name}: unknown optimizer {task.optimizer!r}")
+    if check_precision(precision) == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def keras_loss(task: Task) -> keras.losses.Loss:
+    """The built-in Keras loss that computes the same function as ``common.loss_value``."""
+    if is_user_task(task):
+        from bench.user_tasks import keras_loss as user_loss
+
+        return user_loss(task)
+    if task.kind == "regression":
+        return keras.losses.MeanSquaredError()
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def build_model(task: Task, precision: str = "float32") -> keras.Model:
+    """The task's layers as built-in Keras layers, each with the dtype policy ``precision``."""
+    layers: list[keras.layers.Layer] = [keras.Input(shape=task.input_shape)]
+    for spec in task.layers:
+        if isinstance(spec, Flatten):
+            layers.append(keras.layers.Flatten(dtype=precision))
+        elif isinstance(spec, Dense):
+            layers.append(
+                keras.layers.Dense(spec.units, activation=spec.activation, dtype=precision)
+            )
+        elif isinstance(spec, Conv2D):
+            layers.append(
+                keras.layers.Conv2D(
+                    spec.filters,
+                    spec.kernel,
+                    strides=spec.stride,
+                    padding=spec.padding,
+                    activation=spec.activation,
+                    dtype=precision,
+                )
+            )
+    return keras.Sequential(layers, name=f"{task.name}_builtin")
+
+
+def set_weights(model: keras.Model, weights: list[np.ndarray]) -> None:
+    variables = model.trainable_variables
+    if len(variables) != len(weights):
+        raise ValueError(f"model has {len(variables)} weight arrays, got {len(weights)}")
+    for v, w in zip(variables, weights):
+        if tuple(v.shape) != w.shape:
+            raise ValueError(f"weight {v.path}: shape {tuple(v.shape)}, got {w.shape}")
+        v.assign(w)
+
+
+def group_batches(
+    batches: Iterable[tuple[Any, Any]], n: int, stack: Callable[[list], Any]
+) -> Iterator[tuple[Any, Any]]:
+    """Consecutive groups of ``n`` batches, each stacked with ``stack`` (``tf.stack``,
+    ``np.stack``) into ``(x[n, B, ...], y[n, B])``; the last group holds what is left (fewer
+    than ``n``). ``n == 1``: the batches as they are."""
+    group: list[tuple[Any, Any]] = []
+    for batch in batches:
+        if n == 1:
+            yield batch
+            continue
+        group.append(batch)
+        if len(group) == n:
+            yield stack([x for x, _ in group]), stack([y for _, y in group])
+            group = []
+    if group:
+        yield stack([x for x, _ in group]), stack([y for _, y in group])
