@@ -15,12 +15,19 @@ import pytest
 
 import implementations
 from bench import convergence
-from bench.convergence import CONVERGENCE, anchor, sklearn_reference, summarize, train
+from bench.convergence import (
+    CONVERGENCE,
+    PARITY_PP,
+    anchor,
+    failures,
+    sklearn_reference,
+    summarize,
+    train,
+)
 from bench.tasks import TASKS, get_task, is_user_task
 from bench.user_tasks import selected_tasks, skip_unsupported
 
 BASELINE = "keras_fit"
-PARITY_PP = 1.0
 # Mean accuracies per task, filled as the baseline runs (it is parametrized first).
 _baseline_accuracy: dict[str, float] = {}
 # Mean float32 accuracies per (implementation, task): the twins of the mixed-precision runs.
@@ -90,23 +97,9 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
         if delta is not None:
             info.update(parity_delta_pp=delta, parity_ok=abs(delta) <= PARITY_PP)
     benchmark.extra_info.update(info)
-
-    if task.kind == "regression" and not is_user_task(task):
-        assert info["param_error"] <= task.param_tolerance, (
-            f"{impl} recovered w={info['w']:.4f}, b={info['b']:.4f}; "
-            f"truth w={task.true_w}, b={task.true_b} (tolerance {task.param_tolerance})"
-        )
-    if info["parity_ok"] is False:
-        pytest.fail(
-            f"{impl}/{task_name}: mean accuracy {info['final_accuracy']:.4f} is "
-            f"{info['parity_delta_pp']:+.2f} pp from {BASELINE}'s (allowed +-{PARITY_PP})"
-        )
-    if info["anchor_ok"] is False:
-        where = "its task's target" if is_user_task(task) else "the external anchor"
-        pytest.fail(
-            f"{impl}/{task_name}: accuracy {info['final_accuracy']:.4f} below {where} "
-            f"{task.accuracy_target}" + ("" if is_user_task(task) else " on full Fashion-MNIST")
-        )
+    problems = failures(f"{impl}/{task_name}", task, info, f"{BASELINE}'s")
+    if problems:
+        pytest.fail("; ".join(problems))
 
 
 PRECISION_IMPLS = ("keras_fit", "custom_graph", "custom_xla")
@@ -166,16 +159,9 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
         parity_ok=abs(delta) <= PARITY_PP,
     )
     benchmark.extra_info.update(info)
-    if not info["parity_ok"]:
-        pytest.fail(
-            f"{impl}/{task_name} in {precision}: mean accuracy {info['final_accuracy']:.4f} is "
-            f"{delta:+.2f} pp from its float32 run's (allowed +-{PARITY_PP})"
-        )
-    if info["anchor_ok"] is False:
-        pytest.fail(
-            f"{impl}/{task_name} in {precision}: accuracy {info['final_accuracy']:.4f} below "
-            f"the external anchor {task.accuracy_target} on full Fashion-MNIST"
-        )
+    problems = failures(f"{impl}/{task_name} in {precision}", task, info, "its float32 run's")
+    if problems:
+        pytest.fail("; ".join(problems))
 
 
 def _gpu() -> bool:

@@ -145,6 +145,40 @@ def summarize(task: Task, data: Dataset, runs: list[dict], seeds, epochs: int) -
     return info
 
 
+# Parity: every implementation's mean final accuracy within this many percentage points of
+# its reference (keras_fit, or the same implementation in float32).
+PARITY_PP = 1.0
+
+
+def failures(label: str, task: Task, info: dict, versus: str) -> list[str]:
+    """Why a convergence result (``info``, as the benchmarks fill it) fails, one message each:
+    a built-in regression task's parameters off the truth, a mean accuracy more than
+    ``PARITY_PP`` from ``versus`` (``parity_ok`` False), or an accuracy below the anchor (a
+    user task's: its own target). Empty: it passes. ``label`` names the run in the messages."""
+    out = []
+    if (
+        task.kind == "regression"
+        and not is_user_task(task)
+        and info["param_error"] > task.param_tolerance
+    ):
+        out.append(
+            f"{label} recovered w={info['w']:.4f}, b={info['b']:.4f}; "
+            f"truth w={task.true_w}, b={task.true_b} (tolerance {task.param_tolerance})"
+        )
+    if info.get("parity_ok") is False:
+        out.append(
+            f"{label}: mean accuracy {info['final_accuracy']:.4f} is "
+            f"{info['parity_delta_pp']:+.2f} pp from {versus} (allowed +-{PARITY_PP})"
+        )
+    if info.get("anchor_ok") is False:
+        where = "its task's target" if is_user_task(task) else "the external anchor"
+        out.append(
+            f"{label}: accuracy {info['final_accuracy']:.4f} below {where} "
+            f"{task.accuracy_target}" + ("" if is_user_task(task) else " on full Fashion-MNIST")
+        )
+    return out
+
+
 def anchor(task: Task, info: dict, full_training: bool) -> dict:
     """The external anchor applies only to full training on real Fashion-MNIST; a user task's
     accuracy target, to training on its own data for its own epochs."""
