@@ -28,7 +28,14 @@ import pytest
 
 from bench import jax_client
 from bench.convergence import CONVERGENCE, PARITY_PP, anchor, failures, summarize
-from bench.harness import STEAL_LIMIT, RetraceError, steal_fields, to_per_step
+from bench.harness import (
+    RetraceError,
+    enough_rounds,
+    least_stolen,
+    round_steal,
+    steal_fields,
+    to_per_step,
+)
 from bench.tasks import TASKS, train_flops_per_sample
 from implementations import jax_backend
 
@@ -61,14 +68,9 @@ def measure(benchmark, worker, bench_id: str, setup: dict, profile) -> dict:
     retraced = 0
     skipping = False
 
-    def enough() -> bool:
-        if any(s is None for s in steal):
-            return len(steal) >= profile.rounds
-        return sum(s <= STEAL_LIMIT for s in steal) >= profile.rounds
-
     def before():
         nonlocal skipping
-        skipping = enough()
+        skipping = enough_rounds(steal, profile.rounds)
 
     def one_round():
         nonlocal retraced
@@ -84,20 +86,16 @@ def measure(benchmark, worker, bench_id: str, setup: dict, profile) -> dict:
     )
     if retraced:
         raise RetraceError(f"{bench_id}: traced {retraced} more time(s) during the timed rounds")
-    known = [s if s is not None else 0.0 for s in steal]
-    kept = sorted(sorted(range(len(steal)), key=lambda i: known[i])[: profile.rounds])
+    kept = least_stolen(steal, profile.rounds)
     if benchmark.stats is not None:
         # The worker's own round times (no pipe in them) replace pytest-benchmark's.
         benchmark.stats.stats.data[: len(seconds)] = seconds
     per_step = to_per_step(benchmark, k * n, kept)
-    measured = all(s is not None for s in steal)
     return {
         "median_s": float(np.median(per_step)),
         "steps_per_round": k * n,
         "kept_rounds": kept,
-        "rounds_run": len(steal),
-        "round_steal_pct": [None if s is None else 100 * s for s in steal],
-        "steal_pct": 100 * float(np.mean([known[i] for i in kept])) if measured else None,
+        **round_steal(steal, kept),
     }
 
 

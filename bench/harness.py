@@ -396,6 +396,31 @@ def check_retrace(trainer, traces_before: int, label: str) -> None:
         )
 
 
+def enough_rounds(steal: list[float | None], rounds: int) -> bool:
+    """Whether ``rounds`` rounds were uncontended (steal at most ``STEAL_LIMIT``; where steal
+    cannot be read, whether ``rounds`` rounds have run)."""
+    if any(s is None for s in steal):
+        return len(steal) >= rounds
+    return sum(s <= STEAL_LIMIT for s in steal) >= rounds
+
+
+def least_stolen(steal: list[float | None], rounds: int) -> list[int]:
+    """The ``rounds`` rounds with the least steal (unknown counts as none), in their order."""
+    known = [s if s is not None else 0.0 for s in steal]
+    return sorted(sorted(range(len(steal)), key=lambda i: known[i])[:rounds])
+
+
+def round_steal(steal: list[float | None], kept: list[int]) -> dict:
+    """How contended the rounds were: rounds run, each round's steal %, the kept rounds' mean
+    (None where steal cannot be read)."""
+    measured = all(s is not None for s in steal)
+    return {
+        "rounds_run": len(steal),
+        "round_steal_pct": [None if s is None else 100 * s for s in steal],
+        "steal_pct": 100 * float(np.mean([steal[i] for i in kept])) if measured else None,
+    }
+
+
 def measure_steps(
     benchmark,
     trainer,
@@ -442,14 +467,9 @@ def measure_steps(
     steal: list[float | None] = []  # per round run: fraction of CPU time stolen
     window_start = None
 
-    def enough() -> bool:
-        if any(s is None for s in steal):
-            return len(steal) >= profile.rounds
-        return sum(s <= STEAL_LIMIT for s in steal) >= profile.rounds
-
     def setup():
         nonlocal skipping, window_start
-        skipping = enough()
+        skipping = enough_rounds(steal, profile.rounds)
         if skipping:  # the remaining rounds of pedantic's fixed count are empty, and dropped
             return
         window_start = steal_counters()
@@ -469,10 +489,8 @@ def measure_steps(
         warmup_rounds=0,
     )
     check_retrace(trainer, traces_before, f"{trainer.name}/{trainer.task.name}")
-    known = [s if s is not None else 0.0 for s in steal]
-    kept = sorted(sorted(range(len(steal)), key=lambda i: known[i])[: profile.rounds])
+    kept = least_stolen(steal, profile.rounds)
     per_step = to_per_step(benchmark, k * n, kept)
-    measured = all(s is not None for s in steal)
     return {
         "compile_s": compile_s,
         "steps_per_round": k * n,
@@ -480,9 +498,7 @@ def measure_steps(
         "steps_per_call": n,
         "median_s": float(np.median(per_step)),
         "kept_rounds": kept,
-        "rounds_run": len(steal),
-        "round_steal_pct": [None if s is None else 100 * s for s in steal],
-        "steal_pct": 100 * float(np.mean([known[i] for i in kept])) if measured else None,
+        **round_steal(steal, kept),
     }
 
 
