@@ -142,6 +142,7 @@ STEPS_PER_CALL_SWEEP = [
     for task in [t for t in ("linreg", "mlp") if t in SELECTED] + USER
     for n in (1, 4, 16, 64)
     for impl in implementations.MULTI_STEP
+    if impl not in implementations.MICRO_BATCH  # its N is custom_xla_loop's: swept there
 ]
 
 

@@ -213,9 +213,10 @@ def gpu_details() -> list[dict]:
     return out
 
 
-def calibrate_matmul(seconds: float = 1.0) -> dict:
-    """The machine's sustained fp32 matmul rate: the best of several timed rounds of a
-    compiled square matmul chain, synced at the end of each round."""
+def matmul_timer() -> tuple[int, Callable[[], float]]:
+    """A compiled chain of square fp32 matmuls on the device, sized so one call lasts about
+    0.1 s: returns ``n`` and ``round()``, which runs the chain once, synced, and returns the
+    seconds per n x n matmul."""
     gpu = bool(tf.config.list_logical_devices("GPU"))
     n = 4096 if gpu else 1024
     with tf.device(device_name()):
@@ -237,12 +238,24 @@ def calibrate_matmul(seconds: float = 1.0) -> dict:
         if dt > 0.1 or reps >= 1 << 14:
             break
         reps *= 2
-    best = dt / reps
+    count = tf.constant(reps)
+
+    def one_round() -> float:
+        t0 = time.perf_counter()
+        sync(chain(a, b, count))
+        return (time.perf_counter() - t0) / reps
+
+    return n, one_round
+
+
+def calibrate_matmul(seconds: float = 1.0) -> dict:
+    """The machine's sustained fp32 matmul rate: the best of several timed rounds of a
+    compiled square matmul chain (``matmul_timer``), synced at the end of each round."""
+    n, one_round = matmul_timer()
+    best = one_round()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        sync(chain(a, b, tf.constant(reps)))
-        best = min(best, (time.perf_counter() - t0) / reps)
+        best = min(best, one_round())
     return {
         "calibration_n": n,
         "calibration_matmul_s": best,
@@ -551,8 +564,10 @@ def benchmark_step(
         "pct_of_matmul_peak": 100 * gflops / calibration_gflops if calibration_gflops else None,
         "peak_memory_mb": peak_mb,
         "peak_memory_kind": peak_kind,
+        "micro_batches": 1,
         **trainer.resolved(),
         "one_step_twin": implementations.MULTI_STEP.get(impl),
+        "micro_batch_twin": implementations.MICRO_BATCH.get(impl),
         "graph_ops": count_graph_ops(trainer, x, y),
         "traces": trainer.traces(),
     }

@@ -8,6 +8,10 @@ A variant is one knob turned from a one-step float32 implementation:
   before that field have no twin (the report keeps no map of names of its own).
 - precision: an implementation under a mixed-precision policy (``precision-<task>`` group).
   Its twin is the same implementation, at the same N, at float32.
+- micro-batches: an implementation that cuts each batch into parts run side by side
+  (``custom_xla_split``, in the task's step group). Its twin is the implementation its result
+  names in ``extra_info.micro_batch_twin`` (the same loop on whole batches), at the same N and
+  precision.
 
 The twin is looked up in the task's step group of the same run, at the same batch size: the
 two were measured minutes apart on the same machine, not in different runs. ``knob_rows``
@@ -35,7 +39,8 @@ from bench.report_rows import (
     step_rows,
 )
 
-STEPS_PER_CALL, PRECISION = "steps per call", "precision"
+STEPS_PER_CALL, PRECISION, MICRO_BATCHES = "steps per call", "precision", "micro-batches"
+KNOB_ORDER = (STEPS_PER_CALL, MICRO_BATCHES, PRECISION)
 FLOAT32 = "float32"
 
 
@@ -43,7 +48,7 @@ FLOAT32 = "float32"
 class KnobRow:
     """A variant and, where the run has it, its twin (``None`` otherwise)."""
 
-    knob: str  # STEPS_PER_CALL or PRECISION
+    knob: str  # STEPS_PER_CALL, MICRO_BATCHES or PRECISION
     variant: StepRow
     twin: StepRow | None
     twin_name: str | None  # the twin's implementation; None when the result does not name one
@@ -60,6 +65,8 @@ def twin_of(variant: StepRow, knob: str, one_step: Sequence[StepRow]) -> StepRow
     none, or several, which would make the comparison a guess)."""
     if knob == PRECISION:
         want = (variant.implementation, variant.steps_per_call, FLOAT32)
+    elif knob == MICRO_BATCHES:
+        want = (variant.micro_batch_twin, variant.steps_per_call, variant.precision)
     elif variant.one_step_twin:
         want = (variant.one_step_twin, 1, variant.precision)
     else:
@@ -75,10 +82,17 @@ def twin_of(variant: StepRow, knob: str, one_step: Sequence[StepRow]) -> StepRow
 
 def knob_rows(run: Run, task: str) -> list[KnobRow]:
     """Every variant of ``task`` in ``run``, with or without a twin: steps per call first (by
-    implementation, N, step group before the sweep), then precision."""
+    implementation, N, step group before the sweep), then micro-batches, then precision."""
     one_step = step_rows(run, task)
-    variants = [(STEPS_PER_CALL, r) for r in one_step if r.one_step_twin]
-    variants += [(STEPS_PER_CALL, r) for r in step_rows(run, task, kind="steps_per_call")]
+    variants = [(MICRO_BATCHES, r) for r in one_step if r.micro_batch_twin]
+    variants += [
+        (STEPS_PER_CALL, r) for r in one_step if r.one_step_twin and not r.micro_batch_twin
+    ]
+    variants += [
+        (STEPS_PER_CALL, r)
+        for r in step_rows(run, task, kind="steps_per_call")
+        if not r.micro_batch_twin
+    ]
     variants += [
         (PRECISION, r) for r in step_rows(run, task, kind="precision") if r.precision != FLOAT32
     ]
@@ -86,7 +100,7 @@ def knob_rows(run: Run, task: str) -> list[KnobRow]:
     def key(item: tuple[str, StepRow]) -> tuple:
         knob, r = item
         return (
-            knob != STEPS_PER_CALL,
+            KNOB_ORDER.index(knob),
             _rank(r.one_step_twin or r.implementation),
             r.implementation,
             r.steps_per_call,
@@ -96,7 +110,9 @@ def knob_rows(run: Run, task: str) -> list[KnobRow]:
 
     rows = []
     for knob, r in sorted(variants, key=key):
-        twin_name = r.implementation if knob == PRECISION else r.one_step_twin
+        twin_name = {PRECISION: r.implementation, MICRO_BATCHES: r.micro_batch_twin}.get(
+            knob, r.one_step_twin
+        )
         rows.append(KnobRow(knob, r, twin_of(r, knob, one_step), twin_name))
     return rows
 
@@ -116,7 +132,12 @@ def _twin_text(row: KnobRow) -> str:
 
 def _variant_text(row: KnobRow) -> str:
     v = row.variant
-    return f"{v.implementation} (N={v.steps_per_call}, {v.precision})"
+    parts = f", {v.micro_batches} micro-batches" if v.micro_batches > 1 else ""
+    return f"{v.implementation} (N={v.steps_per_call}, {v.precision}{parts})"
+
+
+def _knob_text(row: KnobRow) -> str:
+    return f"{row.knob} ({row.variant.micro_batches})" if row.knob == MICRO_BATCHES else row.knob
 
 
 def knob_section(run: Run, task: str) -> list[str]:
@@ -139,7 +160,7 @@ def knob_section(run: Run, task: str) -> list[str]:
     ]
     table = [
         [
-            r.knob,
+            _knob_text(r),
             r.variant.implementation,
             str(r.variant.steps_per_call),
             r.variant.precision,
@@ -159,9 +180,9 @@ def knob_section(run: Run, task: str) -> list[str]:
             "Speedup = the twin's median ms/step / the variant's (above 1: the knob makes a "
             "training step faster). Each variant is compared with its twin from the same run "
             "(the task's step table, same batch size), never across runs; the twin differs in "
-            "that one knob: one step per call instead of N, or float32 instead of mixed "
-            "precision. % of matmul rate: the variant's GFLOP/s against the run's fp32 matmul "
-            "rate."
+            "that one knob: one step per call instead of N, float32 instead of mixed "
+            "precision, or whole batches instead of micro-batches. % of matmul rate: the "
+            "variant's GFLOP/s against the run's fp32 matmul rate."
         )
     lonely = [r for r in rows if r.twin is None]
     named = [f"{_variant_text(r)} in {r.variant.group}" for r in lonely if r.twin_name]
@@ -196,6 +217,7 @@ def knobs_frame(runs: Sequence[Run]) -> pd.DataFrame:
                         "implementation": v.implementation,
                         "steps_per_call": v.steps_per_call,
                         "precision": v.precision,
+                        "micro_batches": v.micro_batches,
                         "batch_size": v.batch_size,
                         "ms_per_step": v.ms_median,
                         "pct_of_matmul_peak": v.pct_of_peak,

@@ -29,6 +29,7 @@ IMPLEMENTATION_ORDER = (
     "keras_fit_spe",
     "custom_graph_loop",
     "custom_xla_loop",
+    "custom_xla_split",
     "sklearn_mlp",
 )
 TASK_ORDER = ("linreg", "mlp", "cnn")
@@ -137,6 +138,8 @@ class StepRow:
     steps_per_call: int = 1  # files from before multi-step implementations: 1
     precision: str = "float32"  # files from before mixed precision: float32
     one_step_twin: str | None = None  # a multi-step implementation's one-step twin, if recorded
+    micro_batches: int = 1  # parts each batch is cut into (custom_xla_split); older files: 1
+    micro_batch_twin: str | None = None  # the same loop on whole batches, if recorded
 
 
 def step_rows(run: Run, task: str, kind: str = "step") -> list[StepRow]:
@@ -190,6 +193,8 @@ def step_rows(run: Run, task: str, kind: str = "step") -> list[StepRow]:
                 steps_per_call=int(_num(extra.get("steps_per_call")) or 1),
                 precision=str(extra.get("precision") or "float32"),
                 one_step_twin=extra.get("one_step_twin") or None,
+                micro_batches=int(_num(extra.get("micro_batches")) or 1),
+                micro_batch_twin=extra.get("micro_batch_twin") or None,
             )
         )
     return sorted(rows, key=lambda r: r.ms_median)

@@ -9,7 +9,10 @@ For each comparison (a multi-step implementation against its one-step twin, or a
 implementation in mixed precision against itself in float32) both trainers are built from the
 same initial weights; each round times K calls of one side (K chosen for about
 ``--round-seconds``) and then the other, in random order, reading the hypervisor's steal
-around each round. The ratio is variant / twin seconds per training step; the estimate is the
+around each round; each pair also runs one round of the calibration's matmul chain, in the
+same random order, so a variant's share of the matmul rate is read against the rate of that
+moment too (``variant_pct_of_matmul_beside``). The ratio is variant / twin seconds per training
+step; the estimate is the
 Hodges-Lehmann median of the paired log-ratios with its Wilcoxon interval
 (``bench.ab_stats``, unscaled: one process, so no process bias to widen for), over the pairs
 without a contended round. A ratio below 1 means the knob makes a step faster.
@@ -39,26 +42,35 @@ from bench.harness import (  # noqa: E402
     first_call_and_warm_up,
     fixed_batch,
     machine_info,
+    matmul_timer,
     sync,
 )
 from bench.steal import STEAL_LIMIT, cpu_steal_counters, steal_fraction  # noqa: E402
 from bench.tasks import TASKS, initial_weights, train_flops_per_sample  # noqa: E402
 
 # (task, variant implementation, variant options, twin implementation, twin options)
-COMPARISONS = [
-    (task, impl, {}, implementations.MULTI_STEP[impl], {})
-    for task in ("linreg", "mlp", "cnn")
-    for impl in ("keras_fit_spe", "custom_graph_loop", "custom_xla_loop")
-    if not (task == "cnn" and impl == "custom_xla_loop")  # XLA's CNN: 1-2 s per 16-step call
-] + [
-    (task, impl, {"precision": precision}, impl, {})
-    for task in ("mlp", "cnn")
-    for precision in ("mixed_bfloat16", "mixed_float16")
-    for impl in ("keras_fit", "custom_graph", "custom_xla", "custom_xla_loop")
-    if not (precision == "mixed_float16" and task == "cnn")  # no float16 conv kernels on CPU
-    if not (task == "cnn" and impl in ("custom_xla", "custom_xla_loop"))
-    if not (precision == "mixed_float16" and impl in ("custom_xla", "custom_xla_loop"))
-]
+COMPARISONS = (
+    [
+        (task, impl, {}, implementations.MULTI_STEP[impl], {})
+        for task in ("linreg", "mlp", "cnn")
+        for impl in ("keras_fit_spe", "custom_graph_loop", "custom_xla_loop")
+        if not (task == "cnn" and impl == "custom_xla_loop")  # XLA's CNN: 1-2 s per 16-step call
+    ]
+    + [
+        (task, impl, {"precision": precision}, impl, {})
+        for task in ("mlp", "cnn")
+        for precision in ("mixed_bfloat16", "mixed_float16")
+        for impl in ("keras_fit", "custom_graph", "custom_xla", "custom_xla_loop")
+        if not (precision == "mixed_float16" and task == "cnn")  # no float16 conv kernels on CPU
+        if not (task == "cnn" and impl in ("custom_xla", "custom_xla_loop"))
+        if not (precision == "mixed_float16" and impl in ("custom_xla", "custom_xla_loop"))
+    ]
+    + [
+        (task, impl, {}, twin, {})
+        for task in ("linreg", "mlp")  # the CNN under XLA's loop: 1-2 s per call
+        for impl, twin in implementations.MICRO_BATCH.items()
+    ]
+)
 
 
 def label(impl: str, options: dict) -> str:
@@ -89,24 +101,36 @@ def timed_side(impl: str, options: dict, task, data, round_seconds: float):
     return one_round, {"compile_s": compile_s, "calls_per_round": k, "steps_per_call": n}
 
 
-def compare(task_name, impl, options, twin, twin_options, pairs, round_seconds, gflops, rng):
+def compare(
+    task_name, impl, options, twin, twin_options, pairs, round_seconds, gflops, matmul, rng
+):
+    """``pairs`` rounds of each side in random order, each pair with a round of the
+    calibration's matmul chain (``matmul``: ``harness.matmul_timer``) beside it, so the
+    variant's share of the matmul rate is also read against the rate of that moment."""
     task = TASKS[task_name]
     raw = None if task.kind == "regression" else load_classification()
     data = load_for_task(task, raw=raw)
     variant, v_meta = timed_side(impl, options, task, data, round_seconds)
     base, b_meta = timed_side(twin, twin_options, task, data, round_seconds)
-    v_s, b_s, v_st, b_st = [], [], [], []
+    n, matmul_round = matmul
+    v_s, b_s, v_st, b_st, m_s = [], [], [], [], []
     for _ in range(pairs):
-        sides = [("v", variant), ("b", base)]
+        sides = [("v", variant), ("b", base), ("m", None)]
         rng.shuffle(sides)
         for name, side in sides:
+            if side is None:
+                m_s.append(matmul_round())
+                continue
             seconds, steal = side()
             (v_s if name == "v" else b_s).append(seconds)
             (v_st if name == "v" else b_st).append(np.nan if steal is None else steal)
-    v_s, b_s = np.array(v_s), np.array(b_s)
+    v_s, b_s, m_s = np.array(v_s), np.array(b_s), np.array(m_s)
     keep = kept_pairs(b_s, v_s, np.array(b_st), np.array(v_st), STEAL_LIMIT, minimum=10)
     est = hodges_lehmann(np.log(v_s[keep] / b_s[keep]))
     flops = train_flops_per_sample(task) * task.batch_size
+    # The variant's GFLOP/s over the matmul chain's in the same pair: a slow spell of the
+    # machine slows both, so the share holds where the session's best calibration does not.
+    beside = (flops / v_s[keep]) / (2 * n**3 / m_s[keep])
     return {
         "task": task_name,
         "variant": label(impl, options),
@@ -120,6 +144,11 @@ def compare(task_name, impl, options, twin, twin_options, pairs, round_seconds, 
         "pairs_kept": int(keep.sum()),
         "pairs": pairs,
         "variant_pct_of_matmul": 100 * flops / float(np.median(v_s[keep])) / 1e9 / gflops,
+        "variant_pct_of_matmul_beside": 100 * float(np.median(beside)),
+        "variant_pct_of_matmul_beside_iqr": [
+            100 * float(q) for q in np.percentile(beside, [25, 75])
+        ],
+        "matmul_gflops_beside": [2 * n**3 / float(s) / 1e9 for s in m_s],
         "variant_meta": v_meta,
         "twin_meta": b_meta,
     }
@@ -134,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = random.Random(0)
     calibration = calibrate_matmul(seconds=2.0)
+    matmul = matmul_timer()
     results = []
     t0 = time.perf_counter()
     for task_name, impl, options, twin, twin_options in COMPARISONS:
@@ -149,13 +179,15 @@ def main(argv: list[str] | None = None) -> int:
             args.pairs,
             args.round_seconds,
             calibration["calibration_gflops"],
+            matmul,
             rng,
         )
         results.append(r)
         print(
             f"{name}: {r['variant_ms']:.3g} vs {r['twin_ms']:.3g} ms/step, speedup "
             f"{r['speedup']:.2f}x (ratio {r['ratio']:.3f}, 95% {r['low']:.3f}-{r['high']:.3f}, "
-            f"{r['pairs_kept']}/{r['pairs']} pairs), {r['variant_pct_of_matmul']:.0f}% of matmul",
+            f"{r['pairs_kept']}/{r['pairs']} pairs), {r['variant_pct_of_matmul']:.0f}% of matmul "
+            f"({r['variant_pct_of_matmul_beside']:.0f}% of the matmul round beside it)",
             flush=True,
         )
     info = machine_info("knobs-interleaved", calibration)

@@ -2,7 +2,8 @@
 
 Every factory returns an object meeting ``implementations.common.Trainer``. The factories in
 ``MULTI_STEP`` run several training steps per call (``steps_per_call`` N, default
-``common.STEPS_PER_CALL``) and also take ``steps_per_call=N``. Importing this package imports
+``common.STEPS_PER_CALL``) and also take ``steps_per_call=N``; those in ``MICRO_BATCH`` also
+split each batch into parts run side by side (``micro_batches=M``). Importing this package imports
 TensorFlow.
 """
 
@@ -20,6 +21,7 @@ from implementations.custom_loop import (
     custom_graph_loop,
     custom_xla,
     custom_xla_loop,
+    custom_xla_split,
 )
 from implementations.keras_fit import keras_fit, keras_fit_spe, keras_fit_xla
 
@@ -32,6 +34,7 @@ REGISTRY: dict[str, Callable[[Task, list[np.ndarray]], Trainer]] = {
     "keras_fit_spe": keras_fit_spe,
     "custom_graph_loop": custom_graph_loop,
     "custom_xla_loop": custom_xla_loop,
+    "custom_xla_split": custom_xla_split,
 }
 
 # N steps per call, each with its one-step twin (the same loop, one step per call).
@@ -39,7 +42,13 @@ MULTI_STEP: dict[str, str] = {
     "keras_fit_spe": "keras_fit",
     "custom_graph_loop": "custom_graph",
     "custom_xla_loop": "custom_xla",
+    "custom_xla_split": "custom_xla",
 }
+
+# Each batch split into micro-batches whose passes can run side by side on different cores
+# (``micro_batches`` M, default ``custom_loop.MICRO_BATCHES``; the factories also take
+# ``micro_batches=M``), with its twin: the same loop, at the same N, on whole batches.
+MICRO_BATCH: dict[str, str] = {"custom_xla_split": "custom_xla_loop"}
 
 
 def get(name: str) -> Callable[[Task, list[np.ndarray]], Trainer]:

@@ -284,6 +284,8 @@ STEP_FIELDS = {
     "variable_dtype",
     "loss_scale",
     "one_step_twin",
+    "micro_batches",
+    "micro_batch_twin",
 }
 MACHINE_FIELDS = {
     "tensorflow",
@@ -321,7 +323,8 @@ def tiny_run(tmp_path_factory):
         "-q",
         "-k",
         "(test_step and (linreg or mlp) and (keras_fit-linreg or custom_eager or custom_xla)"
-        " and not custom_xla_loop-linreg) or test_precision[custom_graph-mlp-mixed_bfloat16]",
+        " and not custom_xla_loop-linreg and not custom_xla_split-linreg)"
+        " or test_precision[custom_graph-mlp-mixed_bfloat16]",
         f"--benchmark-json={out}",
         "--benchmark-save-data",
         str(ROOT / "bench" / "bench_step.py"),
@@ -339,6 +342,7 @@ def test_tiny_run_records_every_field(tiny_run):
         "test_step[custom_xla-linreg]",
         "test_step[custom_xla-mlp]",
         "test_step[custom_xla_loop-mlp]",
+        "test_step[custom_xla_split-mlp]",
         "test_step[keras_fit-linreg]",
     ]
     precision = [b for b in tiny_run["benchmarks"] if b["name"].startswith("test_precision")]
@@ -358,6 +362,9 @@ def test_tiny_run_records_every_field(tiny_run):
         assert info["variable_dtype"] == "float32" and info["loss_scale"] is False
         is_loop = info["implementation"] in implementations.MULTI_STEP
         assert (info["one_step_twin"] is not None) == is_loop
+        split = info["implementation"] == "custom_xla_split"
+        assert info["micro_batches"] == (2 if split else 1)
+        assert info["micro_batch_twin"] == ("custom_xla_loop" if split else None)
         for key in (
             "samples_per_s",
             "compile_s",

@@ -330,3 +330,53 @@ def test_a_mixed_precision_convergence_row_is_its_own_row(tmp_path):
     assert rows == ["keras_fit", "custom_graph", "keras_fit (mixed_bfloat16)"]
     mixed = next(line for line in md.splitlines() if "keras_fit (mixed_bfloat16)" in line)
     assert "-1.30 FAIL vs keras_fit float32" in mixed and "baseline" not in mixed
+
+
+def with_split(data: dict, median: float) -> dict:
+    """The fixture plus a custom_xla_split-mlp step result (custom_xla_loop's, renamed, at
+    ``median`` seconds per step), as bench_step records it."""
+    data = copy.deepcopy(data)
+    loop = next(b for b in by_group(data, "mlp") if b["name"] == "test_step[custom_xla_loop-mlp]")
+    split = copy.deepcopy(loop)
+    split["name"] = "test_step[custom_xla_split-mlp]"
+    split["stats"]["median"] = median
+    split["extra_info"].update(
+        implementation="custom_xla_split",
+        one_step_twin="custom_xla",
+        micro_batches=2,
+        micro_batch_twin="custom_xla_loop",
+        gflops_per_s=split["extra_info"]["flops_per_step"] / median / 1e9,
+    )
+    data["benchmarks"].append(split)
+    return data
+
+
+def test_micro_batches_are_compared_with_the_same_loop_on_whole_batches(tmp_path):
+    data = with_split(raw(), median=0.8e-3)
+    md, out = report(tmp_path, str(write(tmp_path, data)))
+    rows = table(section(md, "## mlp: what each knob buys"))
+    split = [r for r in rows if r["variant"] == "custom_xla_split"]
+    assert len(split) == 1  # a micro-batch variant, not also a steps-per-call one
+    row = split[0]
+    loop = next(b for b in by_group(data, "mlp") if b["name"] == "test_step[custom_xla_loop-mlp]")
+    assert row["knob"] == "micro-batches (2)"
+    assert row["twin"] == "custom_xla_loop (N=16, float32)"
+    assert number(row["speedup"]) == pytest.approx(loop["stats"]["median"] / 0.8e-3, rel=5e-3)
+    peak = data["machine_info"]["loopbench"]["calibration_gflops"]
+    pct = data["benchmarks"][-1]["extra_info"]["gflops_per_s"] / peak * 100
+    assert number(row["% of matmul rate"]) == pytest.approx(pct, rel=5e-3)
+    frame = pd.read_csv(out / "knobs.csv")
+    csv_row = frame[frame["implementation"] == "custom_xla_split"]
+    assert list(csv_row["knob"]) == ["micro-batches"] and list(csv_row["micro_batches"]) == [2]
+    assert set(frame[frame["implementation"] != "custom_xla_split"]["micro_batches"]) == {1}
+
+
+def test_a_micro_batch_variant_without_its_twin_is_named(tmp_path):
+    data = with_split(raw(), median=0.8e-3)
+    data["benchmarks"] = [
+        b for b in data["benchmarks"] if b["name"] != "test_step[custom_xla_loop-mlp]"
+    ]
+    md, _ = report(tmp_path, str(write(tmp_path, data)))
+    text = section(md, "## mlp: what each knob buys")
+    assert "custom_xla_split" not in {r["variant"] for r in table(text)}
+    assert "custom_xla_split (N=16, float32, 2 micro-batches) in mlp" in text
