@@ -1,0 +1,64 @@
+"""``experiments/knobs_interleaved.py`` and the matmul chain it shares with the calibration
+(``bench.harness.matmul_timer``): on linreg, with rounds of a few milliseconds."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.harness import calibrate_matmul, matmul_timer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_experiment():
+    path = ROOT / "experiments" / "knobs_interleaved.py"
+    spec = importlib.util.spec_from_file_location("knobs_interleaved", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_calibration_is_the_best_round_of_the_matmul_chain():
+    n, one_round = matmul_timer()
+    rounds = [one_round() for _ in range(3)]
+    assert n == 1024 and all(0 < s < 1 for s in rounds)
+    cal = calibrate_matmul(seconds=0.2)
+    assert cal["calibration_n"] == n
+    assert cal["calibration_gflops"] == pytest.approx(2 * n**3 / cal["calibration_matmul_s"] / 1e9)
+    # the best of its rounds: within a factor of the rounds just timed, not a different measure
+    assert cal["calibration_matmul_s"] < 3 * max(rounds)
+
+
+def test_micro_batches_are_compared_with_a_matmul_round_beside_each_pair():
+    experiment = load_experiment()
+    labels = {(c[0], c[1], c[3]) for c in experiment.COMPARISONS}
+    assert ("mlp", "custom_xla_split", "custom_xla_loop") in labels
+    matmul = matmul_timer()
+    pairs = 10
+    r = experiment.compare(
+        "linreg",
+        "custom_xla_split",
+        {},
+        "custom_xla_loop",
+        {},
+        pairs,
+        0.005,
+        100.0,
+        matmul,
+        random.Random(0),
+    )
+    assert (r["variant"], r["twin"]) == ("custom_xla_split", "custom_xla_loop")
+    assert r["low"] <= r["ratio"] <= r["high"] and r["speedup"] == pytest.approx(1 / r["ratio"])
+    assert len(r["matmul_gflops_beside"]) == pairs and min(r["matmul_gflops_beside"]) > 0
+    assert r["variant_meta"]["steps_per_call"] == r["twin_meta"]["steps_per_call"] == 16
+    # the share beside is the variant's rate over the matmul rounds' rate, pair by pair: it
+    # lies within the spread of the session-wide figure scaled by each round's rate
+    low, high = r["variant_pct_of_matmul_beside_iqr"]
+    assert 0 < low <= r["variant_pct_of_matmul_beside"] <= high
+    scaled = r["variant_pct_of_matmul"] * 100.0 / np.array(r["matmul_gflops_beside"])
+    assert scaled.min() / 3 < r["variant_pct_of_matmul_beside"] < scaled.max() * 3
