@@ -1,6 +1,7 @@
 """Step-throughput benchmarks: every implementation x task, a batch-size sweep, a sweep of
 the steps per call N of the multi-step implementations (``implementations.MULTI_STEP``), and
-mixed precision (``test_precision``; every other benchmark runs in float32).
+mixed precision (``test_precision``; every other benchmark runs in float32), and a sweep of
+the micro-batches M of ``implementations.MICRO_BATCH`` (``test_micro_batches``).
 
 Run: ``pytest --benchmark-only`` (add ``-k "xla and cnn"`` to select, ``--profile full`` for
 the whole sweeps, ``--benchmark-json out.json --benchmark-save-data`` to keep results).
@@ -161,6 +162,34 @@ def test_steps_per_call(benchmark, impl, task_name, n, profile, task_data, matmu
         matmul_calibration,
         for_sweep(profile),
         steps_per_call_override=n,
+    )
+
+
+MICRO_BATCH_SWEEP = [
+    pytest.param(impl, task, m, id=f"{impl}-{task}-m{m}")
+    for task in [t for t in ("mlp",) if t in SELECTED] + USER
+    for m in (1, 2, 4, 8)
+    for impl in implementations.MICRO_BATCH
+]
+
+
+@pytest.mark.parametrize("impl, task_name, m", MICRO_BATCH_SWEEP)
+def test_micro_batches(benchmark, impl, task_name, m, profile, task_data, matmul_calibration):
+    """Seconds per training step with each batch cut into M parts, at the default N; the twin
+    (whole batches) is ``implementations.MICRO_BATCH[impl]`` in ``test_step``. The MLP only
+    among the built-in tasks: linreg's 32-sample batches have nothing to share between cores
+    (0.91x at M = 2) and XLA's loop of convolutions takes seconds per call on a CPU."""
+    if m not in profile.micro_batch_sweep:
+        pytest.skip(f"not in the {profile.name} profile's micro-batch sweep (--profile full)")
+    run_step(
+        benchmark,
+        f"micro-batches-{task_name}",
+        impl,
+        task_name,
+        task_data,
+        matmul_calibration,
+        for_sweep(profile),
+        micro_batches_override=m,
     )
 
 

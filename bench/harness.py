@@ -61,6 +61,9 @@ class Profile:
     # The mixed-precision step benchmarks (bench_step.py's test_precision): which
     # (implementation, task, precision) run; float32 is every other benchmark's precision.
     precision_benchmarks: tuple[tuple[str, str, str], ...] = ()
+    # The M of the micro-batch sweep (bench_step.py's test_micro_batches; implementations.
+    # MICRO_BATCH) on the MLP: how many parts pay on this machine's cores.
+    micro_batch_sweep: tuple[int, ...] = ()
 
 
 # The step benchmarks of other precisions than float32, in the full profile: the headline
@@ -126,6 +129,7 @@ PROFILES = {
         ),
         multi_step_tasks=("linreg", "mlp", "cnn"),
         steps_per_call_sweep=(1, 4, 16, 64),
+        micro_batch_sweep=(1, 2, 4, 8),
         precision_benchmarks=tuple(
             (impl, task, precision)
             for impl in PRECISION_IMPLEMENTATIONS
@@ -525,15 +529,19 @@ def benchmark_step(
     calibration_gflops: float | None = None,
     steps_per_call_override: int | None = None,
     precision: str = "float32",
+    micro_batches_override: int | None = None,
 ) -> dict:
     """Build one implementation, time its steady-state steps, and fill
     ``benchmark.extra_info`` (fields: RESULTS_SCHEMA.md). Returns the extra_info dict.
     ``steps_per_call_override``: N for an implementation of ``implementations.MULTI_STEP``
-    (else its default). ``precision``: the Keras dtype policy (``common.PRECISIONS``)."""
+    (else its default). ``precision``: the Keras dtype policy (``common.PRECISIONS``).
+    ``micro_batches_override``: M for an implementation of ``implementations.MICRO_BATCH``."""
     factory = implementations.get(impl)
     options: dict = {"precision": precision}
     if steps_per_call_override is not None:
         options["steps_per_call"] = steps_per_call_override
+    if micro_batches_override is not None:
+        options["micro_batches"] = micro_batches_override
     trainer = factory(task, initial_weights(task), **options)
     n = steps_per_call(trainer)
     x, y = fixed_batch(task, batch_size, dataset, n)

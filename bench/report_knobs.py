@@ -9,7 +9,8 @@ A variant is one knob turned from a one-step float32 implementation:
 - precision: an implementation under a mixed-precision policy (``precision-<task>`` group).
   Its twin is the same implementation, at the same N, at float32.
 - micro-batches: an implementation that cuts each batch into parts run side by side
-  (``custom_xla_split``, in the task's step group). Its twin is the implementation its result
+  (``custom_xla_split``, in the task's step group at its default M, and the
+  ``micro-batches-<task>`` group, at each M of the sweep). Its twin is the implementation its result
   names in ``extra_info.micro_batch_twin`` (the same loop on whole batches), at the same N and
   precision.
 
@@ -86,6 +87,9 @@ def knob_rows(run: Run, task: str) -> list[KnobRow]:
     one_step = step_rows(run, task)
     variants = [(MICRO_BATCHES, r) for r in one_step if r.micro_batch_twin]
     variants += [
+        (MICRO_BATCHES, r) for r in step_rows(run, task, kind="micro_batches") if r.micro_batch_twin
+    ]
+    variants += [
         (STEPS_PER_CALL, r) for r in one_step if r.one_step_twin and not r.micro_batch_twin
     ]
     variants += [
@@ -106,6 +110,7 @@ def knob_rows(run: Run, task: str) -> list[KnobRow]:
             r.steps_per_call,
             r.precision,
             r.group != task,
+            r.micro_batches,
         )
 
     rows = []
@@ -120,7 +125,7 @@ def knob_rows(run: Run, task: str) -> list[KnobRow]:
 def knob_tasks(runs: Sequence[Run]) -> list[str]:
     """The tasks with a variant in any run, in the report's task order."""
     tasks = set()
-    for kind in ("step", "steps_per_call", "precision"):
+    for kind in ("step", "steps_per_call", "precision", "micro_batches"):
         tasks.update(t for t in _tasks(runs, kind) if any(knob_rows(r, t) for r in runs))
     return _order(tasks, TASK_ORDER)
 

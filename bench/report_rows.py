@@ -1,7 +1,8 @@
 """The numbers behind ``python -m bench report``: which benchmark is which, in the report's units.
 
 ``_group_kind`` sorts a step benchmark by its group (the task's step table, the batch-size
-sweep, the steps-per-call sweep, the precision variants, or a group the report does not know);
+sweep, the steps-per-call sweep, the precision variants, the micro-batch sweep, or a group the
+report does not know);
 ``step_rows`` turns a task's benchmarks of one kind into ``StepRow``s (ms/step, samples/s,
 speedup, % of the matmul rate ...), shared by the tables, the knob section and the plots;
 ``fmt`` and ``_table`` format every number and markdown table of the report. No TensorFlow.
@@ -71,15 +72,16 @@ STEP_GROUP_KINDS = {
     "sweep-": "sweep",
     "steps-per-call-": "steps_per_call",
     "precision-": "precision",
+    "micro-batches-": "micro_batches",
 }
 UNKNOWN_GROUP = "unknown"
 
 
 def _group_kind(bench: dict[str, Any]) -> str:
-    """``step``, ``sweep``, ``steps_per_call``, ``precision``, ``convergence``,
-    ``distributed`` or ``overhead``; ``unknown`` for a step benchmark whose group is none of
-    ``<task>``, ``sweep-<task>``, ``steps-per-call-<task>`` and ``precision-<task>``, so it
-    lands in no table instead of the task's step table."""
+    """``step``, ``sweep``, ``steps_per_call``, ``precision``, ``micro_batches``,
+    ``convergence``, ``distributed`` or ``overhead``; ``unknown`` for a step benchmark whose
+    group is none of ``<task>`` and the prefixes of ``STEP_GROUP_KINDS`` followed by the task,
+    so it lands in no table instead of the task's step table."""
     extra = _extra(bench)
     kind = extra["kind"]
     group = bench.get("group")

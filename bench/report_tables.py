@@ -512,6 +512,7 @@ def _unknown_groups_note(runs: Sequence[Run]) -> str | None:
         return None
     return (
         "Step benchmarks in groups other than `<task>`, `sweep-<task>`, "
-        "`steps-per-call-<task>` and `precision-<task>`, left out of the tables (they are "
+        "`steps-per-call-<task>`, `precision-<task>` and `micro-batches-<task>`, left out of "
+        "the tables (they are "
         "in results.csv): " + ", ".join(names) + "."
     )

@@ -380,3 +380,29 @@ def test_a_micro_batch_variant_without_its_twin_is_named(tmp_path):
     text = section(md, "## mlp: what each knob buys")
     assert "custom_xla_split" not in {r["variant"] for r in table(text)}
     assert "custom_xla_split (N=16, float32, 2 micro-batches) in mlp" in text
+
+
+def test_the_micro_batch_sweep_is_compared_with_the_step_tables_whole_batch_loop(tmp_path):
+    data = with_split(raw(), median=0.8e-3)
+    loop = next(b for b in by_group(data, "mlp") if b["name"] == "test_step[custom_xla_loop-mlp]")
+    for m, median in ((1, 1.2e-3), (4, 0.9e-3)):
+        point = copy.deepcopy(data["benchmarks"][-1])
+        point.update(
+            name=f"test_micro_batches[custom_xla_split-mlp-m{m}]", group="micro-batches-mlp"
+        )
+        point["stats"]["median"] = median
+        point["extra_info"].update(micro_batches=m)
+        data["benchmarks"].append(point)
+    md, out = report(tmp_path, str(write(tmp_path, data)))
+    rows = table(section(md, "## mlp: what each knob buys"))
+    sweep = {r["knob"]: r for r in rows if r["measured in (group)"] == "micro-batches-mlp"}
+    assert set(sweep) == {"micro-batches (1)", "micro-batches (4)"}
+    for m, median in ((1, 1.2e-3), (4, 0.9e-3)):
+        row = sweep[f"micro-batches ({m})"]
+        assert row["twin"] == "custom_xla_loop (N=16, float32)"
+        assert number(row["speedup"]) == pytest.approx(loop["stats"]["median"] / median, rel=5e-3)
+    assert "## Not in any table" not in md  # the sweep's group is known, not left over
+    step_table = table(section(md, "## mlp: step time"))
+    assert [r["implementation"] for r in step_table].count("custom_xla_split") == 1
+    frame = pd.read_csv(out / "knobs.csv")
+    assert sorted(frame[frame["group"] == "micro-batches-mlp"]["micro_batches"]) == [1, 4]
