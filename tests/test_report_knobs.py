@@ -332,11 +332,16 @@ def test_a_mixed_precision_convergence_row_is_its_own_row(tmp_path):
     assert "-1.30 FAIL vs keras_fit float32" in mixed and "baseline" not in mixed
 
 
+def step_of(data: dict, impl: str, task: str = "mlp") -> dict:
+    """``impl``'s result in the task's step group."""
+    return next(b for b in by_group(data, task) if b["name"] == f"test_step[{impl}-{task}]")
+
+
 def with_split(data: dict, median: float) -> dict:
     """The fixture plus a custom_xla_split-mlp step result (custom_xla_loop's, renamed, at
     ``median`` seconds per step), as bench_step records it."""
     data = copy.deepcopy(data)
-    loop = next(b for b in by_group(data, "mlp") if b["name"] == "test_step[custom_xla_loop-mlp]")
+    loop = step_of(data, "custom_xla_loop")
     split = copy.deepcopy(loop)
     split["name"] = "test_step[custom_xla_split-mlp]"
     split["stats"]["median"] = median
@@ -358,7 +363,7 @@ def test_micro_batches_are_compared_with_the_same_loop_on_whole_batches(tmp_path
     split = [r for r in rows if r["variant"] == "custom_xla_split"]
     assert len(split) == 1  # a micro-batch variant, not also a steps-per-call one
     row = split[0]
-    loop = next(b for b in by_group(data, "mlp") if b["name"] == "test_step[custom_xla_loop-mlp]")
+    loop = step_of(data, "custom_xla_loop")
     assert row["knob"] == "micro-batches (2)"
     assert row["twin"] == "custom_xla_loop (N=16, float32)"
     assert number(row["speedup"]) == pytest.approx(loop["stats"]["median"] / 0.8e-3, rel=5e-3)
@@ -384,7 +389,7 @@ def test_a_micro_batch_variant_without_its_twin_is_named(tmp_path):
 
 def test_the_micro_batch_sweep_is_compared_with_the_step_tables_whole_batch_loop(tmp_path):
     data = with_split(raw(), median=0.8e-3)
-    loop = next(b for b in by_group(data, "mlp") if b["name"] == "test_step[custom_xla_loop-mlp]")
+    loop = step_of(data, "custom_xla_loop")
     for m, median in ((1, 1.2e-3), (4, 0.9e-3)):
         point = copy.deepcopy(data["benchmarks"][-1])
         point.update(
