@@ -18,6 +18,7 @@ TensorFlow is imported lazily, so test runs that never touch it (reports) stay f
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -155,6 +156,13 @@ def check_datasets(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     if not session.config.option.collectonly:
         check_datasets(session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Close the step panels' JAX worker, if one was started (bench/panel.py)."""
+    panel = sys.modules.get("bench.panel")
+    if panel is not None:
+        panel.PANELS.close()
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:

@@ -20,7 +20,6 @@ its data are then replaced by the worker's own round times, per training step
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 import numpy as np
@@ -28,14 +27,7 @@ import pytest
 
 from bench import jax_client
 from bench.convergence import CONVERGENCE, PARITY_PP, anchor, failures, summarize
-from bench.harness import (
-    RetraceError,
-    enough_rounds,
-    least_stolen,
-    round_steal,
-    steal_fields,
-    to_per_step,
-)
+from bench.panel import PANELS, Spec, record, register, twin_key
 from bench.tasks import TASKS, train_flops_per_sample
 from implementations import jax_backend
 
@@ -55,48 +47,9 @@ def in_profile(request: pytest.FixtureRequest, profile) -> None:
 
 @pytest.fixture(scope="module")
 def jax_worker():
-    with contextlib.ExitStack() as stack:
-        yield jax_client.start(stack)
-
-
-def measure(benchmark, worker, bench_id: str, setup: dict, profile) -> dict:
-    """``harness.measure_steps`` for a trainer living in the worker (set up as ``bench_id``)."""
-    k, n = setup["calls_per_round"], setup["steps_per_call"]
-    timeout = jax_client.round_timeout(setup["per_step_s"], k)
-    seconds: list[float] = []
-    steal: list[float | None] = []
-    retraced = 0
-    skipping = False
-
-    def before():
-        nonlocal skipping
-        skipping = enough_rounds(steal, profile.rounds)
-
-    def one_round():
-        nonlocal retraced
-        if skipping:  # the remaining rounds of pedantic's fixed count are empty, and dropped
-            return
-        answer = worker.request({"op": "round", "id": bench_id, "k": k}, timeout)
-        seconds.append(answer["round_seconds"])
-        steal.append(answer["steal"])
-        retraced += answer["retraced"]
-
-    benchmark.pedantic(
-        one_round, setup=before, rounds=profile.max_rounds, iterations=1, warmup_rounds=0
-    )
-    if retraced:
-        raise RetraceError(f"{bench_id}: traced {retraced} more time(s) during the timed rounds")
-    kept = least_stolen(steal, profile.rounds)
-    if benchmark.stats is not None:
-        # The worker's own round times (no pipe in them) replace pytest-benchmark's.
-        benchmark.stats.stats.data[: len(seconds)] = seconds
-    per_step = to_per_step(benchmark, k * n, kept)
-    return {
-        "median_s": float(np.median(per_step)),
-        "steps_per_round": k * n,
-        "kept_rounds": kept,
-        **round_steal(steal, kept),
-    }
+    """The session's JAX worker (``bench.panel.PANELS``, which the step panels share; closed
+    at the session's end)."""
+    return PANELS.jax_worker()
 
 
 def backend_fields(hello: dict) -> dict:
@@ -120,74 +73,52 @@ def skip_scan_of_convolutions_on_cpu(impl: str, task_name: str, hello: dict) -> 
         pytest.skip("jax_custom_loop on the CNN on a CPU: 1.7 s per step (a lax.scan of convs)")
 
 
-@pytest.mark.parametrize("task_name", list(TASKS))
-@pytest.mark.parametrize("impl", IMPLS)
-def test_jax_step(benchmark, impl, task_name, profile, task_data, tmp_path, request):
-    in_profile(request, profile)
+def jax_step_spec(name: str, params: dict, profile, config) -> Spec:
+    """A JAX step benchmark joins its task's step panel, beside its TensorFlow twins."""
+    impl, task_name = params["impl"], params["task_name"]
+    keyword = config.getoption("keyword") or ""
+    if profile.name != "full" and "jax" not in keyword.lower():
+        pytest.skip(f"JAX backend: --profile full or -k jax (keeps the {profile.name} run short)")
     if impl in jax_backend.MULTI_STEP and task_name not in profile.multi_step_tasks:
         pytest.skip(
             f"{impl} runs on {', '.join(profile.multi_step_tasks)} in the "
             f"{profile.name} profile (use --profile full)"
         )
-    worker, hello = request.getfixturevalue("jax_worker")
-    skip_scan_of_convolutions_on_cpu(impl, task_name, hello)
-    calibration = request.getfixturevalue("matmul_calibration")["calibration_gflops"]
-    task, dataset = TASKS[task_name], task_data(TASKS[task_name])
-    benchmark.group = task_name
-    b = task.batch_size
-    n = jax_backend.STEPS_PER_CALL if impl in jax_backend.MULTI_STEP else 1
-    idx = np.arange(n * b) % len(dataset.x_train)  # harness.fixed_batch's batches
-    batch = jax_client.write_npz(
-        tmp_path / "batch.npz", x=dataset.x_train[idx], y=dataset.y_train[idx]
+    if (impl, task_name) == ("jax_custom_loop", "cnn"):
+        skip_scan_of_convolutions_on_cpu(impl, task_name, PANELS.jax_worker()[1])
+    return Spec(
+        name=name,
+        panel=task_name,
+        kind="step",
+        implementation=impl,
+        task_name=task_name,
+        batch_size=TASKS[task_name].batch_size,
+        profile=profile,
+        backend="jax",
+        twins=tuple(twin_key(t) for t in jax_backend.TF_TWINS[impl] if t),
     )
-    bench_id = f"{impl}-{task_name}"
-    setup = worker.request(
-        {
-            "op": "setup",
-            "id": bench_id,
-            "impl": impl,
-            "task": task_name,
-            "batch": batch,
-            "batch_size": b,
-            "warmup": profile.warmup_steps,
-            "round_seconds": profile.round_seconds,
-        },
-        jax_client.SETUP_TIMEOUT_S,
-    )
-    try:
-        timing = measure(benchmark, worker, bench_id, setup, profile)
-        fit = worker.request(
-            {"op": "fit", "id": bench_id, "k": setup["calls_per_round"]},
-            jax_client.SETUP_TIMEOUT_S,
-        )
-        described = worker.request({"op": "info", "id": bench_id}, 60)
-    finally:
-        worker.request({"op": "drop", "id": bench_id}, 60)
-    median = timing["median_s"]
-    flops = train_flops_per_sample(task) * b
-    gflops = flops / median / 1e9
+
+
+def jax_step_info(spec: Spec, dataset, hello: dict, setup: dict, fit: dict, described: dict):
+    """A JAX member's extra_info, in the TensorFlow step benchmarks' fields (RESULTS_SCHEMA)."""
+    task = TASKS[spec.task_name]
     fields = backend_fields(hello)
-    info = {
+    return {
         "kind": "step",
-        "implementation": impl,
-        "task": task_name,
+        "implementation": spec.implementation,
+        "task": spec.task_name,
         "dataset": dataset.name,
         "seed": task.seed,
         **fields,
-        "batch_size": b,
-        "steps_per_round": timing["steps_per_round"],
+        "batch_size": spec.batch_size,
+        "steps_per_round": setup["calls_per_round"] * setup["steps_per_call"],
         "calls_per_round": setup["calls_per_round"],
         "steps_per_call": setup["steps_per_call"],
-        "rounds": len(timing["kept_rounds"]),
-        **steal_fields(timing),
-        "samples_per_s": b / median,
         "compile_s": setup["compile_s"],
         "cold_start_s": fields["import_s"] + setup["compile_s"],
         "fit_overhead_s": fit["fit_overhead_s"],
         "fit_s_per_step": fit["fit_s_per_step"],
-        "flops_per_step": flops,
-        "gflops_per_s": gflops,
-        "pct_of_matmul_peak": 100 * gflops / calibration if calibration else None,
+        "flops_per_step": train_flops_per_sample(task) * spec.batch_size,
         "peak_memory_mb": described["peak_memory_mb"],
         "peak_memory_kind": described["peak_memory_kind"],
         **described["resolved"],
@@ -195,12 +126,27 @@ def test_jax_step(benchmark, impl, task_name, profile, task_data, tmp_path, requ
         "compute_dtype": "float32",
         "variable_dtype": "float32",
         "loss_scale": False,
-        "one_step_twin": jax_backend.MULTI_STEP.get(impl),
+        "one_step_twin": jax_backend.MULTI_STEP.get(spec.implementation),
         "graph_ops": None,
         "traces": described["traces"],
-        "tf_twins": list(jax_backend.TF_TWINS[impl]),
+        "tf_twins": list(jax_backend.TF_TWINS[spec.implementation]),
     }
-    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("task_name", list(TASKS))
+@pytest.mark.parametrize("impl", IMPLS)
+def test_jax_step(benchmark, impl, task_name, profile, task_data, request, matmul_calibration):
+    """Seconds per training step on Keras's JAX backend, measured in the JAX worker, in the
+    same blocks as the task's TensorFlow step benchmarks (``bench/panel.py``)."""
+    spec = jax_step_spec(
+        request.node.name, {"impl": impl, "task_name": task_name}, profile, request.config
+    )
+    benchmark.group = task_name
+    outcome = PANELS.outcome(request, spec, task_data)
+    record(benchmark, spec, outcome, matmul_calibration["calibration_gflops"])
+
+
+register("test_jax_step", jax_step_spec)
 
 
 # --- convergence ------------------------------------------------------------------------------

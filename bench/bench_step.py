@@ -19,14 +19,14 @@ import pytest
 import implementations
 from bench.harness import (
     PRECISION_IMPLEMENTATIONS,
-    benchmark_step,
     device_name,
     fixed_batch,
-    for_sweep,
     measure_steps,
     steal_fields,
     sync,
 )
+from bench.panel import PANELS, Spec, record, register, twin_key
+from bench.steal import BF16_EMULATED, cpu_has_bf16
 from bench.tasks import TASKS, get_task, initial_weights
 from bench.user_tasks import selected_tasks, skip_unsupported
 
@@ -36,29 +36,19 @@ SELECTED = selected_tasks()
 USER = [name for name in SELECTED if name not in TASKS]
 
 
-def run_step(benchmark, group, impl, task_name, task_data, calibration, profile, **options):
-    """Time ``impl`` on the task (``harness.benchmark_step``; ``options``: ``batch_size``,
-    ``steps_per_call_override``, ``precision``) in pytest-benchmark group ``group``; an
-    implementation that cannot run a user's model is skipped with the reason."""
-    task = get_task(task_name)
+def run_in_panel(benchmark, request, spec: Spec, group: str, task_data, calibration) -> dict:
+    """Record ``spec``'s result from its panel (measured with every selected benchmark of the
+    panel when the first of them runs: ``bench/panel.py``) in pytest-benchmark group
+    ``group``; an implementation that cannot run a user's model is skipped with the reason."""
     benchmark.group = group
-    batch_size = options.pop("batch_size", task.batch_size)
-    with skip_unsupported(impl, task):
-        benchmark_step(
-            benchmark,
-            impl,
-            task,
-            task_data(task),
-            batch_size,
-            profile,
-            calibration["calibration_gflops"],
-            **options,
-        )
+    task = get_task(spec.task_name)
+    with skip_unsupported(spec.implementation, task):
+        outcome = PANELS.outcome(request, spec, task_data)
+        return record(benchmark, spec, outcome, calibration["calibration_gflops"])
 
 
-@pytest.mark.parametrize("task_name", SELECTED)
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration):
+def step_spec(name: str, params: dict, profile, config) -> Spec:
+    impl, task_name = params["impl"], params["task_name"]
     # A user's task gets every variant in every profile: it is what they came to measure.
     if (
         impl in implementations.MULTI_STEP
@@ -69,11 +59,27 @@ def test_step(benchmark, impl, task_name, profile, task_data, matmul_calibration
             f"{impl} runs on {', '.join(profile.multi_step_tasks)} in the "
             f"{profile.name} profile (use --profile full)"
         )
-    if impl in implementations.MULTI_STEP and task_name in USER and profile.name == "quick":
-        # A call is 16 steps (seconds, for a conv net under XLA's loop on a CPU): the sweep's
-        # round count keeps a user's quick run within its budget (README).
-        profile = for_sweep(profile)
-    run_step(benchmark, task_name, impl, task_name, task_data, matmul_calibration, profile)
+    twins = (
+        twin_key(implementations.MULTI_STEP.get(impl)),
+        twin_key(implementations.MICRO_BATCH.get(impl)),
+    )
+    return Spec(
+        name=name,
+        panel=task_name,
+        kind="step",
+        implementation=impl,
+        task_name=task_name,
+        batch_size=get_task(task_name).batch_size,
+        profile=profile,
+        twins=tuple(t for t in twins if t),
+    )
+
+
+@pytest.mark.parametrize("task_name", SELECTED)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_step(benchmark, request, impl, task_name, profile, task_data, matmul_calibration):
+    spec = step_spec(request.node.name, {"impl": impl, "task_name": task_name}, profile, None)
+    run_in_panel(benchmark, request, spec, task_name, task_data, matmul_calibration)
 
 
 SWEEP = [
@@ -84,20 +90,26 @@ SWEEP = [
 ]
 
 
-@pytest.mark.parametrize("impl, task_name, batch", SWEEP)
-def test_sweep(benchmark, impl, task_name, batch, profile, task_data, matmul_calibration):
+def sweep_spec(name: str, params: dict, profile, config) -> Spec:
+    impl, task_name, batch = params["impl"], params["task_name"], params["batch"]
     if batch not in profile.sweep_batches or impl not in profile.sweep_implementations:
         pytest.skip(f"not in the {profile.name} profile's sweep (use --profile full)")
-    run_step(
-        benchmark,
-        f"sweep-{task_name}",
-        impl,
-        task_name,
-        task_data,
-        matmul_calibration,
-        for_sweep(profile),
+    return Spec(
+        name=name,
+        panel=f"sweep-{task_name}-b{batch}",
+        kind="sweep",
+        implementation=impl,
+        task_name=task_name,
         batch_size=batch,
+        profile=profile,
     )
+
+
+@pytest.mark.parametrize("impl, task_name, batch", SWEEP)
+def test_sweep(benchmark, request, impl, task_name, batch, profile, task_data, matmul_calibration):
+    params = {"impl": impl, "task_name": task_name, "batch": batch}
+    spec = sweep_spec(request.node.name, params, profile, None)
+    run_in_panel(benchmark, request, spec, f"sweep-{task_name}", task_data, matmul_calibration)
 
 
 PRECISION = [
@@ -108,11 +120,8 @@ PRECISION = [
 ]
 
 
-@pytest.mark.parametrize("impl, task_name, precision", PRECISION)
-def test_precision(benchmark, impl, task_name, precision, profile, task_data, matmul_calibration):
-    """Seconds per training step under a mixed-precision policy; the float32 twin is the same
-    implementation in ``test_step``. Training reaches the same accuracy (within 1 point:
-    bench_accuracy.py's test_convergence_precision)."""
+def precision_spec(name: str, params: dict, profile, config) -> Spec:
+    impl, task_name, precision = params["impl"], params["task_name"], params["precision"]
     cpu = device_name() == "/CPU:0"
     if task_name in USER:  # a user's task: every precision benchmark, in the full profile
         if profile.name != "full":
@@ -126,16 +135,31 @@ def test_precision(benchmark, impl, task_name, precision, profile, task_data, ma
             "mixed_float16 is meant for GPUs: this CPU has no float16 convolution kernels "
             "(the CNN measured 280-400 ms/step in float16, 10-20x float32, on a 2-core EPYC)"
         )
-    run_step(
-        benchmark,
-        f"precision-{task_name}",
-        impl,
-        task_name,
-        task_data,
-        matmul_calibration,
-        profile,
+    if precision == "mixed_bfloat16" and cpu and profile.name != "full" and not cpu_has_bf16():
+        pytest.skip(BF16_EMULATED)
+    return Spec(
+        name=name,
+        panel=task_name,
+        kind="step",
+        implementation=impl,
+        task_name=task_name,
+        batch_size=get_task(task_name).batch_size,
+        profile=profile,
         precision=precision,
+        twins=(twin_key(impl),),
     )
+
+
+@pytest.mark.parametrize("impl, task_name, precision", PRECISION)
+def test_precision(
+    benchmark, request, impl, task_name, precision, profile, task_data, matmul_calibration
+):
+    """Seconds per training step under a mixed-precision policy; the float32 twin is the same
+    implementation in ``test_step``, in the same panel. Training reaches the same accuracy
+    (within 1 point: bench_accuracy.py's test_convergence_precision)."""
+    params = {"impl": impl, "task_name": task_name, "precision": precision}
+    spec = precision_spec(request.node.name, params, profile, None)
+    run_in_panel(benchmark, request, spec, f"precision-{task_name}", task_data, matmul_calibration)
 
 
 STEPS_PER_CALL_SWEEP = [
@@ -147,21 +171,33 @@ STEPS_PER_CALL_SWEEP = [
 ]
 
 
-@pytest.mark.parametrize("impl, task_name, n", STEPS_PER_CALL_SWEEP)
-def test_steps_per_call(benchmark, impl, task_name, n, profile, task_data, matmul_calibration):
-    """Seconds per training step at N steps per call. The CNN is left out: its steps (40-140
-    ms on a 2-core CPU) dwarf a call's overhead, and at N = 64 one call would last seconds."""
+def steps_per_call_spec(name: str, params: dict, profile, config) -> Spec:
+    impl, task_name, n = params["impl"], params["task_name"], params["n"]
     if n not in profile.steps_per_call_sweep:
         pytest.skip(f"not in the {profile.name} profile's steps-per-call sweep (--profile full)")
-    run_step(
-        benchmark,
-        f"steps-per-call-{task_name}",
-        impl,
-        task_name,
-        task_data,
-        matmul_calibration,
-        for_sweep(profile),
-        steps_per_call_override=n,
+    return Spec(
+        name=name,
+        panel=task_name,
+        kind="step",
+        implementation=impl,
+        task_name=task_name,
+        batch_size=get_task(task_name).batch_size,
+        profile=profile,
+        steps_per_call=n,
+        twins=(twin_key(implementations.MULTI_STEP[impl]),),
+    )
+
+
+@pytest.mark.parametrize("impl, task_name, n", STEPS_PER_CALL_SWEEP)
+def test_steps_per_call(
+    benchmark, request, impl, task_name, n, profile, task_data, matmul_calibration
+):
+    """Seconds per training step at N steps per call. The CNN is left out: its steps (40-140
+    ms on a 2-core CPU) dwarf a call's overhead, and at N = 64 one call would last seconds."""
+    params = {"impl": impl, "task_name": task_name, "n": n}
+    spec = steps_per_call_spec(request.node.name, params, profile, None)
+    run_in_panel(
+        benchmark, request, spec, f"steps-per-call-{task_name}", task_data, matmul_calibration
     )
 
 
@@ -173,24 +209,43 @@ MICRO_BATCH_SWEEP = [
 ]
 
 
+def micro_batch_spec(name: str, params: dict, profile, config) -> Spec:
+    impl, task_name, m = params["impl"], params["task_name"], params["m"]
+    if m not in profile.micro_batch_sweep:
+        pytest.skip(f"not in the {profile.name} profile's micro-batch sweep (--profile full)")
+    return Spec(
+        name=name,
+        panel=task_name,
+        kind="step",
+        implementation=impl,
+        task_name=task_name,
+        batch_size=get_task(task_name).batch_size,
+        profile=profile,
+        micro_batches=m,
+        twins=(twin_key(implementations.MICRO_BATCH[impl]),),
+    )
+
+
 @pytest.mark.parametrize("impl, task_name, m", MICRO_BATCH_SWEEP)
-def test_micro_batches(benchmark, impl, task_name, m, profile, task_data, matmul_calibration):
+def test_micro_batches(
+    benchmark, request, impl, task_name, m, profile, task_data, matmul_calibration
+):
     """Seconds per training step with each batch cut into M parts, at the default N; the twin
     (whole batches) is ``implementations.MICRO_BATCH[impl]`` in ``test_step``. The MLP only
     among the built-in tasks: linreg's 32-sample batches have nothing to share between cores
     (0.91x at M = 2) and XLA's loop of convolutions takes seconds per call on a CPU."""
-    if m not in profile.micro_batch_sweep:
-        pytest.skip(f"not in the {profile.name} profile's micro-batch sweep (--profile full)")
-    run_step(
-        benchmark,
-        f"micro-batches-{task_name}",
-        impl,
-        task_name,
-        task_data,
-        matmul_calibration,
-        for_sweep(profile),
-        micro_batches_override=m,
+    params = {"impl": impl, "task_name": task_name, "m": m}
+    spec = micro_batch_spec(request.node.name, params, profile, None)
+    run_in_panel(
+        benchmark, request, spec, f"micro-batches-{task_name}", task_data, matmul_calibration
     )
+
+
+register("test_step", step_spec)
+register("test_sweep", sweep_spec)
+register("test_precision", precision_spec)
+register("test_steps_per_call", steps_per_call_spec)
+register("test_micro_batches", micro_batch_spec)
 
 
 @pytest.mark.parametrize(

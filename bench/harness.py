@@ -64,6 +64,14 @@ class Profile:
     # The M of the micro-batch sweep (bench_step.py's test_micro_batches; implementations.
     # MICRO_BATCH) on the MLP: how many parts pay on this machine's cores.
     micro_batch_sweep: tuple[int, ...] = ()
+    # Panels (bench/panel.py): a comparison group is timed in blocks (one round of each member)
+    # from ``rounds`` blocks (``sweep_rounds`` for a sweep point) until every ratio's 95%
+    # interval is within +-``panel_target_pct``, or the time cap, or the most blocks.
+    panel_target_pct: float = 2.0
+    panel_cap_s: float = 45.0
+    panel_max_blocks: int = 60
+    sweep_panel_cap_s: float = 15.0
+    sweep_panel_max_blocks: int = 30
 
 
 # The step benchmarks of other precisions than float32, in the full profile: the headline
@@ -90,6 +98,10 @@ PROFILES = {
         multi_step_tasks=("linreg", "mlp", "cnn"),
         steps_per_call_sweep=(),
         precision_benchmarks=(("custom_graph", "mlp", "mixed_bfloat16"),),
+        panel_cap_s=5.0,
+        panel_max_blocks=6,
+        sweep_panel_cap_s=2.0,
+        sweep_panel_max_blocks=6,
     ),
     "quick": Profile(
         "quick",
@@ -136,6 +148,10 @@ PROFILES = {
             for task in ("mlp", "cnn")
             for precision in ("mixed_bfloat16", "mixed_float16")
         ),
+        panel_cap_s=300.0,
+        panel_max_blocks=100,
+        sweep_panel_cap_s=60.0,
+        sweep_panel_max_blocks=50,
     ),
 }
 

@@ -14,10 +14,14 @@ A variant is one knob turned from a one-step float32 implementation:
   names in ``extra_info.micro_batch_twin`` (the same loop on whole batches), at the same N and
   precision.
 
-The twin is looked up in the task's step group of the same run, at the same batch size: the
-two were measured minutes apart on the same machine, not in different runs. ``knob_rows``
-pairs them up, ``knob_section`` is the markdown, ``knobs_frame`` the rows of knobs.csv.
-Called by ``bench.report_tables``, ``bench.report`` and ``bench.report_plots``; no TensorFlow.
+The twin is looked up in the task's step group of the same run, at the same batch size. Where
+the variant was measured interleaved with its twin (the twin is a member of the variant's
+panel), the speedup is the paired estimate the variant records against it
+(``extra_info.paired[<twin's name>]``), with its 95% interval; otherwise (older files, a twin
+in another panel) the ratio of the two medians, measured minutes apart on the same machine.
+``knob_rows`` pairs them up, ``knob_section`` is the markdown, ``knobs_frame`` the rows of
+knobs.csv. Called by ``bench.report_tables``, ``bench.report`` and ``bench.report_plots``; no
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bench.report_load import Run
+from bench.report_load import Run, _extra
+from bench.report_ratios import PAIRED_NOTE, panel_notes, ratio_text
 from bench.report_rows import (
     MISSING,
     TASK_ORDER,
+    Ratio,
     StepRow,
+    _benches,
     _order,
     _rank,
     _table,
@@ -55,9 +62,19 @@ class KnobRow:
     twin_name: str | None  # the twin's implementation; None when the result does not name one
 
     @property
+    def paired(self) -> Ratio | None:
+        """The twin's step time over the variant's, paired within the blocks of the panel both
+        were measured in; None when they were not measured together."""
+        return None if self.twin is None else self.variant.paired.get(self.twin.bench_name)
+
+    @property
     def speedup(self) -> float | None:
-        """The twin's median step time over the variant's: above 1, the knob made steps faster."""
-        return None if self.twin is None else self.twin.ms_median / self.variant.ms_median
+        """The twin's step time over the variant's (above 1, the knob made steps faster): the
+        paired estimate where there is one, else the ratio of the medians."""
+        if self.twin is None:
+            return None
+        paired = self.paired
+        return paired.value if paired else self.twin.ms_median / self.variant.ms_median
 
 
 def twin_of(variant: StepRow, knob: str, one_step: Sequence[StepRow]) -> StepRow | None:
@@ -172,7 +189,7 @@ def knob_section(run: Run, task: str) -> list[str]:
             fmt(r.variant.ms_median),
             _twin_text(r),
             fmt(r.twin.ms_median),
-            f"{fmt(r.speedup)}x",
+            ratio_text(r.paired) if r.paired else f"{fmt(r.speedup)}x",
             fmt(r.variant.pct_of_peak),
             str(r.variant.group),
         ]
@@ -189,6 +206,23 @@ def knob_section(run: Run, task: str) -> list[str]:
             "precision, or whole batches instead of micro-batches. % of matmul rate: the "
             "variant's GFLOP/s against the run's fp32 matmul rate."
         )
+        paired = [r.paired is not None for r in rows if r.twin is not None]
+        if any(paired):
+            sentence = (
+                " Where the twin was measured interleaved with the variant (in the blocks of one "
+                "panel), the speedup is the paired estimate of their within-block ratios"
+            )
+            if not all(paired):
+                sentence += "; without an interval, the ratio of the medians"
+            notes[-1] += sentence + ". " + PAIRED_NOTE
+    # A panel of the variant groups, unless the step table's notes already name it.
+    in_step_table = {_extra(b).get("panel") for b in _benches(run, "step", task)}
+    notes += panel_notes(
+        b
+        for kind in ("steps_per_call", "precision", "micro_batches")
+        for b in _benches(run, kind, task)
+        if _extra(b).get("panel") not in in_step_table
+    )
     lonely = [r for r in rows if r.twin is None]
     named = [f"{_variant_text(r)} in {r.variant.group}" for r in lonely if r.twin_name]
     unnamed = [f"{_variant_text(r)} in {r.variant.group}" for r in lonely if not r.twin_name]
@@ -232,6 +266,8 @@ def knobs_frame(runs: Sequence[Run]) -> pd.DataFrame:
                         "twin_ms_per_step": t.ms_median,
                         "twin_pct_of_matmul_peak": t.pct_of_peak,
                         "speedup": r.speedup,
+                        "speedup_low": r.paired.low if r.paired else None,
+                        "speedup_high": r.paired.high if r.paired else None,
                     }
                 )
     return pd.DataFrame(records)

@@ -312,9 +312,16 @@ def _ordered(frame: pd.DataFrame, prefixes: Sequence[str]) -> pd.DataFrame:
     return frame[sorted(frame.columns, key=lambda c: rank[c])]  # stable: keeps first-seen order
 
 
+# A step benchmark measured interleaved in a panel: its paired speedup over the panel's
+# baseline, that baseline, the panel; every row has them (empty for older results).
+PANEL_COLUMNS = ("speedup", "speedup_low", "speedup_high", "speedup_vs", "panel")
+
+
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
-    """One row per benchmark: identity, ``extra_info`` (unprefixed), ``stats_*``, ``params_*``,
-    ``options_*`` and the run's ``machine_*`` fields. Lists and dicts stay Python objects."""
+    """One row per benchmark: identity, ``extra_info`` (unprefixed), ``ms_per_step``, the
+    ``PANEL_COLUMNS`` with ``panel_blocks`` and ``panel_stopped_by`` (from ``panel_info``),
+    ``stats_*``, ``params_*``, ``options_*`` and the run's ``machine_*`` fields. Lists and dicts
+    stay Python objects."""
     rows = []
     for run in runs:
         machine = _flatten(run.loopbench, "machine_")
@@ -333,6 +340,12 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
             median = bench["stats"].get("median")
             if _extra(bench)["kind"] == "step" and _is_number(median):
                 row["ms_per_step"] = median * 1e3
+            for key in PANEL_COLUMNS:  # present (empty) for results without panels too
+                row.setdefault(key, None)
+            info = _extra(bench).get("panel_info")
+            info = info if isinstance(info, dict) else {}
+            row["panel_blocks"] = info.get("blocks")
+            row["panel_stopped_by"] = info.get("stopped_by")
             row.update({f"stats_{k}": v for k, v in bench["stats"].items()})
             row.update({f"params_{k}": v for k, v in (bench.get("params") or {}).items()})
             row.update({f"options_{k}": v for k, v in (bench.get("options") or {}).items()})

@@ -5,14 +5,17 @@ sweep, the steps-per-call sweep, the precision variants, the micro-batch sweep, 
 report does not know);
 ``step_rows`` turns a task's benchmarks of one kind into ``StepRow``s (ms/step, samples/s,
 speedup, % of the matmul rate ...), shared by the tables, the knob section and the plots;
+``Ratio``, ``own_speedup`` and ``paired_ratios`` read the paired estimates of a benchmark
+measured interleaved in a panel (``extra_info.speedup*`` and ``paired``; absent in older
+files, whose speedups are the ratio of medians);
 ``fmt`` and ``_table`` format every number and markdown table of the report. No TensorFlow.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tabulate import tabulate
@@ -115,6 +118,53 @@ def _row_names(benches: list[dict[str, Any]]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Ratio:
+    """A paired estimate of one step time over another (a speedup), with its 95% interval."""
+
+    value: float
+    low: float
+    high: float
+    pairs: int | None = None
+
+    @property
+    def includes_one(self) -> bool:
+        """Whether the interval includes 1: no difference detected."""
+        return self.low <= 1.0 <= self.high
+
+    def inverted(self) -> Ratio:
+        """The reciprocal ratio: the interval's ends swap."""
+        return Ratio(1 / self.value, 1 / self.high, 1 / self.low, self.pairs)
+
+
+def _ratio(value: Any, low: Any, high: Any, pairs: Any = None) -> Ratio | None:
+    if not all(_is_number(x) and x > 0 for x in (value, low, high)):
+        return None
+    return Ratio(float(value), float(low), float(high), int(pairs) if _is_number(pairs) else None)
+
+
+def own_speedup(extra: dict[str, Any]) -> Ratio | None:
+    """The benchmark's paired speedup over its panel's baseline (``speedup``, ``speedup_low``,
+    ``speedup_high``); None in files from before panels, or without an estimate."""
+    return _ratio(extra.get("speedup"), extra.get("speedup_low"), extra.get("speedup_high"))
+
+
+def paired_ratios(extra: dict[str, Any]) -> dict[str, Ratio]:
+    """``extra_info.paired``: per other member's benchmark name, its s/step / this s/step."""
+    paired = extra.get("paired")
+    if not isinstance(paired, dict):
+        return {}
+    out = {}
+    for name, entry in paired.items():
+        if isinstance(entry, dict):
+            r = _ratio(
+                entry.get("speedup"), entry.get("low"), entry.get("high"), entry.get("pairs")
+            )
+            if r is not None:
+                out[name] = r
+    return out
+
+
+@dataclass(frozen=True)
 class StepRow:
     """One implementation's step timing for a task, in the units the report shows."""
 
@@ -127,7 +177,7 @@ class StepRow:
     samples_per_s: float | None
     samples_per_s_q1: float | None  # throughput at the slow (q3) and fast (q1) step times
     samples_per_s_q3: float | None
-    speedup: float | None  # keras_fit median / this median
+    speedup: float | None  # the baseline's step time / this one's (paired, or of the medians)
     gflops: float | None
     pct_of_peak: float | None
     compile_s: float | None
@@ -142,15 +192,37 @@ class StepRow:
     one_step_twin: str | None = None  # a multi-step implementation's one-step twin, if recorded
     micro_batches: int = 1  # parts each batch is cut into (custom_xla_split); older files: 1
     micro_batch_twin: str | None = None  # the same loop on whole batches, if recorded
+    bench_name: str = ""  # pytest-benchmark's name, e.g. test_step[keras_fit-mlp]
+    speedup_vs: str = BASELINE  # the implementation ``speedup`` is against
+    is_baseline: bool = False  # this row is that baseline
+    speedup_ratio: Ratio | None = None  # the paired estimate behind ``speedup``, if measured so
+    panel: str | None = None  # the panel it was measured interleaved in (newer files)
+    # the paired estimates against the panel's other members, by their benchmark names
+    paired: Mapping[str, Ratio] = field(default_factory=dict, compare=False)
+
+
+def _paired_baseline(benches: list[dict[str, Any]]) -> tuple[str, set[str]]:
+    """The implementation the speedups are against, and the baseline's benchmark names: the
+    panel's ``speedup_vs`` where the paired rows agree on one, else ``keras_fit``."""
+    paired = [_extra(b) for b in benches if own_speedup(_extra(b))]
+    vs = {e.get("speedup_vs") for e in paired if isinstance(e.get("speedup_vs"), str)}
+    if len(vs) != 1:
+        return BASELINE, set()
+    baseline = vs.pop()
+    names = {e.get("speedup_vs_name") for e in paired if e.get("speedup_vs") == baseline}
+    return baseline, {n for n in names if isinstance(n, str)}
 
 
 def step_rows(run: Run, task: str, kind: str = "step") -> list[StepRow]:
-    """The task's step benchmarks, fastest first, with speedups against ``keras_fit``."""
+    """The task's step benchmarks, fastest first, with speedups against ``keras_fit`` (or the
+    baseline their panel names): the paired estimate where the results have one, else the
+    ratio of medians."""
     benches = _benches(run, kind, task)
     medians = {
         name: b["stats"]["median"] for name, b in zip(_row_names(benches), benches, strict=True)
     }
-    base = medians.get(BASELINE)
+    baseline, baseline_names = _paired_baseline(benches)
+    base = medians.get(baseline)
     peak = _num(run.loopbench.get("calibration_gflops"))
     rows = []
     for name, bench in zip(_row_names(benches), benches, strict=True):
@@ -171,6 +243,12 @@ def step_rows(run: Run, task: str, kind: str = "step") -> list[StepRow]:
         requested = extra.get("jit_compile_requested")
         if requested is not None and requested != jit:
             jit_text += f" (requested {requested})"
+        estimate = own_speedup(extra) if extra.get("speedup_vs") == baseline else None
+        if estimate is not None:
+            speedup: float | None = estimate.value
+        else:
+            speedup = base / median if base else None
+        panel = extra.get("panel")
         rows.append(
             StepRow(
                 name=name,
@@ -182,7 +260,7 @@ def step_rows(run: Run, task: str, kind: str = "step") -> list[StepRow]:
                 samples_per_s=sps,
                 samples_per_s_q1=batch / q3 if batch and q3 else None,
                 samples_per_s_q3=batch / q1 if batch and q1 else None,
-                speedup=base / median if base else None,
+                speedup=speedup,
                 gflops=gflops,
                 pct_of_peak=pct,
                 compile_s=_num(extra.get("compile_s")),
@@ -197,6 +275,13 @@ def step_rows(run: Run, task: str, kind: str = "step") -> list[StepRow]:
                 one_step_twin=extra.get("one_step_twin") or None,
                 micro_batches=int(_num(extra.get("micro_batches")) or 1),
                 micro_batch_twin=extra.get("micro_batch_twin") or None,
+                bench_name=bench["name"],
+                speedup_vs=baseline,
+                is_baseline=bench["name"] in baseline_names
+                or (not baseline_names and name == baseline),
+                speedup_ratio=estimate,
+                panel=panel if isinstance(panel, str) else None,
+                paired=paired_ratios(extra),
             )
         )
     return sorted(rows, key=lambda r: r.ms_median)

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.report_knobs import knob_section, knob_tasks
 from bench.report_load import Run, _extra
+from bench.report_ratios import panel_notes, ratio_text, speedup_note
 from bench.report_rows import (
     BASELINE,
     IMPLEMENTATION_ORDER,
@@ -139,13 +140,14 @@ def machine_table(runs: Sequence[Run]) -> str:
 
 def _step_section(run: Run, task: str) -> list[str]:
     rows = step_rows(run, task)
-    has_base = any(r.name == BASELINE for r in rows)
+    benches = _benches(run, "step", task)
+    has_base = any(r.is_baseline for r in rows)
     headers = [
         "implementation",
         "ms/step (median)",
         "ms/step (IQR)",
         "samples/s",
-        f"speedup vs {BASELINE}",
+        f"speedup vs {rows[0].speedup_vs}",
         "GFLOP/s",
         "% of matmul rate",
         "compile (s)",
@@ -156,8 +158,10 @@ def _step_section(run: Run, task: str) -> list[str]:
     ]
     table = []
     for r in rows:
-        if r.name == BASELINE:
+        if r.is_baseline:
             speedup = f"{fmt(1.0)}x (baseline)"
+        elif r.speedup_ratio is not None:
+            speedup = ratio_text(r.speedup_ratio)
         else:
             speedup = MISSING if r.speedup is None else f"{fmt(r.speedup)}x"
         iqr = None if r.ms_q1 is None or r.ms_q3 is None else r.ms_q3 - r.ms_q1
@@ -177,9 +181,9 @@ def _step_section(run: Run, task: str) -> list[str]:
                 r.jit,
             ]
         )
-    first = _benches(run, "step", task)[0]
+    first = benches[0]
     extra = _extra(first)
-    memory_kind = {_extra(b).get("peak_memory_kind") for b in _benches(run, "step", task)}
+    memory_kind = {_extra(b).get("peak_memory_kind") for b in benches}
     memory_kind.discard(None)
     notes = [
         f"{extra.get('dataset', MISSING)}, batch {fmt(_num(extra.get('batch_size')))}, "
@@ -189,11 +193,15 @@ def _step_section(run: Run, task: str) -> list[str]:
         + (f"; peak memory is {', '.join(sorted(memory_kind))}" if memory_kind else "")
         + "."
     ]
-    if not has_base:
+    paired = speedup_note(rows, benches)
+    if paired:
+        notes.append(paired)
+    elif not has_base:
         notes.append(f"No {BASELINE} benchmark for this task, so no speedups.")
-    contended = _contention_note(_benches(run, "step", task))
+    contended = _contention_note(benches)
     if contended:
         notes.append(contended)
+    notes += panel_notes(benches)
     eager = _eager_overhead(rows)
     if eager:
         notes.append(eager)
@@ -283,7 +291,8 @@ def _sweep_section(run: Run, task: str) -> list[str]:
         [impl] + [fmt(cells[impl].get(b)) for b in sizes]
         for impl in _order(cells, IMPLEMENTATION_ORDER)
     ]
-    return [_table(table, headers)]
+    notes = panel_notes(benches)
+    return [_table(table, headers)] + (["", "\n\n".join(notes)] if notes else [])
 
 
 def _pct(x: float | None) -> str:

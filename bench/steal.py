@@ -49,3 +49,31 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+BF16_EMULATED = (
+    "mixed_bfloat16 on a CPU without bf16 units (no avx512_bf16 or amx_bf16 flag): emulated, "
+    "slower than float32, and it would take the quick run past its 5 minutes (9 min on a Zen 3); "
+    "--profile full runs it"
+)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX): where it does not,
+    oneDNN emulates it and a bf16 step is slower than float32. Unknown (no /proc/cpuinfo,
+    not x86): assumed yes, so nothing is skipped on a guess."""
+    flags = cpu_flags()
+    if not flags or not ({"avx", "sse2"} & flags):
+        return True
+    return bool({"avx512_bf16", "amx_bf16"} & flags)

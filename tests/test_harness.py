@@ -286,6 +286,15 @@ STEP_FIELDS = {
     "one_step_twin",
     "micro_batches",
     "micro_batch_twin",
+    "panel",
+    "panel_info",
+    "block_of_round",
+    "speedup_vs",
+    "speedup_vs_name",
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "paired",
 }
 MACHINE_FIELDS = {
     "tensorflow",
@@ -376,9 +385,23 @@ def test_tiny_run_records_every_field(tiny_run):
         assert stats["iterations"] == info["steps_per_round"]
         assert info["steps_per_round"] == info["calls_per_round"] * info["steps_per_call"]
         assert info["steps_per_call"] == info["steps_per_execution"]
-        assert len(stats["data"]) == info["rounds"] == PROFILES["smoke"].rounds
-        assert info["rounds"] <= info["rounds_run"] <= PROFILES["smoke"].max_rounds
+        # Every member of a panel ran one round per block; its quiet rounds are its stats.
+        panel = info["panel_info"]
+        assert info["panel"] == info["task"] and bench["name"] in panel["members"]
+        assert info["rounds_run"] == panel["blocks"] <= PROFILES["smoke"].panel_max_blocks
+        assert len(stats["data"]) == info["rounds"] == len(info["block_of_round"])
+        assert info["rounds"] <= info["rounds_run"]
         assert len(info["round_steal_pct"]) == info["rounds_run"]
+        assert panel["stopped_by"] in ("target", "time_cap", "max_blocks")
+        # Speedups against the panel's baseline (keras_fit where selected), with intervals,
+        # and a ratio against every other member of the panel.
+        assert info["speedup_vs"] == ("keras_fit" if info["task"] == "linreg" else "custom_eager")
+        if bench["name"] == info["speedup_vs_name"]:
+            assert info["speedup"] == info["speedup_low"] == info["speedup_high"] == 1.0
+        else:
+            assert info["speedup_low"] <= info["speedup"] <= info["speedup_high"]
+            assert info["paired"][info["speedup_vs_name"]]["speedup"] == info["speedup"]
+        assert set(info["paired"]) == set(panel["members"]) - {bench["name"]}
         # samples/s is batch / per-step median; GFLOP/s is FLOPs / per-step median.
         assert info["samples_per_s"] == pytest.approx(
             info["batch_size"] / stats["median"], rel=1e-9

@@ -1,0 +1,198 @@
+"""Interleaved measurement of a comparison group (a "panel"): the block scheduler and the
+paired ratios. No TensorFlow: members are anything with a ``run_round()``.
+
+Why: benchmarks timed one after another, minutes apart, inherit the drift of a shared machine
+between those minutes. On this project's 2-core VM the suite's "speedup vs keras_fit" moved
+by 16% (median) and 40% (max) between a quiet run and one beside a busy neighbour; timed in
+one process, in blocks of one round of each implementation in random order, the same ratios
+moved by 3% (issue "The comparison table, measured interleaved"). So every comparison is
+measured here the way ``bench ab`` compares two versions of the code:
+
+- every member is built and warmed up first (``bench/panel.py``);
+- then blocks run, each one round of every member in a fresh random order; the steal of the
+  hypervisor is read around each round;
+- a ratio between two members is the Hodges-Lehmann estimate of their within-block
+  log-ratios, with its 95% signed-rank interval (``bench/ab_stats.py``), from the blocks in
+  which neither round was contended (steal above ``STEAL_LIMIT``);
+- sampling stops once every ratio that matters (each member against the baseline and against
+  its twin) is known to within ``target_pct`` (half-width of the interval), or at the time cap,
+  or at ``max_blocks``; ``stopped_by`` records which.
+
+A slow spell of the machine that lasts longer than a block slows every member of that block
+alike, so it cancels in the within-block ratios; sequential medians cannot cancel it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from bench.ab_stats import Estimate, hodges_lehmann, kept_pairs
+from bench.steal import STEAL_LIMIT, cpu_steal_counters, steal_fraction
+
+# How much wider than the signed-rank interval a panel's reported interval is (in log space).
+# The A/B check needs 1.7 (bench/ab_stats.INTERVAL_SCALE) because its two sides live in
+# different worker processes, each with a bias of its own. A panel's members share one
+# process; whether its own bias still shows between runs was measured with
+# ``experiments/panel_budget.py processes`` (README, "How repeatable the numbers are").
+PANEL_INTERVAL_SCALE = 1.0
+MIN_PAIRS_FOR_INTERVAL = 6  # fewer pairs: no 95% signed-rank interval exists
+
+
+class Member(Protocol):
+    """One benchmark of a panel, built and warmed up: ``run_round()`` runs one timed round and
+    returns its seconds per training step."""
+
+    name: str
+
+    def run_round(self) -> float: ...
+
+
+@dataclass
+class Rounds:
+    """What one member did in the blocks: per round, its block, seconds per step and steal."""
+
+    block: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    steal: list[float | None] = field(default_factory=list)
+
+    def quiet(self, limit: float = STEAL_LIMIT) -> list[int]:
+        """Indices of the rounds the hypervisor took at most ``limit`` of the CPU from (all
+        rounds, where steal cannot be read or fewer than half were quiet)."""
+        quiet = [i for i, s in enumerate(self.steal) if s is None or s <= limit]
+        return quiet if 2 * len(quiet) >= len(self.steal) else list(range(len(self.steal)))
+
+
+@dataclass
+class PanelResult:
+    names: list[str]
+    rounds: dict[str, Rounds]
+    blocks: int
+    stopped_by: str  # "target", "time_cap" or "max_blocks"
+    seconds: float
+    target_pct: float
+    time_cap_s: float
+    order_seed: int
+    interval_scale: float = PANEL_INTERVAL_SCALE
+    orders: list[list[str]] = field(default_factory=list)  # each block's order
+
+    def ratio(self, slow: str, fast: str) -> Estimate | None:
+        """``slow``'s seconds per step / ``fast``'s, paired within blocks (above 1: ``fast`` is
+        faster): the speedup of ``fast`` over ``slow``. None with no common block."""
+        return paired_ratio(self.rounds[slow], self.rounds[fast], self.interval_scale)
+
+    def info(self) -> dict:
+        return {
+            "members": list(self.names),
+            "blocks": self.blocks,
+            "stopped_by": self.stopped_by,
+            "target_pct": self.target_pct,
+            "time_cap_s": self.time_cap_s,
+            "seconds": self.seconds,
+            "interval_scale": self.interval_scale,
+            "order_seed": self.order_seed,
+        }
+
+
+def paired_ratio(num: Rounds, den: Rounds, scale: float = PANEL_INTERVAL_SCALE) -> Estimate | None:
+    """``num`` time / ``den`` time per step from the blocks both ran, dropping blocks where
+    either round was contended (unless too few would remain: ``ab_stats.kept_pairs``)."""
+    a = dict(zip(num.block, zip(num.seconds, num.steal)))
+    b = dict(zip(den.block, zip(den.seconds, den.steal)))
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    a_s = np.array([a[i][0] for i in common], dtype=float)
+    b_s = np.array([b[i][0] for i in common], dtype=float)
+    a_st = np.array([np.nan if a[i][1] is None else a[i][1] for i in common], dtype=float)
+    b_st = np.array([np.nan if b[i][1] is None else b[i][1] for i in common], dtype=float)
+    keep = kept_pairs(a_s, b_s, a_st, b_st, STEAL_LIMIT, MIN_PAIRS_FOR_INTERVAL)
+    if not keep.any():
+        return None
+    return hodges_lehmann(np.log(a_s[keep] / b_s[keep]), scale=scale)
+
+
+def half_width_pct(est: Estimate | None) -> float:
+    """Half the interval's width in percent; infinite without an interval yet."""
+    if est is None or est.n < MIN_PAIRS_FOR_INTERVAL:
+        return math.inf
+    return est.detectable_pct
+
+
+def run_blocks(
+    members: Sequence[Member],
+    targets: Sequence[tuple[str, str]],
+    *,
+    min_blocks: int,
+    max_blocks: int,
+    time_cap_s: float,
+    target_pct: float,
+    seed: int = 0,
+    steal_counters: Callable[[], tuple[int, int] | None] = cpu_steal_counters,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PanelResult:
+    """Time ``members`` in blocks: each block runs one round of every member, in a random
+    order drawn from ``seed``. Stops after ``min_blocks`` blocks once every ratio in
+    ``targets`` (pairs of member names) has an interval no wider than ``target_pct`` on each
+    side; at ``time_cap_s`` seconds of blocks (but not before ``min(min_blocks, 6)`` blocks, the
+    fewest that give an interval); or at ``max_blocks``."""
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"panel members must have distinct names: {names}")
+    rng = random.Random(seed)
+    rounds = {name: Rounds() for name in names}
+    orders: list[list[str]] = []
+    floor = min(min_blocks, MIN_PAIRS_FOR_INTERVAL)
+    start = clock()
+    stopped_by = "max_blocks"
+    for block in range(max_blocks):
+        order = list(members)
+        rng.shuffle(order)
+        orders.append([m.name for m in order])
+        for member in order:
+            before = steal_counters()
+            seconds = member.run_round()
+            rec = rounds[member.name]
+            rec.block.append(block)
+            rec.seconds.append(float(seconds))
+            rec.steal.append(steal_fraction(before, steal_counters()))
+        done = block + 1
+        if done >= min_blocks and all(
+            half_width_pct(paired_ratio(rounds[a], rounds[b])) <= target_pct for a, b in targets
+        ):
+            stopped_by = "target"
+            break
+        if done >= floor and clock() - start >= time_cap_s and done < max_blocks:
+            stopped_by = "time_cap"
+            break
+    return PanelResult(
+        names=names,
+        rounds=rounds,
+        blocks=len(orders),
+        stopped_by=stopped_by,
+        seconds=clock() - start,
+        target_pct=target_pct,
+        time_cap_s=time_cap_s,
+        order_seed=seed,
+        orders=orders,
+    )
+
+
+def baseline_of(implementations: Sequence[str], preferred: str = "keras_fit") -> int | None:
+    """Which member the speedups are against: ``preferred`` if present, else the first."""
+    if not implementations:
+        return None
+    return implementations.index(preferred) if preferred in implementations else 0
+
+
+def ratio_fields(est: Estimate | None) -> dict:
+    """An estimate as the JSON entries of a ratio (None without one)."""
+    if est is None:
+        return {"speedup": None, "low": None, "high": None, "pairs": 0}
+    return {"speedup": est.ratio, "low": est.low, "high": est.high, "pairs": est.n}

@@ -1,0 +1,268 @@
+"""Panels: the block scheduler (bench/blocks.py), the paired ratios it yields, and a real panel
+of TensorFlow trainers (bench/panel.py): one round of every member per block in random order,
+ratios recovered through a drift that hits every member alike, a planted slowdown moving its
+own ratio only, a retrace inside the blocks failing that member only, and a JAX member timed
+in the same blocks as its TensorFlow twin."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.blocks import Rounds, paired_ratio, run_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Synthetic:
+    """A member whose round takes ``ratio`` x the machine's current slowness x noise, on a
+    fake clock: the machine's slowness is a shared drift, the noise each round's own."""
+
+    def __init__(self, name, ratio, machine, rng, clock, noise=0.02, log=None):
+        self.name, self.ratio, self.machine, self.rng = name, ratio, machine, rng
+        self.clock, self.noise, self.log = clock, noise, log
+
+    def run_round(self):
+        seconds = 1e-3 * self.ratio * self.machine() * math.exp(self.rng.normal(0, self.noise))
+        self.clock.now += 0.2
+        if self.log is not None:
+            self.log.append(self.name)
+        return seconds
+
+
+def no_steal():
+    return None
+
+
+def test_every_member_runs_one_round_per_block_in_a_random_order():
+    clock, rng, log = FakeClock(), np.random.default_rng(0), []
+    members = [Synthetic(n, 1.0, lambda: 1.0, rng, clock, log=log) for n in "abcde"]
+    result = run_blocks(
+        members,
+        [],
+        min_blocks=20,
+        max_blocks=20,
+        time_cap_s=1e9,
+        target_pct=0.0,
+        steal_counters=no_steal,
+        clock=clock,
+    )
+    assert result.blocks == 20
+    assert [log[i : i + 5] for i in range(0, 100, 5)] == result.orders
+    for order in result.orders:
+        assert sorted(order) == list("abcde")
+    assert len({tuple(o) for o in result.orders}) > 10  # a fresh order per block
+    for name in "abcde":
+        assert result.rounds[name].block == list(range(20))
+    # The same seed gives the same orders: a run can be replayed.
+    again = run_blocks(
+        members, [], min_blocks=20, max_blocks=20, time_cap_s=1e9, target_pct=0.0,
+        steal_counters=no_steal, clock=clock,
+    )  # fmt: skip
+    assert again.orders == result.orders
+
+
+def drifting_machine(clock):
+    """Slow spells: the machine runs at 1x, then 2.5x slower for 3 s of every 7, plus a slow
+    creep (what a bursty neighbour and a warming host do to every member alike)."""
+    return lambda: (2.5 if (clock.now % 7.0) < 3.0 else 1.0) * (1 + clock.now / 100)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.03])
+def test_known_ratios_are_recovered_through_a_shared_drift(noise):
+    clock, rng = FakeClock(), np.random.default_rng(1)
+    machine = drifting_machine(clock)
+    truth = {"base": 1.0, "fast": 0.5, "same": 1.0, "slow": 1.7}
+    members = [Synthetic(n, r, machine, rng, clock, noise) for n, r in truth.items()]
+    result = run_blocks(
+        members,
+        [("base", n) for n in truth if n != "base"],
+        min_blocks=30,
+        max_blocks=30,
+        time_cap_s=1e9,
+        target_pct=0.0,
+        steal_counters=no_steal,
+        clock=clock,
+    )
+    for name, ratio in truth.items():
+        est = result.ratio("base", name)  # base's time / name's: name's speedup over base
+        assert est.ratio == pytest.approx(1 / ratio, rel=0.02), name
+        assert est.low <= 1 / ratio <= est.high, name
+    # Without the pairing, the same rounds' medians are thrown off by the drift.
+    medians = {n: np.median(result.rounds[n].seconds) for n in truth}
+    assert max(medians.values()) / min(medians.values()) > 0  # (they exist)
+    slow_spells = [s for s in result.rounds["base"].seconds]
+    assert max(slow_spells) / min(slow_spells) > 2  # the drift was really there
+
+
+def test_sampling_stops_at_the_target_or_at_the_time_cap():
+    clock, rng = FakeClock(), np.random.default_rng(2)
+    quiet = [Synthetic(n, 1.0, lambda: 1.0, rng, clock, 0.002) for n in "ab"]
+    done = run_blocks(
+        quiet, [("a", "b")], min_blocks=8, max_blocks=100, time_cap_s=1e9, target_pct=2.0,
+        steal_counters=no_steal, clock=clock,
+    )  # fmt: skip
+    assert (done.stopped_by, done.blocks) == ("target", 8)
+    noisy = [Synthetic(n, 1.0, lambda: 1.0, rng, clock, 0.5) for n in "ab"]
+    capped = run_blocks(
+        noisy, [("a", "b")], min_blocks=8, max_blocks=100, time_cap_s=4.0, target_pct=2.0,
+        steal_counters=no_steal, clock=clock,
+    )  # fmt: skip
+    assert capped.stopped_by == "time_cap" and capped.blocks == 10  # 0.4 s of rounds a block
+    assert capped.info()["stopped_by"] == "time_cap"
+
+
+def test_contended_blocks_are_left_out_of_a_ratio():
+    a, b = Rounds(), Rounds()
+    for i in range(20):
+        stolen = i % 5 == 0
+        a.block.append(i), a.seconds.append(3.0 if stolen else 1.0), a.steal.append(0.0)
+        b.block.append(i), b.seconds.append(1.0), b.steal.append(0.3 if stolen else 0.0)
+    est = paired_ratio(a, b)
+    assert est.n == 16 and est.ratio == pytest.approx(1.0)
+
+
+class Work:
+    """A member doing real CPU work: ``reps`` small matrix products per step."""
+
+    def __init__(self, name, reps):
+        self.name, self.reps = name, reps
+        self.a = np.random.default_rng(0).standard_normal((96, 96))
+
+    def run_round(self):
+        import time
+
+        t0 = time.perf_counter()
+        for _ in range(20):
+            x = self.a
+            for _ in range(self.reps):
+                x = np.tanh(x @ self.a)
+        return (time.perf_counter() - t0) / 20
+
+
+def panel_of(reps: dict) -> dict:
+    members = [Work(n, r) for n, r in reps.items()]
+    result = run_blocks(
+        members,
+        [],
+        min_blocks=15,
+        max_blocks=15,
+        time_cap_s=1e9,
+        target_pct=0.0,
+    )
+    return {n: result.ratio("base", n).ratio for n in reps}
+
+
+def test_a_planted_slowdown_moves_its_own_ratio_only():
+    """The same members twice, once with 30% more work planted in one of them: its speedup
+    over the baseline drops by about 30%, the others' stay put."""
+    before = panel_of({"base": 4, "double": 8, "victim": 4})
+    after = panel_of({"base": 4, "double": 8, "victim": 5})  # +1 of 4: the work is linear
+    assert after["victim"] / before["victim"] == pytest.approx(4 / 5, rel=0.10)
+    assert after["double"] / before["double"] == pytest.approx(1.0, rel=0.10)
+    assert before["double"] == pytest.approx(0.5, rel=0.15)
+
+
+# --- a real panel of TensorFlow trainers ---------------------------------------------------------
+
+
+def specs(*impls, task="linreg"):
+    from bench.harness import PROFILES
+    from bench.panel import Spec, twin_key
+    from bench.tasks import TASKS
+
+    return [
+        Spec(
+            name=f"test_step[{impl}-{task}]",
+            panel=task,
+            kind="step",
+            implementation=impl,
+            task_name=task,
+            batch_size=TASKS[task].batch_size,
+            profile=PROFILES["smoke"],
+            twins=(twin_key("custom_graph"),) if impl == "custom_graph_loop" else (),
+        )
+        for impl in impls
+    ]
+
+
+def test_a_retrace_inside_the_blocks_fails_that_member_only(monkeypatch, task_data):
+    from bench import panel
+    from bench.harness import RetraceError
+
+    original = panel.TFMember.run_round
+    state = {"rounds": 0}
+
+    def run_round(self):
+        if self.spec.implementation == "custom_graph":
+            state["rounds"] += 1
+            if state["rounds"] == 3:  # mid-blocks, a batch of another shape: a retrace
+                self.trainer.step(self.x[:5], self.y[:5])
+        return original(self)
+
+    monkeypatch.setattr(panel.TFMember, "run_round", run_round)
+    out = panel.Panels().measure(specs("keras_fit", "custom_graph", "custom_xla"), task_data)
+    assert isinstance(out["test_step[custom_graph-linreg]"].error, RetraceError)
+    for name in ("test_step[keras_fit-linreg]", "test_step[custom_xla-linreg]"):
+        assert out[name].error is None and len(out[name].seconds) >= 3
+        assert out[name].info["traces"] >= 1
+    xla = out["test_step[custom_xla-linreg]"].info
+    assert xla["speedup_vs"] == "keras_fit" and xla["speedup_low"] <= xla["speedup"]
+
+
+def test_a_member_that_cannot_be_built_fails_alone(task_data):
+    from bench import panel
+
+    bad = specs("keras_fit", "custom_graph")
+    bad[1] = panel.Spec(**{**bad[1].__dict__, "implementation": "no_such_impl"})
+    out = panel.Panels().measure(bad, task_data)
+    assert isinstance(out[bad[1].name].error, KeyError)
+    assert out[bad[0].name].error is None
+    assert out[bad[0].name].info["speedup"] == 1.0  # alone: its own baseline
+
+
+def test_twins_are_among_the_targets():
+    from bench.panel import choose_baseline, targets_of
+
+    members = specs("custom_graph", "custom_graph_loop", "custom_xla")
+    base = choose_baseline(members)
+    assert base.implementation == "custom_graph"  # no keras_fit: the first in the registry
+    pairs = targets_of(members, base)
+    assert ("test_step[custom_graph-linreg]", "test_step[custom_graph_loop-linreg]") in pairs
+    assert len(pairs) == 3  # each against the baseline, the loop against its twin (the same)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_a_jax_benchmark_is_timed_in_its_tensorflow_twins_blocks(tmp_path):
+    out = tmp_path / "jax.json"
+    cmd = [
+        sys.executable, "-m", "pytest", "--benchmark-only", "--profile", "smoke",
+        "-p", "no:cacheprovider", "-q",
+        "-k", "test_jax_step[jax_custom-linreg] or test_step[custom_graph-linreg]",
+        f"--benchmark-json={out}", "bench/bench_step.py", "bench/bench_jax.py",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    benches = {b["name"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    jax, tf = benches["test_jax_step[jax_custom-linreg]"], benches["test_step[custom_graph-linreg]"]
+    assert jax["panel"] == tf["panel"] == "linreg"
+    assert jax["panel_info"]["members"] == tf["panel_info"]["members"]
+    assert jax["block_of_round"] and set(jax["block_of_round"]) <= set(range(10))
+    pair = jax["paired"]["test_step[custom_graph-linreg]"]
+    assert pair["low"] <= pair["speedup"] <= pair["high"] and pair["pairs"] >= 3
+    assert jax["backend"] == "jax" and tf["speedup_vs"] == "custom_graph"
