@@ -140,6 +140,11 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
             "mixed_float16 is meant for GPUs: this CPU has no float16 convolution kernels "
             "(10-20x slower than float32: an hour of training per implementation)"
         )
+    if precision == "mixed_bfloat16" and profile.name != "full" and not _gpu():
+        from bench.steal import BF16_EMULATED, cpu_has_bf16
+
+        if not cpu_has_bf16():  # the CNN's bf16 convergence took 74 s of a Zen 3's quick run
+            pytest.skip(BF16_EMULATED)
     benchmark.group = f"convergence-{task_name}"
     if (impl, task_name) not in _float32_accuracy:
         twin = [train(impl, task, data, seed, epochs) for seed in conv.seeds]

@@ -266,3 +266,27 @@ def test_a_jax_benchmark_is_timed_in_its_tensorflow_twins_blocks(tmp_path):
     pair = jax["paired"]["test_step[custom_graph-linreg]"]
     assert pair["low"] <= pair["speedup"] <= pair["high"] and pair["pairs"] >= 3
     assert jax["backend"] == "jax" and tf["speedup_vs"] == "custom_graph"
+
+
+def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch):
+    """A Zen 3 (AVX2, no avx512_bf16) emulates bfloat16: its quick run took 9 minutes, 74 s of
+    them a bf16 CNN convergence, so the quick profile skips bf16 there; the full one keeps it."""
+    from bench import bench_step, steal
+    from bench.harness import PROFILES
+
+    zen3 = {"sse2", "avx", "avx2", "fma"}
+    monkeypatch.setattr(steal, "cpu_flags", lambda: zen3)
+    assert not steal.cpu_has_bf16()
+    monkeypatch.setattr(steal, "cpu_flags", lambda: zen3 | {"avx512f", "avx512_bf16"})
+    assert steal.cpu_has_bf16()
+    monkeypatch.setattr(steal, "cpu_flags", set)  # unknown: nothing skipped on a guess
+    assert steal.cpu_has_bf16()
+
+    monkeypatch.setattr(bench_step, "cpu_has_bf16", lambda: False)
+    params = {"impl": "custom_graph", "task_name": "mlp", "precision": "mixed_bfloat16"}
+    with pytest.raises(pytest.skip.Exception, match="without bf16 units"):
+        bench_step.precision_spec("x", params, PROFILES["quick"], None)
+    spec = bench_step.precision_spec("x", params, PROFILES["full"], None)
+    assert spec.precision == "mixed_bfloat16" and spec.twins == (
+        ("tensorflow", "custom_graph", "float32", None, None),
+    )
