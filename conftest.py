@@ -34,6 +34,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(seconds; checks the harness, numbers not meaningful)",
     )
     parser.addoption(
+        "--panel-processes",
+        type=int,
+        default=None,
+        metavar="P",
+        help="spread each panel's blocks over P processes (block b in process b mod P; "
+        "default: the profile's, 1). README: 'How a step is timed'",
+    )
+    parser.addoption(
         "--tasks",
         action="append",
         metavar="FILE",
@@ -44,6 +52,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     from bench import user_tasks
+
+    processes = config.getoption("--panel-processes", default=None)
+    if processes is not None and processes < 1:
+        raise pytest.UsageError(f"--panel-processes must be 1 or more, not {processes}")
 
     specs = user_tasks.specs_from(config.getoption("--tasks", default=None))
     if specs:
@@ -80,9 +92,15 @@ def calibration(again: bool = False) -> dict:
 
 @pytest.fixture(scope="session")
 def profile(request: pytest.FixtureRequest):
+    from dataclasses import replace
+
     from bench.harness import PROFILES
 
-    return PROFILES[request.config.getoption("--profile")]
+    profile = PROFILES[request.config.getoption("--profile")]
+    processes = request.config.getoption("--panel-processes")
+    if processes is not None:
+        profile = replace(profile, panel_processes=processes)
+    return profile
 
 
 @pytest.fixture(scope="session")

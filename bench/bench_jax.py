@@ -9,13 +9,13 @@ names it: it would take the default run past its 5 minutes), or ``--profile full
 included).
 Without jax installed every test here is skipped with one line saying how to install it.
 
-Timing follows ``bench/harness.py``'s method, inside the worker: the first call alone is
+Timing: a JAX step benchmark is a member of its task's step panel (``bench/panel.py``), timed
+in the same blocks as the TensorFlow implementations, so the "TensorFlow vs JAX" table's ratios
+are paired. Inside the worker it follows ``bench/harness.py``'s method: the first call alone is
 ``compile_s`` (jit tracing and XLA compilation; ``cold_start_s`` adds the worker's import of jax
 and Keras, ``import_s``), warm-up, K calls per round chosen for ``round_seconds``, one untimed
-round, then rounds of K calls ending in a host sync, each with the steal read around it, until
-enough quiet rounds are in. pytest-benchmark times a request for one round (pipe included);
-its data are then replaced by the worker's own round times, per training step
-(``harness.to_per_step``), so ``stats`` mean what they mean for TensorFlow.
+round; each timed round of K calls ends in a host sync and is timed in the worker (no pipe in
+the figure).
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ The method (README, "How a step is timed"):
    the device has finished every step before the clock stops; one data point = round time /
    (K x N): results are always seconds per training step;
 6. if the step was traced again while being timed, fail: the numbers would include it.
+
+The step benchmarks do steps 1-4 for every member of a comparison group first and then time
+the group's rounds interleaved, in blocks (``bench/panel.py``, ``bench/blocks.py``);
+``measure_steps`` times one trainer alone (the harness-overhead check).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +41,7 @@ from bench.steal import (  # noqa: F401 (re-exported)
     cpu_steal_counters,
     steal_fraction,
 )
-from bench.tasks import Task, initial_weights, train_flops_per_sample
+from bench.tasks import Task
 
 
 class RetraceError(RuntimeError):
@@ -68,10 +72,15 @@ class Profile:
     # from ``rounds`` blocks (``sweep_rounds`` for a sweep point) until every ratio's 95%
     # interval is within +-``panel_target_pct``, or the time cap, or the most blocks.
     panel_target_pct: float = 2.0
-    panel_cap_s: float = 45.0
-    panel_max_blocks: int = 60
-    sweep_panel_cap_s: float = 15.0
-    sweep_panel_max_blocks: int = 30
+    panel_cap_s: float = 40.0
+    panel_max_blocks: int = 100
+    sweep_panel_cap_s: float = 8.0
+    sweep_panel_max_blocks: int = 40
+    # Processes a panel's TensorFlow members are measured in, block b in process b mod P
+    # (bench/panel_worker.py; pytest --panel-processes). One: spreading the MLP panel over two
+    # did not make its ratios agree better between runs on this project's VM (README, "How
+    # repeatable the numbers are"); its process bias is in the interval (blocks.py) instead.
+    panel_processes: int = 1
 
 
 # The step benchmarks of other precisions than float32, in the full profile: the headline
@@ -108,7 +117,9 @@ PROFILES = {
         rounds=12,
         max_rounds=20,
         warmup_steps=3,
-        round_seconds=0.2,
+        # 0.1 s: a panel's block of ten members then lasts about a second, so the rounds
+        # compared are close in time; at 0.2 s the intervals were no narrower for the time.
+        round_seconds=0.1,
         sweep_rounds=7,
         sweep_batches=(32, 512),
         sweep_implementations=("custom_eager", "custom_graph", "custom_xla"),
@@ -131,7 +142,7 @@ PROFILES = {
         rounds=25,
         max_rounds=50,
         warmup_steps=10,
-        round_seconds=0.5,
+        round_seconds=0.25,
         sweep_rounds=15,
         sweep_batches=(32, 64, 128, 256, 512, 1024, 2048),
         # The batch sweep: every one-step implementation; the multi-step ones get their own
@@ -308,12 +319,6 @@ def machine_info(profile: str, calibration: dict) -> dict:
 
 
 # --- the fixed batch and the step measurement --------------------------------------------
-
-
-def for_sweep(profile: Profile) -> Profile:
-    """The profile with the sweep's round count: a sweep shows where tf.function and XLA
-    pay off across batch sizes, which needs fewer rounds than the headline figures."""
-    return replace(profile, rounds=profile.sweep_rounds, max_rounds=2 * profile.sweep_rounds)
 
 
 def fixed_batch(
@@ -533,70 +538,6 @@ def measure_steps(
         "kept_rounds": kept,
         **round_steal(steal, kept),
     }
-
-
-def benchmark_step(
-    benchmark,
-    impl: str,
-    task: Task,
-    dataset,
-    batch_size: int,
-    profile: Profile,
-    calibration_gflops: float | None = None,
-    steps_per_call_override: int | None = None,
-    precision: str = "float32",
-    micro_batches_override: int | None = None,
-) -> dict:
-    """Build one implementation, time its steady-state steps, and fill
-    ``benchmark.extra_info`` (fields: RESULTS_SCHEMA.md). Returns the extra_info dict.
-    ``steps_per_call_override``: N for an implementation of ``implementations.MULTI_STEP``
-    (else its default). ``precision``: the Keras dtype policy (``common.PRECISIONS``).
-    ``micro_batches_override``: M for an implementation of ``implementations.MICRO_BATCH``."""
-    factory = implementations.get(impl)
-    options: dict = {"precision": precision}
-    if steps_per_call_override is not None:
-        options["steps_per_call"] = steps_per_call_override
-    if micro_batches_override is not None:
-        options["micro_batches"] = micro_batches_override
-    trainer = factory(task, initial_weights(task), **options)
-    n = steps_per_call(trainer)
-    x, y = fixed_batch(task, batch_size, dataset, n)
-    reset_peak_memory()
-    timing = measure_steps(benchmark, trainer, x, y, profile)
-    median, k = timing["median_s"], timing["steps_per_round"]
-    peak_mb, peak_kind = peak_memory_mb()
-    flops = train_flops_per_sample(task) * batch_size
-    gflops = flops / median / 1e9
-    info = {
-        "kind": "step",
-        "implementation": impl,
-        "task": task.name,
-        "dataset": dataset.name,
-        "seed": task.seed,
-        "device": device_name(),
-        "batch_size": batch_size,
-        "steps_per_round": k,
-        "calls_per_round": timing["calls_per_round"],
-        "steps_per_call": n,
-        "rounds": len(timing["kept_rounds"]),
-        **steal_fields(timing),
-        "samples_per_s": batch_size / median,
-        "compile_s": timing["compile_s"],
-        **measure_fit(trainer, x, y, timing["calls_per_round"]),
-        "flops_per_step": flops,
-        "gflops_per_s": gflops,
-        "pct_of_matmul_peak": 100 * gflops / calibration_gflops if calibration_gflops else None,
-        "peak_memory_mb": peak_mb,
-        "peak_memory_kind": peak_kind,
-        "micro_batches": 1,
-        **trainer.resolved(),
-        "one_step_twin": implementations.MULTI_STEP.get(impl),
-        "micro_batch_twin": implementations.MICRO_BATCH.get(impl),
-        "graph_ops": count_graph_ops(trainer, x, y),
-        "traces": trainer.traces(),
-    }
-    benchmark.extra_info.update(info)
-    return info
 
 
 def steal_fields(timing: dict) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +49,8 @@ from bench.harness import (
     sync,
 )
 from bench.steal import STEAL_LIMIT
+
+PANEL_WORKER = Path(__file__).resolve().parent / "panel_worker.py"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,26 @@ class Spec:
             self.steps_per_call,
             self.micro_batches,
         )
+
+
+def spec_to_json(spec: Spec) -> dict:
+    """``spec`` as JSON for the panel worker: the profile by name."""
+    out = dict(spec.__dict__)
+    out["profile"] = spec.profile.name
+    out["twins"] = [list(t) for t in spec.twins]
+    return out
+
+
+def spec_from_json(data: dict) -> Spec:
+    from bench.harness import PROFILES
+
+    return Spec(
+        **{
+            **data,
+            "profile": PROFILES[data["profile"]],
+            "twins": tuple(tuple(t) for t in data["twins"]),
+        }
+    )
 
 
 def twin_key(implementation: str | None, backend: str = "tensorflow") -> tuple | None:
@@ -109,7 +132,7 @@ def spec_of(item: pytest.Item, profile: Profile) -> Spec | None:
 # --- members -----------------------------------------------------------------------------------
 
 
-def _resident_mb() -> float:
+def resident_mb() -> float:
     """Memory in use now: the GPU allocator's current bytes, or the process's resident set."""
     import tensorflow as tf
 
@@ -126,8 +149,8 @@ def _resident_mb() -> float:
 
 class TFMember:
     """A TensorFlow trainer built from the registry and the task's seeded initial weights, on
-    a fixed batch on the device, compiled and warmed up (``harness.benchmark_step``'s steps
-    before its timed rounds)."""
+    a fixed batch on the device, compiled and warmed up (the steps of
+    ``harness.measure_steps`` before its timed rounds)."""
 
     def __init__(self, spec: Spec, dataset, panel_start_mb: float):
         import implementations
@@ -141,7 +164,7 @@ class TFMember:
             options["steps_per_call"] = spec.steps_per_call
         if spec.micro_batches is not None:
             options["micro_batches"] = spec.micro_batches
-        before_mb = _resident_mb()
+        before_mb = resident_mb()
         reset_peak_memory()
         factory = implementations.get(spec.implementation)
         self.trainer = factory(self.task, initial_weights(self.task), **options)
@@ -262,6 +285,55 @@ class JaxMember:
             self.worker.request({"op": "drop", "id": self.bench_id}, 60)
 
 
+class RemoteMember:
+    """A ``TFMember`` built in a panel worker process (``bench/panel_worker.py``)."""
+
+    def __init__(self, spec: Spec, worker, index: int):
+        self.spec, self.name, self.worker = spec, spec.name, worker
+        self.id = f"{index}:{spec.name}"
+        self.worker.request(
+            {"op": "build", "id": self.id, "spec": spec_to_json(spec)}, BUILD_TIMEOUT_S
+        )
+
+    def run_round(self) -> float:
+        return self.worker.request({"op": "round", "id": self.id}, ROUND_TIMEOUT_S)["seconds"]
+
+    def finish(self) -> dict:
+        return self.worker.request({"op": "finish", "id": self.id}, BUILD_TIMEOUT_S)["info"]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.worker.request({"op": "drop", "id": self.id}, 60)
+
+
+BUILD_TIMEOUT_S = 900.0  # a user's conv net compiled by XLA's loop on 2 busy cores
+ROUND_TIMEOUT_S = 600.0
+
+
+class Spread:
+    """One member measured in several processes: its round in block b runs in process
+    b mod P (every member gets exactly one round per block, so its calls count the blocks).
+    Its fields come from the first (this) process; every copy is checked for retraces."""
+
+    def __init__(self, instances: list):
+        self.instances = instances
+        self.name, self.spec = instances[0].name, instances[0].spec
+        self.calls = 0
+
+    def run_round(self) -> float:
+        instance = self.instances[self.calls % len(self.instances)]
+        self.calls += 1
+        return instance.run_round()
+
+    def finish(self) -> dict:
+        infos = [instance.finish() for instance in self.instances]
+        return infos[0]
+
+    def close(self) -> None:
+        for instance in self.instances:
+            instance.close()
+
+
 def _jax_multi_step() -> dict:
     from implementations import jax_backend
 
@@ -361,10 +433,13 @@ class Panels:
         self.stack = contextlib.ExitStack()
         self._jax: tuple | None = None
         self._tmp: Path | None = None
+        self._workers: list = []
+        self.tasks: list[str] | None = None  # the session's --tasks values, for the workers
 
     def close(self) -> None:
         self.stack.close()
         self._jax = None
+        self._workers = []
 
     def jax_worker(self) -> tuple:
         """The session's JAX worker and its hello (started on first use)."""
@@ -374,12 +449,30 @@ class Panels:
             self._jax = jax_client.start(self.stack)
         return self._jax
 
+    def panel_workers(self, count: int, tasks: list[str] | None) -> list:
+        """``count`` panel worker processes for this tree (started on first use, kept for the
+        session, killed when it ends)."""
+        from bench import jax_client
+        from bench.ab_sides import Side, Worker, worker_env
+
+        while len(self._workers) < count:
+            side = Side("panel", "working tree", "working tree", jax_client.ROOT, sys.executable)
+            worker = Worker(side, len(self._workers) + 1, worker_env(), script=PANEL_WORKER)
+            self.stack.callback(worker.close)
+            worker.request({"op": "hello", "tasks": tasks or []}, jax_client.HELLO_TIMEOUT_S)
+            self._workers.append(worker)
+        return self._workers[:count]
+
     def tmp(self) -> Path:
         if self._tmp is None:
             self._tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))
         return self._tmp
 
     def outcome(self, request: pytest.FixtureRequest, spec: Spec, task_data) -> Outcome:
+        if self.tasks is None:
+            from bench.user_tasks import specs_from
+
+            self.tasks = specs_from(request.config.getoption("--tasks", default=None)) or []
         if spec.panel not in self.outcomes:
             profile = spec.profile
             members = [s for s in (spec_of(i, profile) for i in request.session.items) if s]
@@ -398,7 +491,7 @@ class Panels:
 
         outcomes = {s.name: Outcome() for s in specs}
         built, live = [], []
-        start_mb = _resident_mb()
+        start_mb = resident_mb()
         try:
             for s in specs:
                 try:
@@ -408,6 +501,11 @@ class Panels:
                         member = JaxMember(s, dataset, worker, hello, self.tmp())
                     else:
                         member = TFMember(s, dataset, start_mb)
+                        processes = s.profile.panel_processes
+                        if processes > 1:
+                            workers = self.panel_workers(processes - 1, self.tasks)
+                            remote = [RemoteMember(s, w, i) for i, w in enumerate(workers)]
+                            member = Spread([member, *remote])
                 except (Exception, pytest.skip.Exception) as e:
                     outcomes[s.name].error = e
                     continue
@@ -430,6 +528,7 @@ class Panels:
                     out.error = e
                     continue
                 out.info = {**info, **panel_fields(result, s.name), **ratios[s.name]}
+                out.info["panel_info"]["processes"] = len(getattr(member, "instances", [0]))
                 out.seconds = self_kept(result, s.name)
                 out.steps_per_round = int(info["steps_per_round"])
         finally:

@@ -290,3 +290,72 @@ def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch
     assert spec.precision == "mixed_bfloat16" and spec.twins == (
         ("tensorflow", "custom_graph", "float32", None, None),
     )
+
+
+def test_a_spread_member_runs_block_b_in_process_b_mod_p():
+    from bench.panel import Spread
+
+    class Copy:
+        def __init__(self, process):
+            self.name, self.spec, self.process = "m", None, process
+
+        def run_round(self):
+            return float(self.process)
+
+    clock = FakeClock()
+    other = Synthetic("o", 1.0, lambda: 1.0, np.random.default_rng(0), clock)
+    spread = Spread([Copy(0), Copy(1)])
+    result = run_blocks(
+        [spread, other], [], min_blocks=6, max_blocks=6, time_cap_s=1e9, target_pct=0.0,
+        steal_counters=no_steal, clock=clock,
+    )  # fmt: skip
+    assert result.rounds["m"].seconds == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_a_spec_travels_to_the_panel_worker_unchanged():
+    from bench.panel import spec_from_json, spec_to_json
+
+    for spec in specs("custom_graph", "custom_graph_loop"):
+        assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+
+
+def test_a_panel_spread_over_two_processes(task_data):
+    """Every TensorFlow member is built in this process and in a panel worker; blocks
+    alternate between them, and a retrace in the worker's copy fails that member."""
+    from dataclasses import replace
+
+    from bench import panel
+
+    two = [replace(s, profile=replace(s.profile, panel_processes=2)) for s in specs(
+        "keras_fit", "custom_graph")]  # fmt: skip
+    panels = panel.Panels()
+    try:
+        out = panels.measure(two, task_data)
+        info = out["test_step[custom_graph-linreg]"].info
+        assert info["panel_info"]["processes"] == 2 and info["rounds_run"] >= 3
+        assert info["speedup_vs"] == "keras_fit" and info["speedup_low"] <= info["speedup"]
+        worker = panels._workers[0]
+        assert worker.proc.poll() is None  # kept for the session's next panel
+        # A retrace in the worker's copy of a member is that member's failure.
+        remote = panel.RemoteMember(two[1], worker, 7)
+        worker.request({"op": "round", "id": remote.id}, 60)
+        with pytest.raises(Exception, match="RetraceError|traced"):
+            panels_retrace(worker, remote)
+    finally:
+        panels.close()
+    assert worker.proc.poll() is not None  # killed with the session
+
+
+def panels_retrace(worker, remote):
+    """Make the worker's copy retrace (a batch of another shape), then finish it."""
+    worker.request({"op": "retrace_for_test", "id": remote.id}, 60)
+    remote.finish()
+
+
+def test_a_bad_panel_process_count_is_one_usage_error():
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--panel-processes", "0", "--co", "-q", __file__],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 4
+    assert "--panel-processes must be 1 or more, not 0" in proc.stderr
