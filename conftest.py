@@ -1,9 +1,9 @@
 """pytest configuration shared by the tests (``tests/``) and the benchmarks (``bench/``).
 
-- ``--profile quick|full`` picks the benchmark profile (README: "Profiles").
+- ``--profile quick|full`` picks the benchmark profile (docs/timing.md, "Profiles").
 - ``--tasks FILE`` (repeatable; ``builtin`` names the built-in tasks; or ``$LOOPBENCH_TASKS``,
   paths separated by ``os.pathsep``) runs the benchmarks and tests on the tasks a user's file
-  defines (``bench/user_tasks.py``; README: "Benchmark your own model"). A bad file is one
+  defines (``bench/tasks/user.py``; docs/tasks.md). A bad file is one
   usage error, before anything is collected.
 - A corrupt or truncated built-in dataset file is one usage error once collection is done,
   before the first test or benchmark runs (``check_datasets``), not one failure per benchmark.
@@ -39,19 +39,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="P",
         help="spread each panel's blocks over P processes (block b in process b mod P; "
-        "default: the profile's, 1). README: 'How a step is timed'",
+        "default: the profile's, 1). docs/timing.md",
     )
     parser.addoption(
         "--tasks",
         action="append",
         metavar="FILE",
-        help="a task file of your own (bench/user_tasks.py); repeatable; 'builtin' names the "
+        help="a task file of your own (bench/tasks/user.py); repeatable; 'builtin' names the "
         "built-in tasks (default: the built-in tasks; also $LOOPBENCH_TASKS)",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from bench import user_tasks
+    from bench.tasks import user as user_tasks
 
     processes = config.getoption("--panel-processes", default=None)
     if processes is not None and processes < 1:
@@ -79,7 +79,7 @@ def calibration(again: bool = False) -> dict:
     """The machine's matmul rate, measured when first needed and, with ``again``, once more
     at the end of the session: the better of the two is kept, so a slow spell of a shared
     machine at one moment does not become the yardstick for the whole run."""
-    from bench.harness import calibrate_matmul, cpu_steal_counters
+    from bench.timing.harness import calibrate_matmul, cpu_steal_counters
 
     if not _session_steal:
         _session_steal.append(cpu_steal_counters())
@@ -94,7 +94,7 @@ def calibration(again: bool = False) -> dict:
 def profile(request: pytest.FixtureRequest):
     from dataclasses import replace
 
-    from bench.harness import PROFILES
+    from bench.timing.harness import PROFILES
 
     profile = PROFILES[request.config.getoption("--profile")]
     processes = request.config.getoption("--panel-processes")
@@ -112,8 +112,7 @@ def matmul_calibration() -> dict:
 def task_data():
     """Each task's training data, loaded once per session: ``task_data(task)``. The image
     files are read and decompressed once, whatever tasks and subsets are asked for."""
-    from bench.data import load_for_task
-    from bench.tasks import is_user_task
+    from bench.tasks import is_user_task, load_for_task
 
     cache = {}
 
@@ -134,7 +133,7 @@ _image_data: list = []
 
 def image_data():
     """The built-in image dataset, read once per session (load_classification)."""
-    from bench.data import load_classification
+    from bench.tasks.data import load_classification
 
     if not _image_data:
         _image_data.append(load_classification())
@@ -161,7 +160,7 @@ def check_datasets(items: list[pytest.Item]) -> None:
     every benchmark."""
     if not any(needs_image_data(item) for item in items):
         return
-    from bench.data import DatasetError
+    from bench.tasks.data import DatasetError
 
     try:
         image_data()
@@ -177,15 +176,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Close the step panels' JAX worker, if one was started (bench/panel.py)."""
-    panel = sys.modules.get("bench.panel")
+    """Close the step panels' JAX worker, if one was started (bench/timing/panel.py)."""
+    panel = sys.modules.get("bench.timing.panel")
     if panel is not None:
         panel.PANELS.close()
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from bench.harness import cpu_steal_counters, steal_fraction
-    from bench.harness import machine_info as loopbench_info
+    from bench.timing.harness import cpu_steal_counters, steal_fraction
+    from bench.timing.harness import machine_info as loopbench_info
 
     info = loopbench_info(config.getoption("--profile"), calibration(again=True))
     stolen = steal_fraction(_session_steal[0], cpu_steal_counters())

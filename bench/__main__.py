@@ -24,11 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "report":
-        from bench.report import main as run
+        from bench.report.cli import main as run
     elif command == "compare":
-        from bench.compare import main as run
+        from bench.report.compare import main as run
     elif command == "ab":
-        from bench.ab import main as run
+        from bench.ab.cli import main as run
     else:
         print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

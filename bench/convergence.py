@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import implementations
-from bench.data import Dataset
 from bench.tasks import Task, initial_weights, is_user_task
+from bench.tasks.data import Dataset
 from implementations.common import epoch_dataset, evaluate, get_weights
 
 
@@ -108,7 +108,7 @@ def train(
 
 
 def summarize(task: Task, data: Dataset, runs: list[dict], seeds, epochs: int) -> dict:
-    """extra_info for one implementation x task over its seeds (RESULTS_SCHEMA.md)."""
+    """extra_info for one implementation x task over its seeds (docs/results-schema.md)."""
     finals = [r["curves"]["test_accuracy"][-1] for r in runs]
     ttas = [r["time_to_accuracy_s"] for r in runs]
     info = {

@@ -10,7 +10,7 @@ vocabulary, labels a fixed random linear function of each sequence's token count
 
 import keras
 
-from bench.user_tasks import UserTask
+from bench.tasks import UserTask
 
 VOCAB, LENGTH, CLASSES = 50, 24, 4
 

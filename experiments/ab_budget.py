@@ -1,4 +1,4 @@
-"""The A/B check's budgets, measured (README, "Regression checks"; issue: A/A false alarms,
+"""The A/B check's budgets, measured (docs/regression.md; issue: A/A false alarms,
 detection of planted 10% and 5% slowdowns, wall time).
 
     python experiments/ab_budget.py aa --runs 10 [--rev HEAD] [--out results/ab-budget/aa.json]
@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the suite's own modules from this tree
 
-from bench.ab_sides import export_revision, resolve_revision  # noqa: E402
+from bench.ab.sides import export_revision, resolve_revision  # noqa: E402
 
 STEP_END = (
     "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"

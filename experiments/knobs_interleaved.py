@@ -1,6 +1,6 @@
 """What each knob buys, measured interleaved: each variant against its twin in one process,
-round by round in turn, so a shared machine's slow spells hit both (README, "What the knobs
-buy"; issue 12).
+round by round in turn, so a shared machine's slow spells hit both (docs/implementations.md; issue
+12).
 
     python experiments/knobs_interleaved.py [--pairs 40] [--out results/knobs/interleaved.json]
         [-k SUBSTRING]
@@ -14,7 +14,7 @@ same random order, so a variant's share of the matmul rate is read against the r
 moment too (``variant_pct_of_matmul_beside``). The ratio is variant / twin seconds per training
 step; the estimate is the
 Hodges-Lehmann median of the paired log-ratios with its Wilcoxon interval
-(``bench.ab_stats``, unscaled: one process, so no process bias to widen for), over the pairs
+(``bench.stats.paired``, unscaled: one process, so no process bias to widen for), over the pairs
 without a contended round. A ratio below 1 means the knob makes a step faster.
 """
 
@@ -34,9 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import implementations  # noqa: E402
-from bench.ab_stats import hodges_lehmann, kept_pairs  # noqa: E402
-from bench.data import load_classification, load_for_task  # noqa: E402
-from bench.harness import (  # noqa: E402
+from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction  # noqa: E402
+from bench.stats.paired import hodges_lehmann, kept_pairs  # noqa: E402
+from bench.tasks import (  # noqa: E402
+    TASKS,
+    initial_weights,
+    load_for_task,  # noqa: E402
+    train_flops_per_sample,
+)
+from bench.tasks.data import load_classification  # noqa: E402
+from bench.timing.harness import (  # noqa: E402
     calibrate_matmul,
     choose_steps_per_round,
     first_call_and_warm_up,
@@ -45,8 +52,6 @@ from bench.harness import (  # noqa: E402
     matmul_timer,
     sync,
 )
-from bench.steal import STEAL_LIMIT, cpu_steal_counters, steal_fraction  # noqa: E402
-from bench.tasks import TASKS, initial_weights, train_flops_per_sample  # noqa: E402
 
 # (task, variant implementation, variant options, twin implementation, twin options)
 COMPARISONS = (

@@ -1,4 +1,4 @@
-"""The interleaved comparison's budgets, measured (README, "How repeatable the numbers are";
+"""The interleaved comparison's budgets, measured (docs/timing.md, "How repeatable the numbers are";
 issue "The comparison table, measured interleaved").
 
     python experiments/panel_budget.py run --out quiet.json [--busy] [--rev REV] [-k EXPR]
@@ -51,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the suite's own modules from this tree
 
-from bench.ab_sides import export_revision, resolve_revision  # noqa: E402
+from bench.ab.sides import export_revision, resolve_revision  # noqa: E402
 
 STEP_SELECTION = "not convergence and not harness_overhead"
 
@@ -236,11 +236,10 @@ def cmd_honesty(args) -> None:
     import pytest
 
     import implementations
-    from bench import bench_step
-    from bench.data import load_for_task
-    from bench.harness import PROFILES
-    from bench.panel import TFMember
-    from bench.tasks import get_task
+    from bench.benchmarks import bench_step
+    from bench.tasks import get_task, load_for_task
+    from bench.timing.harness import PROFILES
+    from bench.timing.panel import TFMember
 
     profile = PROFILES["quick"]
     specs = []

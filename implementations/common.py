@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.data import epoch_order
 from bench.tasks import Task, is_user_task
+from bench.tasks.data import epoch_order
 from implementations.keras_parts import (  # noqa: F401 (re-exported for the implementations)
     PRECISIONS,
     STEPS_PER_CALL,
@@ -92,9 +92,9 @@ def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
 
 def user_model(task: Task, weights: list[np.ndarray], precision: str = "float32") -> keras.Model:
     """A user task's model: a new instance from its build function, holding ``weights`` in
-    every variable, trainable or not (``bench/user_tasks.py``). ``precision``: the build runs
+    every variable, trainable or not (``bench/tasks/user.py``). ``precision``: the build runs
     under that global dtype policy (the user's layers take the default), restored after."""
-    from bench.user_tasks import new_model
+    from bench.tasks.user import new_model
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(check_precision(precision))

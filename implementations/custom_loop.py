@@ -169,7 +169,7 @@ def make_step(
     loss_fn: Callable[[Task, tf.Tensor, tf.Tensor], tf.Tensor] = loss_value,
     micro_batches: int = 1,
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """The one training step every custom implementation runs (and ``bench/distributed.py``'s
+    """The one training step every custom implementation runs (and ``bench/distributed/loop.py``'s
     replica step, with its own loss). ``loss_fn(task, y, out)`` is the scalar to minimise.
     The gradient is taken of ``optimizer.scale_loss(loss)``: the loss itself, except under
     ``mixed_float16``, whose ``LossScaleOptimizer`` scales it up here and the gradients back

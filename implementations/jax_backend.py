@@ -6,7 +6,7 @@ Seed: the same tutorials as ``keras_fit.py`` and ``custom_loop.py``; the JAX loo
 ``jax.value_and_grad``, then ``optimizer.stateless_apply``, the whole step under ``jax.jit``.
 
 Keras fixes its backend when it is first imported, so this module runs in its own process
-(``bench/jax_worker.py``, with ``KERAS_BACKEND=jax``); it has its own registry (``REGISTRY``
+(``bench/jax/worker.py``, with ``KERAS_BACKEND=jax``); it has its own registry (``REGISTRY``
 below), which the TensorFlow registry in ``implementations/__init__.py`` does not import. It
 imports nothing of TensorFlow and imports ``jax`` only where a trainer is built, so the
 layers below can also be imported, and checked, on the TensorFlow backend.
@@ -16,7 +16,7 @@ backend, so on TensorFlow it is checked against ``custom_loop.py``'s ``tf.matmul
 ``tf.nn.conv2d`` layers (tests/test_jax.py: equal to float rounding) and the JAX-vs-TF
 comparison is of the backend and loop, not of two hand translations. Under ``jax.jit``
 ``keras.ops`` costs nothing per step (it dispatches at trace time only). Weight names,
-layouts and order are those of ``custom_loop.py``, so ``bench.tasks.initial_weights`` fits.
+layouts and order are those of ``custom_loop.py``, so ``bench.tasks.builtin.initial_weights`` fits.
 
 - ``jax_fit``: ``keras.Sequential`` of built-in layers, ``compile(jit_compile=True)`` (the only
   sensible setting on JAX: without it every op dispatches eagerly). A step is one call of
@@ -419,7 +419,7 @@ def jax_custom_loop(
     )
 
 
-# The JAX registry (run only in bench/jax_worker.py): name -> factory.
+# The JAX registry (run only in bench/jax/worker.py): name -> factory.
 REGISTRY: dict[str, Callable] = {
     "jax_fit": jax_fit,
     "jax_custom": jax_custom,

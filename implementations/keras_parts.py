@@ -50,7 +50,7 @@ def make_optimizer(task: Task, precision: str = "float32") -> keras.optimizers.O
 def keras_loss(task: Task) -> keras.losses.Loss:
     """The built-in Keras loss that computes the same function as ``common.loss_value``."""
     if is_user_task(task):
-        from bench.user_tasks import keras_loss as user_loss
+        from bench.tasks.user import keras_loss as user_loss
 
         return user_loss(task)
     if task.kind == "regression":

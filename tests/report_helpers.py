@@ -30,7 +30,7 @@ def panelize(
     spread: float = 1.03,
     **info,
 ) -> dict[str, str]:
-    """Give ``benches`` the fields of one panel measured interleaved (RESULTS_SCHEMA.md,
+    """Give ``benches`` the fields of one panel measured interleaved (docs/results-schema.md,
     ``kind == "step"``), as the suite records them: each member's speedup over the first
     member of implementation ``baseline`` (``speedups[implementation]`` where given, else the
     ratio of the medians, its interval x/÷ ``spread``; the baseline 1, 1, 1) and ``paired``

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import ab_stats as S
-from bench.ab import Benchmark, keyword_match, main, numerics_rtol, select_benchmarks
-from bench.ab_sides import InputError, Side, Worker, resolve_side, worker_env
+from bench.ab.cli import Benchmark, keyword_match, main, numerics_rtol, select_benchmarks
+from bench.ab.sides import WORKER, InputError, Side, Worker, resolve_side, worker_env
+from bench.stats import paired as S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,7 +165,7 @@ def test_with_tasks_the_sides_tasks_are_benchmarked_and_one_lacking_a_task_skips
 
 TINY_TASKS = """
 import keras
-from bench.user_tasks import UserTask
+from bench.tasks.user import UserTask
 
 def build():
     return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
@@ -178,7 +178,7 @@ TINY = UserTask("tiny", build, input_shape=(8,), num_classes=3, n_train=64, batc
 PY_FUNCTION_TASK = """
 import keras
 import tensorflow as tf
-from bench.user_tasks import UserTask
+from bench.tasks.user import UserTask
 
 class Sin(keras.layers.Layer):
     def call(self, x):
@@ -195,7 +195,9 @@ PYF = UserTask("pyf", build, input_shape=(8,), num_classes=3, n_train=64, batch_
 def test_a_worker_loads_a_task_file_writes_its_batch_and_trains_it(tmp_path):
     """The worker's side of --tasks, called in this process: hello loads the file with the
     side's code, write_batch writes the task's fixed batch, setup trains on it."""
-    from bench import ab_worker, tasks, user_tasks
+    from bench import tasks
+    from bench.ab import worker as ab_worker
+    from bench.tasks import user as user_tasks
 
     good = tmp_path / "good.py"
     good.write_text(TINY_TASKS.format(extra=""))
@@ -276,7 +278,7 @@ def test_a_bad_interpreter_is_refused(capsys):
 @pytest.fixture
 def worker():
     side = Side("head", "working tree", "working tree", ROOT, sys.executable)
-    w = Worker(side, 0, worker_env())
+    w = Worker(side, 0, worker_env(), script=WORKER)
     yield w
     w.close()
 
@@ -344,7 +346,7 @@ def _workers_alive(marker: str) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "ab_worker.py" in cmdline and marker in cmdline:
+        if "ab/worker.py" in cmdline and marker in cmdline:
             pids.append(int(proc.name))
     return pids
 

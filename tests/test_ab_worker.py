@@ -1,4 +1,4 @@
-"""The A/B worker (``bench/ab_worker.py``) with trainers that run several steps per call: it
+"""The A/B worker (``bench/ab/worker.py``) with trainers that run several steps per call: it
 stacks the coordinator's one batch N times and reports round times per training step. Its
 requests are called in this process (the protocol and process handling: tests/test_ab.py)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import ab_worker
+from bench.ab import worker as ab_worker
 from implementations.common import STEPS_PER_CALL
 
 ROOT = str(Path(__file__).resolve().parent.parent)

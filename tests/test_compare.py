@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.compare import main, parse_threshold
+from bench.report.compare import main, parse_threshold
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -70,7 +70,7 @@ def step_bench(
     return {
         "group": task,
         "name": name,
-        "fullname": f"bench/bench_step.py::{name}",
+        "fullname": f"bench/benchmarks/bench_step.py::{name}",
         "params": {"implementation": implementation, "task": task},
         "extra_info": {
             "kind": "step",

@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from bench import data
-from bench.data import DatasetError
+from bench.tasks import data
+from bench.tasks.data import DatasetError
 
 
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:

@@ -1,6 +1,6 @@
 """tf.distribute: a 2-replica MirroredStrategy trains like one device with the same global
 batch, two loopback MultiWorkerMirroredStrategy workers stay identical, and the skips the
-benchmarks make are still justified. The TensorFlow work runs in ``bench.dist_worker``
+benchmarks make are still justified. The TensorFlow work runs in ``bench.distributed.worker``
 subprocesses (the CPU must be split into logical devices before TensorFlow initialises).
 """
 
@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.distributed import (
+from bench.distributed.loop import (
     KERAS_MULTI_WORKER_REASON,
     LOOPBACK,
     XLA_CPU_COLLECTIVES_REASON,
@@ -74,7 +74,8 @@ def test_multi_worker_loopback_workers_end_identical(tmp_path):
         # Exactly equal: each worker applies the same all-reduced gradient (the collective
         # hands every worker the same bytes) to the same starting weights.
         np.testing.assert_array_equal(w0[name], w1[name])
-    from bench.tasks import MLP, initial_weights
+    from bench.tasks import initial_weights
+    from bench.tasks.builtin import MLP
 
     assert not np.array_equal(w0["arr_0"], initial_weights(MLP)[0]), "no training happened"
 

@@ -372,11 +372,11 @@ def test_a_model_whose_parts_train_differently_is_refused(layer, why):
     check_micro_batches(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), "x")
 
 
-# --- user tasks (bench/user_tasks.py) --------------------------------------------------------
+# --- user tasks (bench/tasks/user.py) --------------------------------------------------------
 #
 # The same checks on a model the user brings: by default the two examples, or the tasks of
 # ``--tasks FILE``. Each task's tolerance is its own ``tolerance=`` or, by default,
-# ``bench.user_tasks.DEFAULT_TOLERANCE``, for every pair (the user's layers are the same in
+# ``bench.tasks.user.DEFAULT_TOLERANCE``, for every pair (the user's layers are the same in
 # every implementation, so there is no hand-written twin to hold to a tighter standard).
 # Measured on the examples (their batch size, 64; 12 steps; first 5 steps / all steps /
 # weights):
@@ -394,7 +394,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def user_tasks_under_test():
-    from bench import user_tasks
+    from bench.tasks import user as user_tasks
 
     chosen = [user_tasks.LOADED[n] for n in user_tasks.selected_tasks() if n in user_tasks.LOADED]
     if chosen:
@@ -419,7 +419,7 @@ USER_PAIRS = [(a, b) for a, b, _ in PAIRS]
 @pytest.fixture(scope="module")
 def user_runs(task_data):
     out = {}
-    from bench.user_tasks import check
+    from bench.tasks.user import check
 
     for name, task in USER_TASKS.items():
         check(task)  # what loading a task file with --tasks checks (collection did not)

@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 import implementations
-from bench.harness import (
+from bench.tasks import TASKS, initial_weights
+from bench.timing.harness import (
     PROFILES,
     STEAL_LIMIT,
     RetraceError,
@@ -23,7 +24,6 @@ from bench.harness import (
     measure_fit,
     measure_steps,
 )
-from bench.tasks import TASKS, initial_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ class SteadyTrainer:
 
 
 def test_report_uses_the_harness_steal_limit():
-    from bench.report import STEAL_LIMIT_PCT
+    from bench.report.cli import STEAL_LIMIT_PCT
 
     assert pytest.approx(100 * STEAL_LIMIT) == STEAL_LIMIT_PCT
 
@@ -336,7 +336,7 @@ def tiny_run(tmp_path_factory):
         " or test_precision[custom_graph-mlp-mixed_bfloat16]",
         f"--benchmark-json={out}",
         "--benchmark-save-data",
-        str(ROOT / "bench" / "bench_step.py"),
+        str(ROOT / "bench" / "benchmarks" / "bench_step.py"),
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 import implementations
-from bench.tasks import TASKS, initial_weights, weight_shapes
+from bench.tasks import TASKS, initial_weights
+from bench.tasks.builtin import weight_shapes
 from implementations.common import STEPS_PER_CALL, get_weights, stack_batches
 from implementations.custom_loop import CustomModel
 from implementations.keras_fit import build_model

@@ -1,4 +1,4 @@
-"""The JAX backend (``implementations/jax_backend.py``, run in ``bench/jax_worker.py``): from
+"""The JAX backend (``implementations/jax_backend.py``, run in ``bench/jax/worker.py``): from
 identical initial weights and batches its loops compute what their TensorFlow twins compute,
 step for step, in the tolerances of ``tests/test_equivalence.py``; a wrong learning rate is
 caught; the worker runs without TensorFlow, times rounds per training step, and its failures
@@ -42,8 +42,8 @@ from test_equivalence import (
     run,
 )
 
-from bench import jax_client
-from bench.ab_sides import InputError, WorkerAnswerError
+from bench.ab.sides import InputError, WorkerAnswerError
+from bench.jax import client as jax_client
 from bench.tasks import TASKS
 from implementations import jax_backend
 from implementations.common import epoch_dataset
@@ -188,8 +188,8 @@ def test_a_setup_request_times_rounds_per_training_step(worker, tmp_path):
 
 
 def test_bench_ab_starts_jax_workers_only_for_sides_that_have_the_backend(tmp_path):
-    from bench import ab_jax
-    from bench.ab_sides import Side
+    from bench.ab import jax_sides as ab_jax
+    from bench.ab.sides import Side
 
     assert ab_jax.wanted("jax_custom and mlp") and not ab_jax.wanted(None)
     assert not ab_jax.wanted("custom_xla")

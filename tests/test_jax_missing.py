@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.jax_client import SKIP_REASON
+from bench.jax.client import SKIP_REASON
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDE_JAX = """
@@ -20,7 +20,7 @@ sys.exit(pytest.main(sys.argv[1:]))
 
 
 def test_without_jax_the_jax_modules_skip_with_one_line():
-    files = ["tests/test_jax.py", "bench/bench_jax.py"]
+    files = ["tests/test_jax.py", "bench/benchmarks/bench_jax.py"]
     for extra in ([], ["--benchmark-only"]):
         proc = subprocess.run(
             [sys.executable, "-c", HIDE_JAX, "-q", "-rs", "-p", "no:cacheprovider", *extra, *files],

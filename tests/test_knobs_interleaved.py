@@ -1,5 +1,5 @@
 """``experiments/knobs_interleaved.py`` and the matmul chain it shares with the calibration
-(``bench.harness.matmul_timer``): on linreg, with rounds of a few milliseconds."""
+(``bench.timing.harness.matmul_timer``): on linreg, with rounds of a few milliseconds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.harness import calibrate_matmul, matmul_timer
+from bench.timing.harness import calibrate_matmul, matmul_timer
 
 ROOT = Path(__file__).resolve().parent.parent
 

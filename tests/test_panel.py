@@ -1,5 +1,6 @@
-"""Panels: the block scheduler (bench/blocks.py), the paired ratios it yields, and a real panel
-of TensorFlow trainers (bench/panel.py): one round of every member per block in random order,
+"""Panels: the block scheduler (bench/timing/blocks.py), the paired ratios it yields, and a real
+panel
+of TensorFlow trainers (bench/timing/panel.py): one round of every member per block in random order,
 ratios recovered through a drift that hits every member alike, a planted slowdown moving its
 own ratio only, a retrace inside the blocks failing that member only, and a JAX member timed
 in the same blocks as its TensorFlow twin."""
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.blocks import Rounds, paired_ratio, run_blocks
+from bench.timing.blocks import Rounds, paired_ratio, run_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def test_every_member_runs_one_round_per_block_in_a_random_order():
         max_blocks=20,
         time_cap_s=1e9,
         target_pct=0.0,
-        steal_counters=no_steal,
+        counters=no_steal,
         clock=clock,
     )
     assert result.blocks == 20
@@ -72,7 +73,7 @@ def test_every_member_runs_one_round_per_block_in_a_random_order():
     # The same seed gives the same orders: a run can be replayed.
     again = run_blocks(
         members, [], min_blocks=20, max_blocks=20, time_cap_s=1e9, target_pct=0.0,
-        steal_counters=no_steal, clock=clock,
+        counters=no_steal, clock=clock,
     )  # fmt: skip
     assert again.orders == result.orders
 
@@ -96,7 +97,7 @@ def test_known_ratios_are_recovered_through_a_shared_drift(noise):
         max_blocks=30,
         time_cap_s=1e9,
         target_pct=0.0,
-        steal_counters=no_steal,
+        counters=no_steal,
         clock=clock,
     )
     for name, ratio in truth.items():
@@ -115,13 +116,13 @@ def test_sampling_stops_at_the_target_or_at_the_time_cap():
     quiet = [Synthetic(n, 1.0, lambda: 1.0, rng, clock, 0.002) for n in "ab"]
     done = run_blocks(
         quiet, [("a", "b")], min_blocks=8, max_blocks=100, time_cap_s=1e9, target_pct=2.0,
-        steal_counters=no_steal, clock=clock,
+        counters=no_steal, clock=clock,
     )  # fmt: skip
     assert (done.stopped_by, done.blocks) == ("target", 8)
     noisy = [Synthetic(n, 1.0, lambda: 1.0, rng, clock, 0.5) for n in "ab"]
     capped = run_blocks(
         noisy, [("a", "b")], min_blocks=8, max_blocks=100, time_cap_s=4.0, target_pct=2.0,
-        steal_counters=no_steal, clock=clock,
+        counters=no_steal, clock=clock,
     )  # fmt: skip
     assert capped.stopped_by == "time_cap" and capped.blocks == 10  # 0.4 s of rounds a block
     assert capped.info()["stopped_by"] == "time_cap"
@@ -135,6 +136,41 @@ def test_contended_blocks_are_left_out_of_a_ratio():
         b.block.append(i), b.seconds.append(1.0), b.steal.append(0.3 if stolen else 0.0)
     est = paired_ratio(a, b)
     assert est.n == 16 and est.ratio == pytest.approx(1.0)
+
+
+def test_blocks_where_a_neighbour_in_the_vm_ran_are_left_out():
+    """A busy neighbour inside the VM is no steal, and it slows members unequally (here one
+    member 40%, the other not at all): the blocks in which other processes took more than
+    FOREIGN_LIMIT of the CPU are left out of the ratio and of the members' kept rounds."""
+    from bench.host import FOREIGN_LIMIT
+
+    a, b = Rounds(), Rounds()
+    for i in range(30):
+        neighbour = i % 3 == 0
+        a.block.append(i), a.seconds.append(1.4 if neighbour else 1.0), a.steal.append(0.0)
+        a.foreign.append(0.5 if neighbour else 0.01)
+        b.block.append(i), b.seconds.append(1.0), b.steal.append(0.0), b.foreign.append(0.02)
+    est = paired_ratio(a, b)
+    assert est.n == 20 and est.ratio == pytest.approx(1.0)
+    assert a.quiet() == [i for i in range(30) if i % 3] and len(b.quiet()) == 30
+    assert 0.02 < FOREIGN_LIMIT < 0.5
+
+
+def test_cpu_counters_tell_this_process_from_others():
+    from bench.host import cpu_counters, foreign_fraction
+
+    before = cpu_counters()
+    x = np.random.default_rng(0).standard_normal((300, 300))
+    end = __import__("time").perf_counter() + 0.3
+    while __import__("time").perf_counter() < end:
+        x = np.tanh(x @ x.T / 300)
+    after = cpu_counters()
+    if before is None:
+        pytest.skip("no /proc/stat here")
+    assert after[3] > before[3]  # this process's own CPU time grew
+    fake = (0, 100, 50, 0), (0, 300, 150, 60)  # 100 busy ticks of 200, 60 of them ours
+    assert foreign_fraction(*fake) == pytest.approx(40 / 200)
+    assert foreign_fraction(before, None) is None
 
 
 class Work:
@@ -182,9 +218,9 @@ def test_a_planted_slowdown_moves_its_own_ratio_only():
 
 
 def specs(*impls, task="linreg"):
-    from bench.harness import PROFILES
-    from bench.panel import Spec, twin_key
     from bench.tasks import TASKS
+    from bench.timing.harness import PROFILES
+    from bench.timing.panel import Spec, twin_key
 
     return [
         Spec(
@@ -202,8 +238,8 @@ def specs(*impls, task="linreg"):
 
 
 def test_a_retrace_inside_the_blocks_fails_that_member_only(monkeypatch, task_data):
-    from bench import panel
-    from bench.harness import RetraceError
+    from bench.timing import panel
+    from bench.timing.harness import RetraceError
 
     original = panel.TFMember.run_round
     state = {"rounds": 0}
@@ -226,7 +262,7 @@ def test_a_retrace_inside_the_blocks_fails_that_member_only(monkeypatch, task_da
 
 
 def test_a_member_that_cannot_be_built_fails_alone(task_data):
-    from bench import panel
+    from bench.timing import panel
 
     bad = specs("keras_fit", "custom_graph")
     bad[1] = panel.Spec(**{**bad[1].__dict__, "implementation": "no_such_impl"})
@@ -237,7 +273,7 @@ def test_a_member_that_cannot_be_built_fails_alone(task_data):
 
 
 def test_twins_are_among_the_targets():
-    from bench.panel import choose_baseline, targets_of
+    from bench.timing.panel import choose_baseline, targets_of
 
     members = specs("custom_graph", "custom_graph_loop", "custom_xla")
     base = choose_baseline(members)
@@ -254,7 +290,8 @@ def test_a_jax_benchmark_is_timed_in_its_tensorflow_twins_blocks(tmp_path):
         sys.executable, "-m", "pytest", "--benchmark-only", "--profile", "smoke",
         "-p", "no:cacheprovider", "-q",
         "-k", "test_jax_step[jax_custom-linreg] or test_step[custom_graph-linreg]",
-        f"--benchmark-json={out}", "bench/bench_step.py", "bench/bench_jax.py",
+        f"--benchmark-json={out}", "bench/benchmarks/bench_step.py",
+        "bench/benchmarks/bench_jax.py",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -271,8 +308,9 @@ def test_a_jax_benchmark_is_timed_in_its_tensorflow_twins_blocks(tmp_path):
 def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch):
     """A Zen 3 (AVX2, no avx512_bf16) emulates bfloat16: its quick run took 9 minutes, 74 s of
     them a bf16 CNN convergence, so the quick profile skips bf16 there; the full one keeps it."""
-    from bench import bench_step, steal
-    from bench.harness import PROFILES
+    from bench import host as steal
+    from bench.benchmarks import bench_step
+    from bench.timing.harness import PROFILES
 
     zen3 = {"sse2", "avx", "avx2", "fma"}
     monkeypatch.setattr(steal, "cpu_flags", lambda: zen3)
@@ -293,7 +331,7 @@ def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch
 
 
 def test_a_spread_member_runs_block_b_in_process_b_mod_p():
-    from bench.panel import Spread
+    from bench.timing.panel import Spread
 
     class Copy:
         def __init__(self, process):
@@ -307,13 +345,13 @@ def test_a_spread_member_runs_block_b_in_process_b_mod_p():
     spread = Spread([Copy(0), Copy(1)])
     result = run_blocks(
         [spread, other], [], min_blocks=6, max_blocks=6, time_cap_s=1e9, target_pct=0.0,
-        steal_counters=no_steal, clock=clock,
+        counters=no_steal, clock=clock,
     )  # fmt: skip
     assert result.rounds["m"].seconds == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
 
 
 def test_a_spec_travels_to_the_panel_worker_unchanged():
-    from bench.panel import spec_from_json, spec_to_json
+    from bench.timing.panel import spec_from_json, spec_to_json
 
     for spec in specs("custom_graph", "custom_graph_loop"):
         assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
@@ -324,7 +362,7 @@ def test_a_panel_spread_over_two_processes(task_data):
     alternate between them, and a retrace in the worker's copy fails that member."""
     from dataclasses import replace
 
-    from bench import panel
+    from bench.timing import panel
 
     two = [replace(s, profile=replace(s.profile, panel_processes=2)) for s in specs(
         "keras_fit", "custom_graph")]  # fmt: skip

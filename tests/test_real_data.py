@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from bench import data
+from bench.tasks import data
 
 REQUIRED = os.environ.get("LOOPBENCH_REQUIRE_REAL_DATA") == "1"
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from report_helpers import section
 
-from bench import report
-from bench.report import ResultsError, load_results, load_run, main
+from bench.report import cli as report
+from bench.report.cli import ResultsError, load_results, load_run, main
 
 pytestmark = pytest.mark.usefixtures("tables_only")
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,4 +1,4 @@
-"""The backend table (``bench/report_backend.py``): JAX benchmarks next to their TensorFlow
+"""The backend table (``bench/report/backend.py``): JAX benchmarks next to their TensorFlow
 twins from the same run, on a hand-made fixture (no TensorFlow, no JAX)."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import pytest
 from report_helpers import section
 from report_helpers import write as write_file
 
-from bench.report import main
+from bench.report.cli import main
 
 pytestmark = pytest.mark.usefixtures("tables_only")
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -234,7 +234,7 @@ def test_several_runs_get_one_knob_section_per_task_with_only_the_runs_that_have
 
 
 def test_steps_per_call_plot_draws_each_implementation_and_its_twin(tmp_path, plots, monkeypatch):
-    from bench import report_plots
+    from bench.report import plots as report_plots
 
     figures = {}
     save = report_plots._save

@@ -15,8 +15,8 @@ from test_report import CPU, first_table, raw, run_report
 from test_report_backend import with_jax
 from test_report_knobs import KNOBS
 
-from bench.report_ratios import ratio_text
-from bench.report_rows import Ratio
+from bench.report.ratios import ratio_text
+from bench.report.rows import Ratio
 
 pytestmark = pytest.mark.usefixtures("tables_only")
 

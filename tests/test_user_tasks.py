@@ -1,4 +1,4 @@
-"""User tasks (``bench/user_tasks.py``): task files, their checks and one-line errors, the
+"""User tasks (``bench/tasks/user.py``): task files, their checks and one-line errors, the
 data sources, the seeded weights copied into every implementation's own model (non-trainable
 state included), the selection, and the built-in dataset's one-line error.
 
@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 
 import implementations
-from bench import user_tasks
 from bench.tasks import TASKS, initial_weights, is_user_task
-from bench.user_tasks import TaskError
+from bench.tasks import user as user_tasks
+from bench.tasks.user import TaskError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 HEADER = """
 import keras
 import numpy as np
-from bench.user_tasks import UserTask
+from bench.tasks.user import UserTask
 
 def dense(n_out, n_in=8):
     return lambda: keras.Sequential([keras.Input((n_in,)), keras.layers.Dense(n_out)])
@@ -279,7 +279,7 @@ def test_pytest_refuses_a_bad_task_file_with_one_usage_error(tmp_path):
     out = run_pytest(
         "--benchmark-only",
         f"--benchmark-json={results}",
-        "bench/bench_step.py",
+        "bench/benchmarks/bench_step.py",
         env={"LOOPBENCH_TASKS": str(path)},
     )
     assert out.returncode == pytest.ExitCode.USAGE_ERROR
@@ -291,7 +291,7 @@ def test_pytest_refuses_a_bad_task_file_with_one_usage_error(tmp_path):
 
 @pytest.mark.subprocess
 def test_a_truncated_dataset_file_is_one_line_before_any_benchmark(tmp_path):
-    from bench.data import SPLITS, _find_file, candidate_dirs
+    from bench.tasks.data import SPLITS, _find_file, candidate_dirs
 
     source = next(
         (d for d, _ in candidate_dirs("fashion-mnist") if _find_file(d, "t10k-images-idx3-ubyte")),
@@ -309,7 +309,7 @@ def test_a_truncated_dataset_file_is_one_line_before_any_benchmark(tmp_path):
         "--benchmark-only",
         "--profile",
         "smoke",
-        "bench/bench_step.py",
+        "bench/benchmarks/bench_step.py",
         "-k",
         "test_step and mlp",
         f"--benchmark-json={tmp_path / 'out.json'}",

@@ -1,0 +1,585 @@
+"""Interleaved A/B regression check: BASE against HEAD, on this machine, now.
+
+    python -m bench ab [--base REV|DIR] [--head REV|DIR] [-k EXPR] [--threshold 4%]
+                       [--base-python PY] [--head-python PY] [--json F] [--github-json F]
+                       [--tasks FILE]
+
+BASE and HEAD are each a git revision of this repository (exported into a temporary
+directory that is removed on every exit path), a directory holding another checkout, or the
+working tree (``.``; HEAD's default; BASE defaults to ``HEAD``). ``--base-python`` /
+``--head-python`` run a side under another interpreter or venv, so "did upgrading TensorFlow
+slow my loop?" is ``--base . --base-python old-venv --head . --head-python new-venv``.
+
+How it measures (docs/regression.md): long-lived worker processes
+(``bench/ab/worker.py``), ``--pairs`` of them per side, each building the trainer from its own
+side's code, compiling and warming it up. The coordinator then takes turns: for each process
+pair, one round of K steps + host sync on one side, then the same on the other, in random
+order, so both versions share the same fraction of a second of a noisy machine. A benchmark
+is sampled until its interval is decisive or ``--max-seconds`` have passed. A SLOWER or FASTER
+verdict is then checked by fresh worker processes (a process carries a bias of its own): the
+benchmark is measured again by them and judged on all its rounds. Steal
+(``/proc/stat``) is read around every round; pairs with a contended round are dropped.
+Statistics: ``bench/stats/paired.py``.
+
+``--tasks FILE`` (or ``$LOOPBENCH_TASKS``): the tasks of a user's task file instead of the
+built-in ones (``builtin`` adds those), loaded by every worker with its own side's code
+(``bench/tasks/user.py``); a side whose code predates user tasks skips them with the reason.
+
+Exit codes: 0 no regression, 1 a SLOWER verdict, 2 bad input (unknown revision, a side
+without the implementation registry, a bad task file, a worker that crashed or hung: its own
+error is shown).
+No worker outlives the command: each leads its own process group, killed on every exit path,
+and exits by itself when its stdin closes.
+
+Imports no TensorFlow (the workers do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from bench.ab import jax_sides as ab_jax
+from bench.ab.output import (
+    format_sides,
+    format_table,
+    github_entries,
+    machine,
+    progress,
+    side_record,
+    summary_line,
+)
+from bench.ab.sides import (
+    InputError,
+    Side,
+    Worker,
+    numerics_rtol,
+    resolve_side,
+    side_tasks,
+    start_workers,
+)
+from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
+from bench.report.compare import parse_threshold, write_json_atomic
+from bench.stats import paired as S
+from bench.tasks.user import specs_from
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = "loopbench-ab/1"
+# Without -k: the headline step benchmarks of the compiled loops on every task (12 today).
+# The eager loop (10x slower, and not what a regression gate is for) and any variants added
+# to the registry later run only when -k selects them, so the CI gate keeps its time.
+HEADLINE = ("keras_fit", "keras_fit_xla", "custom_graph", "custom_xla")
+# From A/A runs (docs/regression.md): at 3%, 2 of 120 A/A comparisons were flagged.
+DEFAULT_THRESHOLD = "4%"
+WARMUP_STEPS = 5
+SETUP_TIMEOUT_S = 900.0
+
+
+# --- what is measured ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    implementation: str
+    task: str
+    batch_size: int
+    default_batch: bool
+
+    @property
+    def name(self) -> str:
+        base = f"{self.implementation}-{self.task}"
+        return base if self.default_batch else f"{base}-b{self.batch_size}"
+
+
+def keyword_match(expression: str | None, name: str) -> bool:
+    """pytest's ``-k`` grammar (and, or, not, parentheses; case-insensitive substrings)."""
+    if not expression:
+        return True
+    from _pytest.mark.expression import Expression
+
+    try:
+        compiled = Expression.compile(expression)
+    except Exception as e:  # pytest's ParseError
+        raise InputError(f"-k {expression!r}: {e}") from None
+    return compiled.evaluate(lambda word, **_: word.lower() in name.lower())
+
+
+def select_benchmarks(
+    sides: list[Side], expression: str | None, batches: list[int] | None
+) -> tuple[list[Benchmark], dict[str, str]]:
+    """Implementation x task (x batch) matching ``-k`` over the union of both sides'
+    registries, or the ``HEADLINE`` implementations without ``-k``; returns the benchmarks
+    and, for those one side lacks (an implementation, or a --tasks task), why they are
+    skipped."""
+    tasks = side_tasks(sides)
+
+    known = [s.implementations for s in sides if s.implementations is not None]
+    names: list[str] = []
+    for impls in known:
+        names += [n for n in impls if n not in names]
+    if expression is None:
+        names = [n for n in names if n in HEADLINE]
+    out, skip = [], {}
+    for impl in names:
+        for task, batch_size in tasks.items():
+            sizes = batches or [batch_size]
+            for b in sizes:
+                bench = Benchmark(impl, task, b, b == batch_size)
+                if not keyword_match(expression, bench.name):
+                    continue
+                missing = [
+                    s.label for s in sides if s.implementations and impl not in s.implementations
+                ]
+                no_task = [s.label for s in sides if s.tasks is not None and task not in s.tasks]
+                if missing:
+                    skip[bench.name] = f"not in {' and '.join(missing)}'s registry"
+                elif no_task:
+                    skip[bench.name] = (
+                        f"task {task} not in {' and '.join(no_task)}'s code (older than --tasks?)"
+                    )
+                out.append(bench)
+    if not out:
+        raise InputError(
+            f"-k {expression!r} selects no benchmark; implementations: {', '.join(names)}; "
+            f"tasks: {', '.join(tasks)}"
+        )
+    return out, skip
+
+
+def write_batch(
+    bench: Benchmark, directory: Path, cache: dict, worker: Worker | None = None
+) -> Path:
+    """The fixed batch both sides train on (the harness's: the first ``batch_size`` training
+    examples, tiled if fewer), written once for every worker. A task that is not built in (a
+    user task: loading its data may need TensorFlow) is written by ``worker`` (HEAD's)."""
+    from bench.tasks import TASKS, load_for_task
+    from bench.tasks.data import load_classification
+
+    path = directory / f"{bench.name}.npz"
+    if bench.task not in TASKS:
+        request = {"op": "write_batch", "task": bench.task, "batch_size": bench.batch_size}
+        worker.request({**request, "path": str(path)}, SETUP_TIMEOUT_S)
+        return path
+    task = TASKS[bench.task]
+    if task.name not in cache:
+        raw = None
+        if task.kind != "regression":
+            cache.setdefault("_raw", load_classification(quiet=True))
+            raw = cache["_raw"]
+        cache[task.name] = load_for_task(task, raw=raw)
+    data = cache[task.name]
+    idx = np.arange(bench.batch_size) % len(data.x_train)
+    np.savez(path, x=data.x_train[idx], y=data.y_train[idx])
+    return path
+
+
+# --- measuring one benchmark --------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    threshold: float
+    confidence: float
+    round_seconds: float
+    pairs: int
+    min_pairs: int
+    max_seconds: float
+    seed: int
+    interval_scale: float
+    confirm: bool
+
+
+def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[float, float]:
+    """(seconds per step, steal fraction) of one round, steal read around the request."""
+    before = cpu_steal_counters()
+    answer = worker.request({"op": "round", "id": bench_id, "k": k}, timeout)
+    stolen = steal_fraction(before, cpu_steal_counters())
+    if answer["retraced"]:
+        raise InputError(
+            f"{worker.name} ({worker.side.describe()}): {bench_id}'s step was traced again "
+            f"{answer['retraced']} time(s) during a timed round; the timing would include it"
+        )
+    return answer["seconds"] / k, math.nan if stolen is None else stolen
+
+
+@dataclass
+class Sampled:
+    """What has been measured of one benchmark: its rounds over every process pair so far."""
+
+    k: int  # steps per round, the same for every worker
+    rounds: list[dict]
+    setups: dict[Worker, dict]  # each worker's setup answer (compile_s, loss after warm-up)
+    grid: list[list[Worker]]  # the process pairs, in the order of the rounds' "pair" index
+    seconds: float
+
+
+def measure(
+    bench: Benchmark,
+    batch: Path,
+    grid: list[list[Worker]],
+    settings: Settings,
+    rng: random.Random,
+    prior: Sampled | None = None,
+) -> Sampled:
+    """Set up the benchmark in every worker of ``grid``, then alternate rounds until the
+    interval over all rounds (``prior``'s too) is decisive, or for at most ``max_seconds``,
+    and at least ``min_pairs`` new pairs."""
+    request = {
+        "op": "setup",
+        "id": bench.name,
+        "impl": bench.implementation,
+        "task": bench.task,
+        "batch": str(batch),
+        "warmup": WARMUP_STEPS,
+    }
+    workers = [w for row in grid for w in row]
+    for w in workers:
+        w.send(request)
+    setups = {w: w.receive(SETUP_TIMEOUT_S, f"setup of {bench.name}") for w in workers}
+    unsupported = [s["unsupported"] for s in setups.values() if s.get("unsupported")]
+    if unsupported:
+        for w in workers:
+            w.request({"op": "drop", "id": bench.name}, 60)
+        raise Unsupported(unsupported[0])
+    per_step = float(np.median([s["per_step_s"] for s in setups.values()]))
+    k = prior.k if prior else max(1, min(100_000, math.ceil(settings.round_seconds / per_step)))
+    round_timeout = max(120.0, 100 * k * per_step)
+    for w in workers:  # one untimed round at the round's own length
+        timed_round(w, bench.name, k, round_timeout)
+
+    offset = len(prior.grid) if prior else 0
+    rounds: list[dict] = list(prior.rounds) if prior else []
+    new = 0
+    started = time.monotonic()
+    while True:
+        for p, (base, head) in enumerate(grid):
+            first = rng.choice(("base", "head"))
+            order = (base, head) if first == "base" else (head, base)
+            times = {}
+            for w in order:
+                times[w.side.label] = timed_round(w, bench.name, k, round_timeout)
+            rounds.append(
+                {
+                    "pair": offset + p,
+                    "first": first,
+                    "base_s": times["base"][0],
+                    "head_s": times["head"][0],
+                    "base_steal_pct": 100 * times["base"][1],
+                    "head_steal_pct": 100 * times["head"][1],
+                }
+            )
+            new += 1
+        if new < settings.min_pairs:
+            continue
+        _, est = estimate(rounds, settings)
+        if S.decided(est, settings.threshold) or time.monotonic() - started > settings.max_seconds:
+            break
+    for w in workers:
+        w.request({"op": "drop", "id": bench.name}, 60)
+    seconds = time.monotonic() - started + (prior.seconds if prior else 0.0)
+    all_setups = {**(prior.setups if prior else {}), **setups}
+    return Sampled(k, rounds, all_setups, (prior.grid if prior else []) + grid, seconds)
+
+
+class Unsupported(Exception):
+    """A worker cannot run the implementation on this (user's) model: skipped, with why."""
+
+
+def skipped(bench: Benchmark, reason: str) -> dict:
+    return {
+        "name": bench.name,
+        "implementation": bench.implementation,
+        "task": bench.task,
+        "batch_size": bench.batch_size,
+        "verdict": S.SKIPPED,
+        "skip_reason": reason,
+        "ratio": None,
+        "ci_low": None,
+        "ci_high": None,
+    }
+
+
+def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Estimate]:
+    keys = ("base_s", "head_s", "base_steal_pct", "head_steal_pct")
+    col = {key: np.array([r[key] for r in rounds], dtype=float) for key in keys}
+    keep = S.kept_pairs(
+        col["base_s"],
+        col["head_s"],
+        col["base_steal_pct"] / 100,
+        col["head_steal_pct"] / 100,
+        STEAL_LIMIT,
+        settings.min_pairs // 2,
+    )
+    logr = np.log(col["head_s"][keep] / col["base_s"][keep])
+    return keep, S.hodges_lehmann(logr, settings.confidence, settings.interval_scale)
+
+
+def result(
+    bench: Benchmark, sampled: Sampled, settings: Settings, sides: list[Side] | None = None
+) -> dict:
+    """The benchmark's record in the JSON: verdict, interval, both sides, every round."""
+    rounds, setups, grid = sampled.rounds, sampled.setups, sampled.grid
+    keep, est = estimate(rounds, settings)
+    for r, kept in zip(rounds, keep):
+        r["kept"] = bool(kept)
+    side_info = {}
+    for label, col in (("base", 0), ("head", 1)):
+        ws = [row[col] for row in grid]
+        times = [r[f"{label}_s"] for r, kept in zip(rounds, keep) if kept]
+        side_info[label] = {
+            "median_s": float(np.median(times)),
+            "compile_s": float(np.median([setups[w]["compile_s"] for w in ws])),
+            "loss_after_warmup": setups[ws[0]]["loss_after_warmup"],
+            "losses_after_warmup": [setups[w]["loss_after_warmup"] for w in ws],
+        }
+    b, h = side_info["base"]["loss_after_warmup"], side_info["head"]["loss_after_warmup"]
+    rel = abs(h - b) / max(abs(b), 1e-12) if math.isfinite(b) and math.isfinite(h) else math.inf
+    tol = numerics_rtol(bench.task, sides or [])
+    per_pair = []
+    for p in range(len(grid)):
+        sel = [i for i, r in enumerate(rounds) if r["pair"] == p and keep[i]]
+        lr = [math.log(rounds[i]["head_s"] / rounds[i]["base_s"]) for i in sel]
+        per_pair.append(float(math.exp(np.median(lr))) if lr else None)
+    return {
+        "name": bench.name,
+        "implementation": bench.implementation,
+        "task": bench.task,
+        "batch_size": bench.batch_size,
+        "steps_per_round": sampled.k,
+        "verdict": S.verdict(est, settings.threshold),
+        "first_verdict": None,
+        "skip_reason": None,
+        "ratio": est.ratio,
+        "ci_low": est.low,
+        "ci_high": est.high,
+        "detectable_pct": est.detectable_pct,
+        "missed_pct": S.missed_pct(est),
+        "pairs": int(keep.sum()),
+        "pairs_dropped_steal": int(len(rounds) - keep.sum()),
+        "process_pairs": len(grid),
+        "process_pair_ratios": per_pair,
+        "seconds": sampled.seconds,
+        "base": side_info["base"],
+        "head": side_info["head"],
+        "numerics": {"rel_diff": rel, "tolerance": tol, "changed": bool(rel > tol)},
+        "rounds": rounds,
+    }
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench ab",
+        description="Measure BASE against HEAD on this machine, interleaved round by round.",
+    )
+    p.add_argument("--base", default="HEAD", help="revision or directory (default: HEAD)")
+    p.add_argument("--head", default=".", help="revision or directory (default: . = working tree)")
+    p.add_argument("--base-python", help="interpreter or venv for BASE (default: this one)")
+    p.add_argument("--head-python", help="interpreter or venv for HEAD (default: this one)")
+    p.add_argument(
+        "-k",
+        dest="select",
+        help="pytest -k expression on names like custom_graph-mlp, over every implementation "
+        f"(default: the headline benchmarks, {', '.join(HEADLINE)} on every task)",
+    )
+    p.add_argument("--batch", type=int, action="append", help="batch size(s) (default: the task's)")
+    p.add_argument(
+        "--tasks",
+        action="append",
+        metavar="FILE",
+        help="a task file of your own, loaded by both sides' workers (repeatable; 'builtin' "
+        "names the built-in tasks; default: the built-in tasks, or $LOOPBENCH_TASKS)",
+    )
+    p.add_argument(
+        "--threshold",
+        default=DEFAULT_THRESHOLD,
+        type=parse_threshold,
+        help="smallest slowdown reported (default %(default)s)",
+    )
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument(
+        "--interval-scale",
+        type=float,
+        default=S.INTERVAL_SCALE,
+        help=f"widen the signed-rank interval by this factor for the workers' own biases "
+        f"(default {S.INTERVAL_SCALE}, measured here: bench/stats/paired.py)",
+    )
+    p.add_argument("--pairs", type=int, default=2, help="worker processes per side (default 2)")
+    p.add_argument("--round-seconds", type=float, default=0.1)
+    p.add_argument("--min-pairs", type=int, default=30, help="round pairs before stopping early")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="sampling time cap per benchmark (default 20)",
+    )
+    p.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="do not re-measure a SLOWER/FASTER benchmark with fresh worker processes",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the round order")
+    p.add_argument("--json", dest="json_out", help="write the full result (rounds, verdicts) here")
+    p.add_argument("--github-json", help="write github-action-benchmark customSmallerIsBetter JSON")
+    p.add_argument("--repo", default=str(ROOT), help="repository the revisions belong to")
+    return p
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    if not 0 < args.threshold < 100:
+        raise InputError(f"--threshold must be between 0 and 100%, got {args.threshold:g}%")
+    threshold = args.threshold / 100
+    if args.pairs < 1 or args.min_pairs < 6 or args.round_seconds <= 0:
+        raise InputError("--pairs must be >= 1, --min-pairs >= 6, --round-seconds > 0")
+    if not 0.5 <= args.confidence < 1:
+        raise InputError("--confidence must be in [0.5, 1)")
+    if not 1 <= args.interval_scale <= 10:
+        raise InputError("--interval-scale must be in [1, 10]")
+    settings = Settings(
+        threshold,
+        args.confidence,
+        args.round_seconds,
+        args.pairs,
+        args.min_pairs,
+        args.max_seconds,
+        args.seed,
+        args.interval_scale,
+        not args.no_confirm,
+    )
+    repo = Path(args.repo).resolve()
+    t0 = time.monotonic()
+    steal0 = cpu_steal_counters()
+    with contextlib.ExitStack() as stack:
+        sides = [
+            resolve_side("base", args.base, args.base_python, repo, stack),
+            resolve_side("head", args.head, args.head_python, repo, stack),
+        ]
+        print(f"ab: starting {args.pairs} worker(s) per side ...", file=sys.stderr, flush=True)
+        tasks = [t if t == "builtin" else str(Path(t).resolve()) for t in specs_from(args.tasks)]
+        grid = start_workers(sides, args.pairs, stack, tasks)
+        jax = (
+            ab_jax.start_jax_workers(sides, args.pairs, stack)
+            if ab_jax.wanted(args.select)
+            else None
+        )
+        print(format_sides(sides), flush=True)
+        benches, skips = select_benchmarks(sides, args.select, args.batch)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
+        rng, cache, results = random.Random(args.seed), {}, []
+        sampled: dict[str, Sampled] = {}
+        for bench in benches:
+            if bench.name in skips:
+                results.append(skipped(bench, skips[bench.name]))
+                continue
+            batch = write_batch(bench, tmp, cache, grid[0][1])
+            workers = ab_jax.grid_for(bench.implementation, grid, jax)
+            try:
+                sampled[bench.name] = measure(bench, batch, workers, settings, rng)
+            except Unsupported as e:
+                results.append(skipped(bench, str(e)))
+                continue
+            results.append(result(bench, sampled[bench.name], settings, sides))
+            progress(results[-1])
+        flagged = [i for i, r in enumerate(results) if r["verdict"] in (S.SLOWER, S.FASTER)]
+        if flagged and settings.confirm:
+            # A worker process carries a bias of its own (docs/regression.md): before a verdict
+            # stands,
+            # the benchmark is measured again by fresh processes, and judged on all rounds.
+            print(
+                f"ab: confirming {len(flagged)} verdict(s) with {args.pairs} fresh worker "
+                "pair(s) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            fresh = start_workers(sides, args.pairs, stack, tasks)
+            fresh_jax = ab_jax.start_jax_workers(sides, args.pairs, stack) if jax else None
+            for i in flagged:
+                bench = next(b for b in benches if b.name == results[i]["name"])
+                again = measure(
+                    bench,
+                    write_batch(bench, tmp, cache, fresh[0][1]),
+                    ab_jax.grid_for(bench.implementation, fresh, fresh_jax),
+                    settings,
+                    rng,
+                    prior=sampled[bench.name],
+                )
+                first = results[i]["verdict"]
+                results[i] = result(bench, again, settings, sides)
+                results[i]["first_verdict"] = first
+                progress(results[i])
+    slower = [r["name"] for r in results if r["verdict"] == S.SLOWER]
+    faster = [r["name"] for r in results if r["verdict"] == S.FASTER]
+    code = 1 if slower else 0
+    stolen = steal_fraction(steal0, cpu_steal_counters())
+    doc = {
+        "schema": SCHEMA,
+        "datetime": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": ["python", "-m", "bench", "ab", *argv],
+        "settings": {
+            "threshold_pct": 100 * threshold,
+            "confidence": args.confidence,
+            "round_seconds": args.round_seconds,
+            "process_pairs": args.pairs,
+            "min_pairs": args.min_pairs,
+            "max_seconds": args.max_seconds,
+            "order": "random",
+            "seed": args.seed,
+            "select": args.select if args.select is not None else "headline",
+            "tasks": tasks or None,
+            "warmup_steps": WARMUP_STEPS,
+            "interval_scale": args.interval_scale,
+            "confirm": not args.no_confirm,
+            "steal_limit_pct": 100 * STEAL_LIMIT,
+        },
+        "machine": {**machine(), "steal_pct_session": None if stolen is None else 100 * stolen},
+        "sides": {s.label: side_record(s) for s in sides},
+        "benchmarks": results,
+        "summary": {
+            "slower": slower,
+            "faster": faster,
+            "exit_code": code,
+            "wall_s": time.monotonic() - t0,
+        },
+    }
+    print()
+    print(format_table(results))
+    print()
+    print(summary_line(results, threshold, doc["summary"]["wall_s"]))
+    if args.json_out:
+        write_json_atomic(args.json_out, doc)
+    if args.github_json:
+        write_json_atomic(args.github_json, github_entries(results))
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+
+    def terminate(signum, frame):  # SIGTERM: unwind, so every worker is killed on the way out
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return run(args, argv)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ab: interrupted; workers stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,132 @@
+"""What ``python -m bench ab`` prints and records about its results and sides: the terminal
+table, the progress and summary lines, the github-action-benchmark entries, and the JSON's
+side and machine records. Called by ``bench.ab.cli``; no TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+from tabulate import tabulate
+
+from bench.ab.sides import Side
+from bench.host import cpu_model
+from bench.stats import paired as S
+
+
+def _pct(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{100 * (ratio - 1):+.1f}%"
+
+
+def format_table(results: list[dict]) -> str:
+    rows = []
+    for r in results:
+        if r["verdict"] == S.SKIPPED:
+            rows.append([r["name"], "", "", "", f"skipped: {r['skip_reason']}", "", ""])
+            continue
+        verdict = r["verdict"]
+        if r["numerics"]["changed"]:
+            verdict += ", but the numbers changed"
+        rows.append(
+            [
+                r["name"],
+                f"{1e3 * r['base']['median_s']:.3f}",
+                f"{1e3 * r['head']['median_s']:.3f}",
+                f"{_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+                verdict,
+                f"±{r['detectable_pct']:.1f}%",
+                f"{r['pairs']} (+{r['pairs_dropped_steal']} contended)",
+            ]
+        )
+    headers = [
+        "benchmark",
+        "BASE ms/step",
+        "HEAD ms/step",
+        "HEAD vs BASE [CI]",
+        "verdict",
+        "resolution",
+        "pairs",
+    ]
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def format_sides(sides: list[Side]) -> str:
+    lines = []
+    for s in sides:
+        v = s.versions
+        lines.append(
+            f"{s.label.upper()}: {s.describe()} ({s.kind}) -- Python {v.get('python')}, "
+            f"TensorFlow {v.get('tensorflow')}, Keras {v.get('keras')}, {v.get('device')}, "
+            f"oneDNN {'on' if v.get('onednn') else 'off'}"
+        )
+    keys = ("python", "tensorflow", "keras", "numpy", "device", "gpus", "onednn")
+    differ = [k for k in keys if sides[0].versions.get(k) != sides[1].versions.get(k)]
+    if differ:
+        lines.append("the sides differ in: " + ", ".join(differ))
+    return "\n".join(lines)
+
+
+def github_entries(results: list[dict]) -> list[dict]:
+    """HEAD's step times with the A/B interval, for github-action-benchmark's
+    ``customSmallerIsBetter``."""
+    out = []
+    for r in results:
+        if r["verdict"] == S.SKIPPED:
+            continue
+        out.append(
+            {
+                "name": f"ab {r['name']}",
+                "unit": "ms/step",
+                "value": round(1e3 * r["head"]["median_s"], 6),
+                "range": f"{_pct(r['ci_low'])}..{_pct(r['ci_high'])} vs base",
+                "extra": f"HEAD/BASE {r['ratio']:.4f}; {r['verdict']}; {r['pairs']} pairs",
+            }
+        )
+    return out
+
+
+def side_record(s: Side) -> dict:
+    return {
+        "spec": s.spec,
+        "kind": s.kind,
+        "revision": s.revision,
+        "root": str(s.root),
+        "python": s.python,
+        "versions": s.versions,
+        "implementations": s.implementations,
+    }
+
+
+def machine() -> dict:
+    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+
+
+def progress(r: dict) -> None:
+    again = f", first {r['first_verdict']}" if r.get("first_verdict") else ""
+    print(
+        f"  {r['name']}: {_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] "
+        f"{r['verdict']}{again} ({r['pairs']} pairs, {r['process_pairs']} process pairs, "
+        f"{r['seconds']:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def summary_line(results: list[dict], threshold: float, wall_s: float) -> str:
+    measured = [r for r in results if r["verdict"] != S.SKIPPED]
+    slower = [r["name"] for r in measured if r["verdict"] == S.SLOWER]
+    faster = [r["name"] for r in measured if r["verdict"] == S.FASTER]
+    changed = [r["name"] for r in measured if r["numerics"]["changed"]]
+    parts = [f"ab: {len(measured)} benchmark(s) in {wall_s:.0f} s, threshold {100 * threshold:g}%"]
+    if slower:
+        parts.append(f"SLOWER: {', '.join(slower)}")
+    if faster:
+        parts.append(f"faster: {', '.join(faster)}")
+    unflagged = [r["missed_pct"] for r in measured if r["verdict"] == S.NO_CHANGE]
+    if not slower and unflagged:
+        worst = max(max(unflagged), 100 * threshold)
+        parts.append(f"no regression detected (a slowdown above +{worst:.1f}% is ruled out)")
+    if changed:
+        parts.append(f"numbers changed (loss after warm-up beyond tolerance): {', '.join(changed)}")
+    return "; ".join(parts)

@@ -1,0 +1,228 @@
+"""Distributed step throughput: strategy x replicas x implementation x task.
+
+Run: ``pytest --benchmark-only bench/benchmarks/bench_distributed.py`` (``-k mirrored``,
+``--profile full`` for more replicas, tasks and the XLA variants). Library code and the
+method: ``bench/distributed/loop.py``; one worker process: ``bench/distributed/worker.py``.
+
+Why subprocesses: on a CPU-only host a MirroredStrategy needs the CPU split into logical
+devices before TensorFlow initialises, and this pytest process initialised TensorFlow long
+ago; every MultiWorkerMirroredStrategy worker is a process anyway. So the timing runs in
+``bench.distributed.worker``, by ``bench/timing/harness.py``'s method (first call as ``compile_s``,
+warm-up, K steps + host sync per round), and reports each round's duration. The test
+records those durations as this benchmark's rounds: it creates the result the way
+``benchmark.pedantic`` does (pytest-benchmark's ``_make_stats``, its one private call here),
+adds one data point per measured round, and divides by K with ``bench.timing.harness.to_per_step``.
+No timing is invented or replayed: ``stats`` are exactly the worker's rounds, per step. The
+subprocess's start-up, TensorFlow import and compilation are not in them.
+
+One worker launch serves every selected benchmark of a (strategy, task) -- and, for
+multi-worker, cluster size -- so the quick profile makes three launches: one MirroredStrategy
+process timing 1 and 2 replicas (the CPU split into 2 logical devices, of which the
+one-replica strategy uses the first; on a GPU host, the first N GPUs), and loopback clusters
+of 1 and 2 workers.
+Scaling efficiency = samples/s on N replicas / (N x samples/s on one replica of the same
+strategy, implementation and per-replica batch); the one-replica run is made even when its
+own benchmark is not selected.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import pytest
+
+from bench.distributed.loop import (
+    IMPLEMENTATIONS,
+    STRATEGIES,
+    WorkerError,
+    run_bench,
+    unsupported_reason,
+)
+from bench.tasks import TASKS, train_flops_per_sample
+from bench.tasks.user import selected_tasks
+from bench.timing.harness import to_per_step
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a profile runs, per strategy."""
+
+    tasks: tuple[str, ...]
+    impls: dict[str, tuple[str, ...]]
+    replicas: dict[str, tuple[int, ...]]  # multiworker: workers started on this host
+
+
+SHAPES = {
+    # keras_fit runs on one worker only (see KERAS_MULTI_WORKER_REASON), so the quick profile
+    # leaves it out of multi-worker: its one-worker row would have nothing to scale to.
+    "quick": Shape(
+        ("mlp",),
+        {"mirrored": ("keras_fit", "custom_graph"), "multiworker": ("custom_graph",)},
+        {"mirrored": (1, 2), "multiworker": (1, 2)},
+    ),
+    # smoke: one process, to check the machinery (its numbers mean nothing).
+    "smoke": Shape(("mlp",), {"mirrored": ("keras_fit", "custom_graph")}, {"mirrored": (1, 2)}),
+    "full": Shape(
+        ("mlp", "cnn"),
+        {"mirrored": IMPLEMENTATIONS, "multiworker": IMPLEMENTATIONS},
+        {"mirrored": (1, 2, 4, 8), "multiworker": (1, 2, 4)},
+    ),
+}
+ALL_REPLICAS = {"mirrored": (1, 2, 4, 8), "multiworker": (1, 2, 4)}
+
+CASES = [
+    pytest.param(strategy, replicas, impl, task, id=f"{strategy}-r{replicas}-{impl}-{task}")
+    for strategy in STRATEGIES
+    for task in ("mlp", "cnn")
+    for replicas in ALL_REPLICAS[strategy]
+    for impl in IMPLEMENTATIONS
+]
+
+
+def gpu_count() -> int:
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def skip_reason(profile, strategy: str, replicas: int, impl: str, task: str) -> str | None:
+    if task not in selected_tasks():
+        return f"{task} is not among the selected tasks (--tasks); user tasks do not run here"
+    shape = SHAPES.get(profile.name)
+    if shape is None:
+        return f"no distributed benchmarks defined for the {profile.name} profile (SHAPES)"
+    if (
+        task not in shape.tasks
+        or impl not in shape.impls.get(strategy, ())
+        or replicas not in shape.replicas.get(strategy, ())
+    ):
+        return f"not in the {profile.name} profile (use --profile full)"
+    return unsupported_reason(strategy, impl, replicas, gpu_count())
+
+
+@pytest.fixture(scope="session")
+def dist_runs(request, profile):
+    """``get(strategy, task, replicas)``: worker 0's run for that replica count, from one
+    launch per (strategy, task[, cluster size]) covering every selected benchmark."""
+    cache: dict = {}
+
+    def selected(strategy: str, task: str) -> list[tuple[int, str]]:
+        out = []
+        for item in request.session.items:
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            if getattr(item, "originalname", None) != "test_distributed":
+                continue
+            if (params.get("strategy"), params.get("task_name")) != (strategy, task):
+                continue
+            if skip_reason(profile, strategy, params["replicas"], params["impl"], task) is None:
+                out.append((params["replicas"], params["impl"]))
+        return out
+
+    def get(strategy: str, task: str, replicas: int) -> dict:
+        key = (strategy, task, replicas if strategy == "multiworker" else None)
+        if isinstance(cache.get(key), Exception):  # that launch failed: do not retry it
+            raise cache[key]
+        if key not in cache:
+            wanted = selected(strategy, task)
+            # Every selected implementation, also in the one-replica (baseline) launch; the
+            # worker itself skips those a replica count cannot run.
+            impls = sorted({i for _, i in wanted}, key=IMPLEMENTATIONS.index)
+            if strategy == "multiworker":
+                counts = [replicas]
+            else:  # one process for every replica count, and the one-replica baseline
+                counts = sorted({r for r, _ in wanted} | {replicas, 1})
+            try:
+                out = run_bench(
+                    strategy,
+                    task,
+                    counts,
+                    impls,
+                    rounds=profile.sweep_rounds,
+                    warmup_steps=profile.warmup_steps,
+                    round_seconds=profile.round_seconds,
+                )
+            except WorkerError as e:
+                cache[key] = e
+                raise
+            for run in out["runs"]:
+                run.update(worker_info={k: out[k] for k in ("workers", "tensorflow")})
+                run_key = (strategy, task, run["replicas"] if strategy == "multiworker" else None)
+                cache.setdefault(run_key, {})[run["replicas"]] = run
+        return cache[key][replicas]
+
+    return get
+
+
+def samples_per_s(result: dict, global_batch: int) -> float:
+    per_step = [r / result["steps_per_round"] for r in result["round_s"]]
+    return global_batch / statistics.median(per_step)
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("strategy, replicas, impl, task_name", CASES)
+def test_distributed(
+    benchmark, strategy, replicas, impl, task_name, profile, dist_runs, matmul_calibration
+):
+    reason = skip_reason(profile, strategy, replicas, impl, task_name)
+    if reason:
+        pytest.skip(reason)
+    benchmark.group = f"distributed-{task_name}"
+    run = dist_runs(strategy, task_name, replicas)
+    result = run["results"][impl]
+    if "skip" in result:
+        pytest.skip(result["skip"])
+    k = result["steps_per_round"]
+
+    # The worker's measured rounds become this benchmark's rounds (module docstring).
+    if not benchmark.disabled:
+        benchmark._make_stats(1)
+        benchmark._mode = "bench.distributed.worker rounds"
+        for seconds in result["round_s"]:
+            benchmark.stats.update(seconds)
+    per_step = statistics.median(to_per_step(benchmark, k))
+
+    global_batch = run["global_batch"]
+    base = dist_runs(strategy, task_name, 1)
+    base_samples = samples_per_s(base["results"][impl], base["global_batch"])
+    throughput = global_batch / per_step
+    task = TASKS[task_name]
+    flops = train_flops_per_sample(task) * global_batch
+    gflops = flops / per_step / 1e9
+    calibration = matmul_calibration["calibration_gflops"]
+    benchmark.extra_info.update(
+        {
+            "kind": "distributed",
+            "implementation": impl,
+            "task": task_name,
+            "dataset": run["dataset"],
+            "seed": task.seed,
+            "strategy": strategy,
+            "strategy_class": run["strategy_class"],
+            "replicas": run["replicas"],
+            "workers": run["worker_info"]["workers"],
+            "devices": run["devices"],
+            "device": run["devices"][0],
+            "per_replica_batch": run["per_replica_batch"],
+            "global_batch": global_batch,
+            "batch_size": global_batch,
+            "steps_per_round": k,
+            "rounds": len(result["round_s"]),
+            "samples_per_s": throughput,
+            "samples_per_s_one_replica": base_samples,
+            "scaling_efficiency": throughput / (run["replicas"] * base_samples),
+            "compile_s": result["compile_s"],
+            "fit_overhead_s": None,
+            "flops_per_step": flops,
+            "gflops_per_s": gflops,
+            "pct_of_matmul_peak": 100 * gflops / calibration if calibration else None,
+            "peak_memory_mb": result["peak_memory_mb"],
+            "peak_memory_kind": result["peak_memory_kind"],
+            "jit_compile": result["jit_compile"],
+            "jit_compile_requested": result["jit_compile_requested"],
+            "run_eagerly": result["run_eagerly"],
+            "loop": result["loop"],
+            "graph_ops": None,
+            "traces": result["traces"],
+        }
+    )

@@ -1,0 +1,221 @@
+"""Interleaved measurement of a comparison group (a "panel"): the block scheduler and the
+paired ratios. No TensorFlow: members are anything with a ``run_round()``.
+
+Why: benchmarks timed one after another, minutes apart, inherit the drift of a shared machine
+between those minutes. On this project's 2-core VM the suite's "speedup vs keras_fit" moved
+by 16% (median) and 40% (max) between a quiet run and one beside a busy neighbour; timed in
+one process, in blocks of one round of each implementation in random order, the same ratios
+moved by 3% (issue "The comparison table, measured interleaved"). So every comparison is
+measured here the way ``bench ab`` compares two versions of the code:
+
+- every member is built and warmed up first (``bench/timing/panel.py``);
+- then blocks run, each one round of every member in a fresh random order; around each round
+  the hypervisor's steal and the CPU time other processes of the machine took are read
+  (``bench.host.cpu_counters``);
+- a ratio between two members is the Hodges-Lehmann estimate of their within-block
+  log-ratios, with its 95% signed-rank interval (``bench/stats/paired.py``), from the blocks in
+  which neither round was contended (steal above ``STEAL_LIMIT``, or other processes above
+  ``FOREIGN_LIMIT``: a neighbour in the VM slows a two-threaded step more than a one-threaded
+  one, which no pairing cancels);
+- sampling stops once every ratio that matters (each member against the baseline and against
+  its twin) is known to within ``target_pct`` (half-width of the interval), or at the time cap,
+  or at ``max_blocks``; ``stopped_by`` records which.
+
+A slow spell of the machine that lasts longer than a block slows every member of that block
+alike, so it cancels in the within-block ratios; sequential medians cannot cancel it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from bench.host import (
+    FOREIGN_LIMIT,
+    STEAL_LIMIT,
+    cpu_counters,
+    foreign_fraction,
+    steal_fraction,
+)
+from bench.stats.paired import Estimate, hodges_lehmann, kept_pairs
+
+# How much wider than the signed-rank interval a panel's reported interval is (in log space),
+# as the A/B check's (bench/ab_stats.INTERVAL_SCALE, 1.7). The signed-rank interval treats
+# every block as independent, but each process carries a bias of its own (memory layout,
+# thread placement, which of a graph-mode step's two speeds it settles in): measured with
+# ``experiments/panel_budget.py processes`` on this project's 2-core VM, the MLP panel's
+# ratios spread between 5 fresh processes 1.8 times as widely (root mean square over its 12
+# ratios) as each process's interval claimed, while rebuilding the trainers within one
+# process moved them no more than the interval. Spreading the blocks over two processes made
+# it worse (2.4), so the interval is widened by the measured factor instead.
+PANEL_INTERVAL_SCALE = 1.8
+MIN_PAIRS_FOR_INTERVAL = 6  # fewer pairs: no 95% signed-rank interval exists
+
+
+class Member(Protocol):
+    """One benchmark of a panel, built and warmed up: ``run_round()`` runs one timed round and
+    returns its seconds per training step."""
+
+    name: str
+
+    def run_round(self) -> float: ...
+
+
+@dataclass
+class Rounds:
+    """What one member did in the blocks: per round, its block, seconds per step, the fraction
+    of CPU time the hypervisor stole and the fraction other processes took."""
+
+    block: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    steal: list[float | None] = field(default_factory=list)
+    foreign: list[float | None] = field(default_factory=list)
+
+    def contended(self, i: int) -> bool:
+        steal = self.steal[i]
+        foreign = self.foreign[i] if i < len(self.foreign) else None
+        return (steal is not None and steal > STEAL_LIMIT) or (
+            foreign is not None and foreign > FOREIGN_LIMIT
+        )
+
+    def quiet(self) -> list[int]:
+        """Indices of the uncontended rounds (all rounds, where fewer than half were)."""
+        quiet = [i for i in range(len(self.seconds)) if not self.contended(i)]
+        return quiet if 2 * len(quiet) >= len(self.seconds) else list(range(len(self.seconds)))
+
+
+@dataclass
+class PanelResult:
+    names: list[str]
+    rounds: dict[str, Rounds]
+    blocks: int
+    stopped_by: str  # "target", "time_cap" or "max_blocks"
+    seconds: float
+    target_pct: float
+    time_cap_s: float
+    order_seed: int
+    interval_scale: float = PANEL_INTERVAL_SCALE
+    orders: list[list[str]] = field(default_factory=list)  # each block's order
+
+    def ratio(self, slow: str, fast: str) -> Estimate | None:
+        """``slow``'s seconds per step / ``fast``'s, paired within blocks (above 1: ``fast`` is
+        faster): the speedup of ``fast`` over ``slow``. None with no common block."""
+        return paired_ratio(self.rounds[slow], self.rounds[fast], self.interval_scale)
+
+    def info(self) -> dict:
+        return {
+            "members": list(self.names),
+            "blocks": self.blocks,
+            "stopped_by": self.stopped_by,
+            "target_pct": self.target_pct,
+            "time_cap_s": self.time_cap_s,
+            "seconds": self.seconds,
+            "interval_scale": self.interval_scale,
+            "order_seed": self.order_seed,
+        }
+
+
+def paired_ratio(num: Rounds, den: Rounds, scale: float = PANEL_INTERVAL_SCALE) -> Estimate | None:
+    """``num`` time / ``den`` time per step from the blocks both ran, dropping blocks where
+    either round was contended (unless too few would remain: ``ab_stats.kept_pairs``)."""
+    a = {b: (num.seconds[i], num.contended(i)) for i, b in enumerate(num.block)}
+    b = {b: (den.seconds[i], den.contended(i)) for i, b in enumerate(den.block)}
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    a_s = np.array([a[i][0] for i in common], dtype=float)
+    b_s = np.array([b[i][0] for i in common], dtype=float)
+    a_st = np.array([float(a[i][1]) for i in common])  # 1.0: contended
+    b_st = np.array([float(b[i][1]) for i in common])
+    keep = kept_pairs(a_s, b_s, a_st, b_st, 0.5, MIN_PAIRS_FOR_INTERVAL)
+    if not keep.any():
+        return None
+    return hodges_lehmann(np.log(a_s[keep] / b_s[keep]), scale=scale)
+
+
+def half_width_pct(est: Estimate | None) -> float:
+    """Half the interval's width in percent; infinite without an interval yet."""
+    if est is None or est.n < MIN_PAIRS_FOR_INTERVAL:
+        return math.inf
+    return est.detectable_pct
+
+
+def run_blocks(
+    members: Sequence[Member],
+    targets: Sequence[tuple[str, str]],
+    *,
+    min_blocks: int,
+    max_blocks: int,
+    time_cap_s: float,
+    target_pct: float,
+    seed: int = 0,
+    counters: Callable[[], tuple | None] = cpu_counters,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PanelResult:
+    """Time ``members`` in blocks: each block runs one round of every member, in a random
+    order drawn from ``seed``. Stops after ``min_blocks`` blocks once every ratio in
+    ``targets`` (pairs of member names) has an interval no wider than ``target_pct`` on each
+    side; at ``time_cap_s`` seconds of blocks (but not before ``min(min_blocks, 6)`` blocks, the
+    fewest that give an interval); or at ``max_blocks``."""
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"panel members must have distinct names: {names}")
+    rng = random.Random(seed)
+    rounds = {name: Rounds() for name in names}
+    orders: list[list[str]] = []
+    floor = min(min_blocks, MIN_PAIRS_FOR_INTERVAL)
+    start = clock()
+    stopped_by = "max_blocks"
+    for block in range(max_blocks):
+        order = list(members)
+        rng.shuffle(order)
+        orders.append([m.name for m in order])
+        for member in order:
+            before = counters()
+            seconds = member.run_round()
+            rec = rounds[member.name]
+            rec.block.append(block)
+            rec.seconds.append(float(seconds))
+            after = counters()
+            rec.steal.append(steal_fraction(before, after))
+            rec.foreign.append(foreign_fraction(before, after))
+        done = block + 1
+        if done >= min_blocks and all(
+            half_width_pct(paired_ratio(rounds[a], rounds[b])) <= target_pct for a, b in targets
+        ):
+            stopped_by = "target"
+            break
+        if done >= floor and clock() - start >= time_cap_s and done < max_blocks:
+            stopped_by = "time_cap"
+            break
+    return PanelResult(
+        names=names,
+        rounds=rounds,
+        blocks=len(orders),
+        stopped_by=stopped_by,
+        seconds=clock() - start,
+        target_pct=target_pct,
+        time_cap_s=time_cap_s,
+        order_seed=seed,
+        orders=orders,
+    )
+
+
+def baseline_of(implementations: Sequence[str], preferred: str = "keras_fit") -> int | None:
+    """Which member the speedups are against: ``preferred`` if present, else the first."""
+    if not implementations:
+        return None
+    return implementations.index(preferred) if preferred in implementations else 0
+
+
+def ratio_fields(est: Estimate | None) -> dict:
+    """An estimate as the JSON entries of a ratio (None without one)."""
+    if est is None:
+        return {"speedup": None, "low": None, "high": None, "pairs": 0}
+    return {"speedup": est.ratio, "low": est.low, "high": est.high, "pairs": est.n}

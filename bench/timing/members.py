@@ -1,0 +1,285 @@
+"""A panel's members (``bench/timing/panel.py``): a TensorFlow trainer in this process, the
+same in a panel worker, one member spread over several processes, and a JAX trainer in the
+JAX worker. Each is built, compiled and warmed up when made; ``run_round()`` times one round,
+``finish()`` checks for retraces and returns the member's fields. Imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.timing.harness import (
+    RetraceError,
+    check_retrace,
+    choose_steps_per_round,
+    count_graph_ops,
+    device_name,
+    first_call_and_warm_up,
+    fixed_batch,
+    measure_fit,
+    peak_memory_mb,
+    reset_peak_memory,
+    steps_per_call,
+    sync,
+)
+from bench.timing.spec import Spec, spec_to_json
+
+
+def resident_mb() -> float:
+    """Memory in use now: the GPU allocator's current bytes, or the process's resident set."""
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class TFMember:
+    """A TensorFlow trainer built from the registry and the task's seeded initial weights, on
+    a fixed batch on the device, compiled and warmed up (the steps of
+    ``harness.measure_steps`` before its timed rounds)."""
+
+    def __init__(self, spec: Spec, dataset, panel_start_mb: float):
+        import implementations
+        from bench.tasks import get_task, initial_weights
+
+        self.spec, self.name = spec, spec.name
+        self.task = get_task(spec.task_name)
+        self.dataset = dataset
+        options: dict = {"precision": spec.precision}
+        if spec.steps_per_call is not None:
+            options["steps_per_call"] = spec.steps_per_call
+        if spec.micro_batches is not None:
+            options["micro_batches"] = spec.micro_batches
+        before_mb = resident_mb()
+        reset_peak_memory()
+        factory = implementations.get(spec.implementation)
+        self.trainer = factory(self.task, initial_weights(self.task), **options)
+        self.n = steps_per_call(self.trainer)
+        self.x, self.y = fixed_batch(self.task, spec.batch_size, dataset, self.n)
+        warmup_calls = math.ceil(spec.profile.warmup_steps / self.n)
+        self.compile_s = first_call_and_warm_up(self._call, warmup_calls)
+        self.k = choose_steps_per_round(self._call, spec.profile.round_seconds)
+        self.run_round()  # one untimed round at the round's own length
+        peak, self.peak_kind = peak_memory_mb()
+        # As if built alone: the members built before it are resident, not its own.
+        self.peak_mb = peak - max(0.0, before_mb - panel_start_mb)
+        self.traces_before = self.trainer.traces()
+
+    def _call(self):
+        return self.trainer.step(self.x, self.y)
+
+    def run_round(self) -> float:
+        t0 = time.perf_counter()
+        for _ in range(self.k):
+            loss = self._call()
+        sync(loss)  # the device has finished every step before the clock stops
+        return (time.perf_counter() - t0) / (self.k * self.n)
+
+    def finish(self) -> dict:
+        """After the blocks: the retrace check, what ``fit()`` adds, and the recorded fields."""
+        import implementations
+        from bench.tasks import train_flops_per_sample
+
+        spec = self.spec
+        check_retrace(self.trainer, self.traces_before, f"{spec.implementation}/{self.task.name}")
+        info = {
+            "kind": "step",
+            "implementation": spec.implementation,
+            "task": self.task.name,
+            "dataset": self.dataset.name,
+            "seed": self.task.seed,
+            "device": device_name(),
+            "batch_size": spec.batch_size,
+            "steps_per_round": self.k * self.n,
+            "calls_per_round": self.k,
+            "steps_per_call": self.n,
+            "compile_s": self.compile_s,
+            **measure_fit(self.trainer, self.x, self.y, self.k),
+            "flops_per_step": train_flops_per_sample(self.task) * spec.batch_size,
+            "peak_memory_mb": self.peak_mb,
+            "peak_memory_kind": self.peak_kind,
+            "micro_batches": 1,
+            **self.trainer.resolved(),
+            "one_step_twin": implementations.MULTI_STEP.get(spec.implementation),
+            "micro_batch_twin": implementations.MICRO_BATCH.get(spec.implementation),
+            "graph_ops": count_graph_ops(self.trainer, self.x, self.y),
+            "traces": self.trainer.traces(),
+        }
+        return info
+
+    def close(self) -> None:
+        self.trainer = self.x = self.y = None
+
+
+class JaxMember:
+    """A trainer in the JAX worker (``bench/jax/worker.py``), set up there as ``harness``
+    does it; a round is one request, timed inside the worker (no pipe in the figure)."""
+
+    def __init__(self, spec: Spec, dataset, worker, hello: dict, tmp: Path):
+        from bench.jax import client as jax_client
+
+        self.spec, self.name = spec, spec.name
+        self.worker, self.hello, self.dataset = worker, hello, dataset
+        self.bench_id = spec.name
+        n = spec.steps_per_call or (
+            _jax_steps_per_call() if spec.implementation in _jax_multi_step() else 1
+        )
+        b = spec.batch_size
+        idx = np.arange(n * b) % len(dataset.x_train)  # harness.fixed_batch's batches
+        path = tmp / f"{abs(hash(spec.name))}.npz"
+        batch = jax_client.write_npz(path, x=dataset.x_train[idx], y=dataset.y_train[idx])
+        self.setup = worker.request(
+            {
+                "op": "setup",
+                "id": self.bench_id,
+                "impl": spec.implementation,
+                "task": spec.task_name,
+                "batch": batch,
+                "batch_size": b,
+                "warmup": spec.profile.warmup_steps,
+                "round_seconds": spec.profile.round_seconds,
+            },
+            jax_client.SETUP_TIMEOUT_S,
+        )
+        self.k, self.n = self.setup["calls_per_round"], self.setup["steps_per_call"]
+        self.timeout = jax_client.round_timeout(self.setup["per_step_s"], self.k)
+        self.retraced = 0
+
+    def run_round(self) -> float:
+        answer = self.worker.request(
+            {"op": "round", "id": self.bench_id, "k": self.k}, self.timeout
+        )
+        self.retraced += answer["retraced"]
+        return answer["round_seconds"] / (self.k * self.n)
+
+    def finish(self) -> dict:
+        from bench.jax import client as jax_client
+
+        if self.retraced:
+            raise RetraceError(
+                f"{self.bench_id}: traced {self.retraced} more time(s) during the timed rounds"
+            )
+        fit = self.worker.request(
+            {"op": "fit", "id": self.bench_id, "k": self.k}, jax_client.SETUP_TIMEOUT_S
+        )
+        described = self.worker.request({"op": "info", "id": self.bench_id}, 60)
+        return jax_step_info(self.spec, self.dataset, self.hello, self.setup, fit, described)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.worker.request({"op": "drop", "id": self.bench_id}, 60)
+
+
+class RemoteMember:
+    """A ``TFMember`` built in a panel worker process (``bench/timing/panel_worker.py``)."""
+
+    def __init__(self, spec: Spec, worker, index: int):
+        self.spec, self.name, self.worker = spec, spec.name, worker
+        self.id = f"{index}:{spec.name}"
+        self.worker.request(
+            {"op": "build", "id": self.id, "spec": spec_to_json(spec)}, BUILD_TIMEOUT_S
+        )
+
+    def run_round(self) -> float:
+        return self.worker.request({"op": "round", "id": self.id}, ROUND_TIMEOUT_S)["seconds"]
+
+    def finish(self) -> dict:
+        return self.worker.request({"op": "finish", "id": self.id}, BUILD_TIMEOUT_S)["info"]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.worker.request({"op": "drop", "id": self.id}, 60)
+
+
+BUILD_TIMEOUT_S = 900.0  # a user's conv net compiled by XLA's loop on 2 busy cores
+ROUND_TIMEOUT_S = 600.0
+
+
+class Spread:
+    """One member measured in several processes: its round in block b runs in process
+    b mod P (every member gets exactly one round per block, so its calls count the blocks).
+    Its fields come from the first (this) process; every copy is checked for retraces."""
+
+    def __init__(self, instances: list):
+        self.instances = instances
+        self.name, self.spec = instances[0].name, instances[0].spec
+        self.calls = 0
+
+    def run_round(self) -> float:
+        instance = self.instances[self.calls % len(self.instances)]
+        self.calls += 1
+        return instance.run_round()
+
+    def finish(self) -> dict:
+        infos = [instance.finish() for instance in self.instances]
+        return infos[0]
+
+    def close(self) -> None:
+        for instance in self.instances:
+            instance.close()
+
+
+def jax_step_info(
+    spec: Spec, dataset, hello: dict, setup: dict, fit: dict, described: dict
+) -> dict:
+    """A JAX panel member's extra_info (``bench.timing.panel.Spec`` ``spec``), in the
+    TensorFlow step benchmarks' fields (docs/results-schema.md)."""
+    from bench.tasks import TASKS, train_flops_per_sample
+    from implementations import jax_backend
+
+    task = TASKS[spec.task_name]
+    from bench.jax.client import backend_fields
+
+    fields = backend_fields(hello)
+    return {
+        "kind": "step",
+        "implementation": spec.implementation,
+        "task": spec.task_name,
+        "dataset": dataset.name,
+        "seed": task.seed,
+        **fields,
+        "batch_size": spec.batch_size,
+        "steps_per_round": setup["calls_per_round"] * setup["steps_per_call"],
+        "calls_per_round": setup["calls_per_round"],
+        "steps_per_call": setup["steps_per_call"],
+        "compile_s": setup["compile_s"],
+        "cold_start_s": fields["import_s"] + setup["compile_s"],
+        "fit_overhead_s": fit["fit_overhead_s"],
+        "fit_s_per_step": fit["fit_s_per_step"],
+        "flops_per_step": train_flops_per_sample(task) * spec.batch_size,
+        "peak_memory_mb": described["peak_memory_mb"],
+        "peak_memory_kind": described["peak_memory_kind"],
+        **described["resolved"],
+        "precision": "float32",
+        "compute_dtype": "float32",
+        "variable_dtype": "float32",
+        "loss_scale": False,
+        "one_step_twin": jax_backend.MULTI_STEP.get(spec.implementation),
+        "graph_ops": None,
+        "traces": described["traces"],
+        "tf_twins": list(jax_backend.TF_TWINS[spec.implementation]),
+    }
+
+
+def _jax_multi_step() -> dict:
+    from implementations import jax_backend
+
+    return jax_backend.MULTI_STEP
+
+
+def _jax_steps_per_call() -> int:
+    from implementations import jax_backend
+
+    return jax_backend.STEPS_PER_CALL

@@ -1,0 +1,322 @@
+"""Panels: every step benchmark that is compared with others is measured interleaved with
+them, in one process (the scheduler and the statistics: ``bench/timing/blocks.py``). Imports
+TensorFlow.
+
+A panel is a comparison group: a task's step benchmarks at its batch size (``test_step``,
+``test_precision``, ``test_steps_per_call``, ``test_micro_batches`` and the JAX twins'
+``test_jax_step``: the step table, the knob table and the backend table), or one point of the
+batch-size sweep (``test_sweep``, ``sweep-<task>-b<batch>``). When the first benchmark of a
+panel runs, every selected benchmark of that panel (after ``-k`` and the profile's skips) is
+built and warmed up, then timed in blocks; each benchmark's test then records its own rounds
+as its pytest-benchmark stats and its ratios, with intervals, in ``extra_info``. A member that
+fails to build or retraces fails (or skips) its own test, not the panel.
+
+Timing within a member follows ``bench/timing/harness.py``: the first call alone is ``compile_s``,
+warm-up, K calls per round for the profile's round length, one untimed round, and each timed
+round ends with a host sync. A JAX member is a trainer in the JAX worker process
+(``bench/jax/worker.py``): its round is a request, timed inside the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.host import cpu_counters
+from bench.timing.blocks import PanelResult, baseline_of, ratio_fields, run_blocks
+from bench.timing.harness import Profile
+from bench.timing.members import (  # noqa: F401 (re-exported)
+    BUILD_TIMEOUT_S,
+    JaxMember,
+    RemoteMember,
+    Spread,
+    TFMember,
+    resident_mb,
+)
+from bench.timing.spec import Spec, spec_from_json, spec_to_json, twin_key  # noqa: F401
+
+PANEL_WORKER = Path(__file__).resolve().parent / "panel_worker.py"
+
+
+# Test function name -> (item name, callspec params, profile, config) -> Spec; registered by
+# the benchmark modules. A builder skips (pytest.skip) what the profile or the task excludes.
+BUILDERS: dict[str, Callable[..., Spec]] = {}
+
+
+def register(test_name: str, builder: Callable[..., Spec]) -> None:
+    BUILDERS[test_name] = builder
+
+
+def spec_of(item: pytest.Item, profile: Profile) -> Spec | None:
+    """The panel member a collected item would measure; None if it is no panel member or
+    its builder skips it."""
+    builder = BUILDERS.get(getattr(item, "originalname", None) or "")
+    callspec = getattr(item, "callspec", None)
+    if builder is None or callspec is None:
+        return None
+    try:
+        return builder(item.name, dict(callspec.params), profile, item.config)
+    except pytest.skip.Exception:
+        return None
+
+
+# --- one panel, measured ------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one member's test records: its kept rounds (seconds per step) and extra_info, or
+    the error (or skip) its build or check raised."""
+
+    seconds: list[float] = field(default_factory=list)
+    steps_per_round: int = 1
+    info: dict = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+def panel_limits(spec: Spec) -> dict:
+    p = spec.profile
+    if spec.kind == "sweep":
+        return {
+            "min_blocks": p.sweep_rounds,
+            "max_blocks": p.sweep_panel_max_blocks,
+            "time_cap_s": p.sweep_panel_cap_s,
+        }
+    return {
+        "min_blocks": p.rounds,
+        "max_blocks": p.panel_max_blocks,
+        "time_cap_s": p.panel_cap_s,
+    }
+
+
+def targets_of(specs: list[Spec], baseline: Spec | None) -> list[tuple[str, str]]:
+    """The ratios a panel samples until they are known to its target: every member against
+    the baseline, and against each twin it has in the panel."""
+    by_key = {s.key: s.name for s in specs}
+    pairs = []
+    for s in specs:
+        if baseline is not None and s.name != baseline.name:
+            pairs.append((baseline.name, s.name))
+        for key in s.twins:
+            if key in by_key and by_key[key] != s.name:
+                pairs.append((by_key[key], s.name))
+    return pairs
+
+
+def ratio_info(result: PanelResult, specs: list[Spec], baseline: Spec | None) -> dict[str, dict]:
+    """Per member: the speedup over the baseline with its interval, and the ratio against
+    every other member (``paired``), all from the same blocks."""
+    out = {}
+    for s in specs:
+        paired = {}
+        for other in specs:
+            if other.name != s.name:
+                fields = ratio_fields(result.ratio(other.name, s.name))
+                paired[other.name] = {"implementation": other.implementation, **fields}
+        info: dict = {"paired": paired}
+        if baseline is None:
+            info.update(speedup_vs=None, speedup_vs_name=None)
+            info.update(speedup=None, speedup_low=None, speedup_high=None)
+        elif baseline.name == s.name:
+            info.update(speedup_vs=s.implementation, speedup_vs_name=s.name)
+            info.update(speedup=1.0, speedup_low=1.0, speedup_high=1.0)
+        else:
+            r = paired[baseline.name]
+            info.update(speedup_vs=baseline.implementation, speedup_vs_name=baseline.name)
+            info.update(speedup=r["speedup"], speedup_low=r["low"], speedup_high=r["high"])
+        out[s.name] = info
+    return out
+
+
+def choose_baseline(specs: list[Spec]) -> Spec | None:
+    """keras_fit's plain float32 benchmark if the panel has it, else its first member."""
+    import implementations
+
+    order = list(implementations.REGISTRY)
+    plain = [s for s in specs if s.key == twin_key(s.implementation)] or list(specs)
+    plain.sort(key=lambda s: order.index(s.implementation) if s.implementation in order else 99)
+    i = baseline_of([s.implementation for s in plain])
+    return None if i is None else plain[i]
+
+
+class Panels:
+    """The session's panels: each measured once, when its first benchmark runs."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, dict[str, Outcome]] = {}
+        self.stack = contextlib.ExitStack()
+        self._jax: tuple | None = None
+        self._tmp: Path | None = None
+        self._workers: list = []
+        self.tasks: list[str] | None = None  # the session's --tasks values, for the workers
+
+    def close(self) -> None:
+        self.stack.close()
+        self._jax = None
+        self._workers = []
+
+    def jax_worker(self) -> tuple:
+        """The session's JAX worker and its hello (started on first use)."""
+        if self._jax is None:
+            from bench.jax import client as jax_client
+
+            self._jax = jax_client.start(self.stack)
+        return self._jax
+
+    def panel_workers(self, count: int, tasks: list[str] | None) -> list:
+        """``count`` panel worker processes for this tree (started on first use, kept for the
+        session, killed when it ends)."""
+        from bench.jax import client as jax_client
+        from bench.workers.process import Side, Worker, worker_env
+
+        while len(self._workers) < count:
+            side = Side("panel", "working tree", "working tree", jax_client.ROOT, sys.executable)
+            worker = Worker(side, len(self._workers) + 1, worker_env(), script=PANEL_WORKER)
+            self.stack.callback(worker.close)
+            worker.request({"op": "hello", "tasks": tasks or []}, jax_client.HELLO_TIMEOUT_S)
+            self._workers.append(worker)
+        return self._workers[:count]
+
+    def worker_pids(self) -> list[int]:
+        """The processes the panels' rounds run in besides this one (JAX, panel workers)."""
+        workers = [*self._workers, *([self._jax[0]] if self._jax else [])]
+        return [w.proc.pid for w in workers]
+
+    def tmp(self) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))
+        return self._tmp
+
+    def outcome(self, request: pytest.FixtureRequest, spec: Spec, task_data) -> Outcome:
+        if self.tasks is None:
+            from bench.tasks.user import specs_from
+
+            self.tasks = specs_from(request.config.getoption("--tasks", default=None)) or []
+        if spec.panel not in self.outcomes:
+            profile = spec.profile
+            members = [s for s in (spec_of(i, profile) for i in request.session.items) if s]
+            members = [s for s in members if s.panel == spec.panel]
+            if spec.name not in {s.name for s in members}:
+                members.append(spec)
+            self.outcomes[spec.panel] = self.measure(members, task_data)
+        found = self.outcomes[spec.panel].pop(spec.name, None)
+        if found is None:  # not gathered (run twice?): measure it alone
+            found = self.measure([spec], task_data)[spec.name]
+        return found
+
+    def measure(self, specs: list[Spec], task_data) -> dict[str, Outcome]:
+        """Build, warm up and time ``specs`` interleaved; each member's outcome."""
+        from bench.tasks import get_task
+
+        outcomes = {s.name: Outcome() for s in specs}
+        built, live = [], []
+        start_mb = resident_mb()
+        try:
+            for s in specs:
+                try:
+                    dataset = task_data(get_task(s.task_name))
+                    if s.backend == "jax":
+                        worker, hello = self.jax_worker()
+                        member = JaxMember(s, dataset, worker, hello, self.tmp())
+                    else:
+                        member = TFMember(s, dataset, start_mb)
+                        processes = s.profile.panel_processes
+                        if processes > 1:
+                            workers = self.panel_workers(processes - 1, self.tasks)
+                            remote = [RemoteMember(s, w, i) for i, w in enumerate(workers)]
+                            member = Spread([member, *remote])
+                except (Exception, pytest.skip.Exception) as e:
+                    outcomes[s.name].error = e
+                    continue
+                built.append(member)
+                live.append(s)
+            baseline = choose_baseline(live)
+            limits = panel_limits(specs[0])
+            # Whose CPU time is the panel's own: this process and its workers'.
+            pids = (os.getpid(), *self.worker_pids())
+            result = run_blocks(
+                built,
+                targets_of(live, baseline),
+                target_pct=specs[0].profile.panel_target_pct,
+                counters=lambda: cpu_counters(pids),
+                **limits,
+            )
+            ratios = ratio_info(result, live, baseline)
+            for member, s in zip(built, live):
+                out = outcomes[s.name]
+                try:
+                    info = member.finish()
+                except Exception as e:
+                    out.error = e
+                    continue
+                out.info = {**info, **panel_fields(result, s.name), **ratios[s.name]}
+                out.info["panel_info"]["processes"] = len(getattr(member, "instances", [0]))
+                out.seconds = self_kept(result, s.name)
+                out.steps_per_round = int(info["steps_per_round"])
+        finally:
+            for member in built:
+                member.close()
+            built.clear()
+            gc.collect()
+        return outcomes
+
+
+def self_kept(result: PanelResult, name: str) -> list[float]:
+    rounds = result.rounds[name]
+    return [rounds.seconds[i] for i in rounds.quiet()]
+
+
+def panel_fields(result: PanelResult, name: str) -> dict:
+    """The extra_info fields that say how a member's rounds were taken (docs/results-schema.md)."""
+    rounds = result.rounds[name]
+    kept = rounds.quiet()
+    measured = all(s is not None for s in rounds.steal)
+
+    def pct(values):
+        return [None if v is None else 100 * v for v in values]
+
+    return {
+        "panel_info": result.info(),
+        "rounds": len(kept),
+        "rounds_run": len(rounds.seconds),
+        "round_steal_pct": pct(rounds.steal),
+        "steal_pct": 100 * float(np.mean([rounds.steal[i] for i in kept])) if measured else None,
+        "round_foreign_pct": pct(rounds.foreign),
+        "block_of_round": [rounds.block[i] for i in kept],
+    }
+
+
+def record(benchmark, spec: Spec, outcome: Outcome, calibration_gflops: float | None) -> dict:
+    """Make ``outcome`` this test's result: its rounds become the pytest-benchmark stats
+    (seconds per step, ``iterations`` = steps per round), its fields ``extra_info``."""
+    if outcome.error is not None:
+        raise outcome.error
+    seconds = outcome.seconds
+    benchmark.pedantic(lambda: None, rounds=len(seconds), iterations=1, warmup_rounds=0)
+    if benchmark.stats is not None:
+        benchmark.stats.stats.data[:] = seconds
+        benchmark.stats.iterations = outcome.steps_per_round
+    median = float(np.median(seconds))
+    info = dict(outcome.info)
+    flops = info.get("flops_per_step") or 0
+    gflops = flops / median / 1e9
+    info.update(
+        panel=spec.panel,
+        samples_per_s=spec.batch_size / median,
+        gflops_per_s=gflops,
+        pct_of_matmul_peak=100 * gflops / calibration_gflops if calibration_gflops else None,
+    )
+    benchmark.extra_info.update(info)
+    return info
+
+
+PANELS = Panels()

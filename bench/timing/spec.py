@@ -1,0 +1,62 @@
+"""A panel member, as its test would run it, in a form that can travel to a worker process
+(``bench/timing/panel.py``, ``bench/timing/panel_worker.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.timing.harness import Profile
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One benchmark of a panel, as its test would run it."""
+
+    name: str  # the pytest item's name: test_step[keras_fit-mlp]
+    panel: str  # the panel id: the task's name, or sweep-<task>-b<batch>
+    kind: str  # the panel's kind: "step" or "sweep" (round counts and time cap)
+    implementation: str
+    task_name: str
+    batch_size: int
+    profile: Profile  # warm-up and round length
+    precision: str = "float32"
+    steps_per_call: int | None = None  # an override of a multi-step implementation's N
+    micro_batches: int | None = None  # an override of a micro-batch implementation's M
+    backend: str = "tensorflow"
+    # The members this one is compared with in the knob and backend tables (Spec.key form).
+    twins: tuple[tuple, ...] = ()
+
+    @property
+    def key(self) -> tuple:
+        return (
+            self.backend,
+            self.implementation,
+            self.precision,
+            self.steps_per_call,
+            self.micro_batches,
+        )
+
+
+def spec_to_json(spec: Spec) -> dict:
+    """``spec`` as JSON for the panel worker: the profile by name."""
+    out = dict(spec.__dict__)
+    out["profile"] = spec.profile.name
+    out["twins"] = [list(t) for t in spec.twins]
+    return out
+
+
+def spec_from_json(data: dict) -> Spec:
+    from bench.timing.harness import PROFILES
+
+    return Spec(
+        **{
+            **data,
+            "profile": PROFILES[data["profile"]],
+            "twins": tuple(tuple(t) for t in data["twins"]),
+        }
+    )
+
+
+def twin_key(implementation: str | None, backend: str = "tensorflow") -> tuple | None:
+    """The key of ``implementation``'s plain float32 benchmark at the task's batch size."""
+    return None if implementation is None else (backend, implementation, "float32", None, None)
