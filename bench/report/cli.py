@@ -22,10 +22,11 @@ writes into ``--out``:
 With several files the runs sit side by side (labelled by ``--label`` or the file stem), and
 each task gets a table of ms/step per run with the ratio to the first run.
 
-This module is the entry point; the work is in ``report_load`` (reading and validating files),
-``report_rows`` (which benchmark is which, and its numbers in the report's units),
-``report_tables`` (markdown for pytest-benchmark runs), ``report_knobs`` (variants against
-their twins), ``report_ab`` (markdown for A/B files) and ``report_plots``. Nothing imports
+This module is the entry point; the work is in ``load`` (reading and validating files),
+``rows`` (which benchmark is which, and its numbers in the report's units), ``ratios`` (the
+paired ratios and their intervals), ``tables`` (markdown for pytest-benchmark runs),
+``knobs`` (variants against their twins), ``backend`` (TensorFlow vs JAX), ``ab`` (markdown
+for A/B files) and ``plots``, all in ``bench/report/``. Nothing imports
 TensorFlow. Others reuse the loading and validation, importable from here: ``load_run``,
 ``load_runs``, ``load_results`` (a pandas DataFrame), ``read_results`` and ``ResultsError``.
 """

@@ -22,8 +22,8 @@ needs. Fifteen optional fields, half meaningless for each kind, would make every
 ``Task`` ask which kind it is. So ``UserTask`` is a second frozen dataclass that offers the
 fields the shared code reads (``name``, ``kind``, ``input_shape``, ``optimizer``,
 ``learning_rate``, ``batch_size``, ``epochs``, ``seed``, ``num_classes``, ``tta_target``), and
-the few places that differ ask ``bench.tasks.builtin.is_user_task(task)``: whether the task has a
-build function. ``eq=False``: it holds a function and maybe arrays; identity is equality.
+the few places that differ ask ``bench.tasks.is_user_task(task)``: whether the task has a build
+function. ``eq=False``: it holds a function and maybe arrays; identity is equality.
 
 Weights: the model is built once per (task, seed) under ``keras.utils.set_random_seed``;
 *all* its weights, trainable and not (BatchNormalization's moving statistics), are taken from
