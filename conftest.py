@@ -23,6 +23,12 @@ import sys
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ INFO lines out of logs
+# GPU memory growth for every command (a plain pytest too), set before anything can import
+# TensorFlow: a --tasks file builds its model in pytest_configure, which initialises the GPU
+# runtime, after which tf.config.experimental.set_memory_growth raises; and without growth
+# this process would reserve nearly all GPU memory at its first TensorFlow call, starving the
+# A/B, JAX and tf.distribute workers started later (the workers inherit the setting).
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,12 +69,6 @@ def pytest_configure(config: pytest.Config) -> None:
             user_tasks.select(specs)
         except user_tasks.TaskError as e:
             raise pytest.UsageError(str(e)) from None
-    if config.getoption("benchmark_only", default=False):
-        # GPU memory growth must be set before TensorFlow initialises its devices.
-        import tensorflow as tf
-
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
 
 
 _calibration: dict = {}

@@ -15,7 +15,7 @@ import contextlib
 from pathlib import Path
 
 from bench.ab.sides import HELLO_TIMEOUT_S
-from bench.workers.process import InputError, Side, Worker, worker_env
+from bench.workers.process import InputError, Side, Worker, jax_env
 
 JAX_WORKER = Path(__file__).resolve().parent.parent / "jax" / "worker.py"
 
@@ -30,7 +30,7 @@ def start_jax_workers(
 ) -> tuple[list[list[Worker]], set[str]]:
     """``pairs`` JAX workers per side (``[[base_0, head_0], ...]``) and the JAX implementation
     names; each side's ``implementations`` and ``versions`` are extended with its JAX ones."""
-    env = {**worker_env(), "KERAS_BACKEND": "jax"}
+    env = jax_env()
     grid = []
     for p in range(pairs):
         row = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.workers.process import Side, Worker, worker_env
+from bench.workers.process import Side, Worker, jax_env
 
 ROOT = Path(__file__).resolve().parents[2]
 JAX_WORKER = Path(__file__).resolve().parent / "worker.py"
@@ -34,7 +34,7 @@ def start(stack: contextlib.ExitStack, index: int = 0) -> tuple[Worker, dict]:
     """A JAX worker for this tree and interpreter, closed (killed) when ``stack`` unwinds.
     Returns it and its answer to ``hello`` (versions, device, ``import_s``)."""
     side = Side("jax", "working tree", "working tree", ROOT, sys.executable)
-    env = {**worker_env(), "KERAS_BACKEND": "jax"}
+    env = jax_env()
     worker = Worker(side, index, env, script=JAX_WORKER)
     stack.callback(worker.close)
     hello = worker.request({"op": "hello"}, HELLO_TIMEOUT_S)

@@ -139,6 +139,13 @@ class WorkerAnswerError(InputError):
         )
 
 
+def jax_env() -> dict[str, str]:
+    """A JAX worker's environment: Keras on JAX, and no preallocation. By default each JAX
+    process takes 75% of a GPU at its first array: two workers (``bench ab -k jax`` starts
+    four), or one beside pytest's TensorFlow, would run out of memory."""
+    return {**worker_env(), "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+
 def worker_env() -> dict[str, str]:
     env = dict(os.environ)
     for name in ("TF_CONFIG", "PYTHONPATH", "PYTHONSTARTUP"):
