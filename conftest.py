@@ -29,6 +29,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ INFO
 # this process would reserve nearly all GPU memory at its first TensorFlow call, starving the
 # A/B, JAX and tf.distribute workers started later (the workers inherit the setting).
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+# CUDA numbers GPUs fastest first by default, nvidia-smi by PCI bus: the same order for both, so
+# the GPU facts recorded with a result are those of the GPU it ran on (harness.nvidia_smi_id).
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

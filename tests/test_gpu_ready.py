@@ -87,3 +87,27 @@ def test_every_jax_worker_starts_without_preallocating(monkeypatch):
         client.start(stack)
     assert seen and seen[-1]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert "jax_env()" in Path(jax_sides.__file__).read_text()  # bench ab's JAX workers too
+
+
+def test_nvidia_smi_is_asked_about_the_gpu_tensorflow_used():
+    from bench.timing.harness import nvidia_smi_id
+
+    assert nvidia_smi_id(0, "") == "0" and nvidia_smi_id(1, "") == "1"
+    assert nvidia_smi_id(0, "3,1") == "3" and nvidia_smi_id(1, "3, 1") == "1"
+    assert nvidia_smi_id(0, "GPU-8f2c") == "GPU-8f2c"  # a UUID, which nvidia-smi takes too
+
+
+def test_micro_batches_are_skipped_on_a_gpu_as_a_cpu_knob(monkeypatch):
+    from bench.benchmarks import bench_step
+    from bench.timing.harness import PROFILES
+
+    quick, full = PROFILES["quick"], PROFILES["full"]
+    split = {"impl": "custom_xla_split", "task_name": "mlp"}
+    assert bench_step.step_spec("x", split, quick, None).implementation == "custom_xla_split"
+    monkeypatch.setattr(bench_step, "device_name", lambda: "/GPU:0")
+    with pytest.raises(pytest.skip.Exception, match="CPU knob"):
+        bench_step.step_spec("x", split, quick, None)
+    with pytest.raises(pytest.skip.Exception, match="CPU knob"):
+        bench_step.micro_batch_spec("x", {**split, "m": 2}, full, None)
+    loop = {"impl": "custom_xla_loop", "task_name": "mlp"}
+    assert bench_step.step_spec("x", loop, quick, None).implementation == "custom_xla_loop"

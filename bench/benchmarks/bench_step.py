@@ -63,6 +63,15 @@ def in_step_panel(name: str, impl: str, task_name: str, profile, **fields) -> Sp
     )
 
 
+def skip_cpu_knob_off_cpu(impl: str) -> None:
+    """Micro-batches (``implementations.MICRO_BATCH``) are a CPU knob: skipped on a GPU."""
+    if impl in implementations.MICRO_BATCH and device_name() != "/CPU:0":
+        pytest.skip(
+            f"{impl} is a CPU knob: micro-batches let XLA's CPU runtime share a small step's "
+            "matmuls between cores; on a GPU one batch already fills the device"
+        )
+
+
 def step_spec(name: str, params: dict, profile, config) -> Spec:
     impl, task_name = params["impl"], params["task_name"]
     # A user's task gets every variant in every profile: it is what they came to measure.
@@ -75,6 +84,7 @@ def step_spec(name: str, params: dict, profile, config) -> Spec:
             f"{impl} runs on {', '.join(profile.multi_step_tasks)} in the "
             f"{profile.name} profile (use --profile full)"
         )
+    skip_cpu_knob_off_cpu(impl)
     twins = (
         twin_key(implementations.MULTI_STEP.get(impl)),
         twin_key(implementations.MICRO_BATCH.get(impl)),
@@ -209,6 +219,7 @@ def micro_batch_spec(name: str, params: dict, profile, config) -> Spec:
     impl, task_name, m = params["impl"], params["task_name"], params["m"]
     if m not in profile.micro_batch_sweep:
         pytest.skip(f"not in the {profile.name} profile's micro-batch sweep (--profile full)")
+    skip_cpu_knob_off_cpu(impl)
     return in_step_panel(
         name,
         impl,

@@ -213,6 +213,18 @@ def onednn_enabled() -> bool:
         return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") not in ("0", "false")
 
 
+def nvidia_smi_id(tf_index: int, visible: str | None = None) -> str:
+    """nvidia-smi's ``--id`` for TensorFlow's GPU ``tf_index``. TensorFlow numbers the devices
+    that ``CUDA_VISIBLE_DEVICES`` leaves, in its order; nvidia-smi numbers all of them by PCI bus
+    (``CUDA_DEVICE_ORDER=PCI_BUS_ID``, which conftest sets, makes CUDA's order the same). So
+    the i-th visible entry (an index or a UUID, which nvidia-smi also takes), else i."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    entries = [e.strip() for e in (visible or "").split(",") if e.strip()]
+    if entries and tf_index < len(entries):
+        return entries[tf_index]
+    return str(tf_index)
+
+
 def gpu_details() -> list[dict]:
     out = []
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -226,7 +238,7 @@ def gpu_details() -> list[dict]:
         try:
             import subprocess
 
-            idx = gpu.name.rsplit(":", 1)[-1]
+            idx = nvidia_smi_id(int(gpu.name.rsplit(":", 1)[-1]))
             total = subprocess.run(
                 [
                     "nvidia-smi",
