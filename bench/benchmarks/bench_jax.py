@@ -31,7 +31,7 @@ from bench.convergence import CONVERGENCE, PARITY_PP, anchor, failures, summariz
 from bench.jax import client as jax_client
 from bench.jax.client import backend_fields
 from bench.tasks import TASKS
-from bench.timing.panel import PANELS, Spec, record, register, twin_key
+from bench.timing.panel import PANELS, Spec, in_step_panel, register, run_in_panel, twin_key
 from implementations import jax_backend
 
 if not jax_client.jax_available():
@@ -76,17 +76,8 @@ def jax_step_spec(name: str, params: dict, profile, config) -> Spec:
         )
     if (impl, task_name) == ("jax_custom_loop", "cnn"):
         skip_scan_of_convolutions_on_cpu(impl, task_name, PANELS.jax_worker()[1])
-    return Spec(
-        name=name,
-        panel=task_name,
-        kind="step",
-        implementation=impl,
-        task_name=task_name,
-        batch_size=TASKS[task_name].batch_size,
-        profile=profile,
-        backend="jax",
-        twins=tuple(twin_key(t) for t in jax_backend.TF_TWINS[impl] if t),
-    )
+    twins = tuple(twin_key(t) for t in jax_backend.TF_TWINS[impl] if t)
+    return in_step_panel(name, impl, task_name, profile, backend="jax", twins=twins)
 
 
 @pytest.mark.parametrize("task_name", list(TASKS))
@@ -97,9 +88,7 @@ def test_jax_step(benchmark, impl, task_name, profile, task_data, request, matmu
     spec = jax_step_spec(
         request.node.name, {"impl": impl, "task_name": task_name}, profile, request.config
     )
-    benchmark.group = task_name
-    outcome = PANELS.outcome(request, spec, task_data)
-    record(benchmark, spec, outcome, matmul_calibration["calibration_gflops"])
+    run_in_panel(benchmark, request, spec, task_name, task_data, matmul_calibration)
 
 
 register("test_jax_step", jax_step_spec)

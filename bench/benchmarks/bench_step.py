@@ -19,8 +19,8 @@ import pytest
 
 import implementations
 from bench.host import BF16_EMULATED, cpu_has_bf16
-from bench.tasks import TASKS, get_task, initial_weights
-from bench.tasks.user import selected_tasks, skip_unsupported
+from bench.tasks import TASKS, initial_weights
+from bench.tasks.user import selected_tasks
 from bench.timing.harness import (
     PRECISION_IMPLEMENTATIONS,
     device_name,
@@ -29,38 +29,12 @@ from bench.timing.harness import (
     steal_fields,
     sync,
 )
-from bench.timing.panel import PANELS, Spec, record, register, twin_key
+from bench.timing.panel import Spec, in_step_panel, register, run_in_panel, twin_key
 
 IMPLEMENTATIONS = list(implementations.REGISTRY)
 # The built-in tasks, or those of --tasks FILE (bench/tasks/user.py), or both.
 SELECTED = selected_tasks()
 USER = [name for name in SELECTED if name not in TASKS]
-
-
-def run_in_panel(benchmark, request, spec: Spec, group: str, task_data, calibration) -> dict:
-    """Record ``spec``'s result from its panel (measured with every selected benchmark of the
-    panel when the first of them runs: ``bench/timing/panel.py``) in pytest-benchmark group
-    ``group``; an implementation that cannot run a user's model is skipped with the reason."""
-    benchmark.group = group
-    task = get_task(spec.task_name)
-    with skip_unsupported(spec.implementation, task):
-        outcome = PANELS.outcome(request, spec, task_data)
-        return record(benchmark, spec, outcome, calibration["calibration_gflops"])
-
-
-def in_step_panel(name: str, impl: str, task_name: str, profile, **fields) -> Spec:
-    """A member of the task's step panel (at the task's batch size): ``fields`` are the
-    variant's (precision, N, M) and its twins."""
-    return Spec(
-        name=name,
-        panel=task_name,
-        kind="step",
-        implementation=impl,
-        task_name=task_name,
-        batch_size=get_task(task_name).batch_size,
-        profile=profile,
-        **fields,
-    )
 
 
 def skip_cpu_knob_off_cpu(impl: str) -> None:

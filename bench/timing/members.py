@@ -129,13 +129,13 @@ class JaxMember:
 
     def __init__(self, spec: Spec, dataset, worker, hello: dict, tmp: Path):
         from bench.jax import client as jax_client
+        from implementations import jax_backend
 
         self.spec, self.name = spec, spec.name
         self.worker, self.hello, self.dataset = worker, hello, dataset
         self.bench_id = spec.name
-        n = spec.steps_per_call or (
-            _jax_steps_per_call() if spec.implementation in _jax_multi_step() else 1
-        )
+        multi = spec.implementation in jax_backend.MULTI_STEP
+        n = spec.steps_per_call or (jax_backend.STEPS_PER_CALL if multi else 1)
         b = spec.batch_size
         idx = np.arange(n * b) % len(dataset.x_train)  # harness.fixed_batch's batches
         path = tmp / f"{abs(hash(spec.name))}.npz"
@@ -236,12 +236,11 @@ def jax_step_info(
 ) -> dict:
     """A JAX panel member's extra_info (``bench.timing.panel.Spec`` ``spec``), in the
     TensorFlow step benchmarks' fields (docs/results-schema.md)."""
+    from bench.jax.client import backend_fields
     from bench.tasks import TASKS, train_flops_per_sample
     from implementations import jax_backend
 
     task = TASKS[spec.task_name]
-    from bench.jax.client import backend_fields
-
     fields = backend_fields(hello)
     return {
         "kind": "step",
@@ -271,15 +270,3 @@ def jax_step_info(
         "traces": described["traces"],
         "tf_twins": list(jax_backend.TF_TWINS[spec.implementation]),
     }
-
-
-def _jax_multi_step() -> dict:
-    from implementations import jax_backend
-
-    return jax_backend.MULTI_STEP
-
-
-def _jax_steps_per_call() -> int:
-    from implementations import jax_backend
-
-    return jax_backend.STEPS_PER_CALL

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from bench.host import cpu_counters
-from bench.timing.blocks import PanelResult, baseline_of, ratio_fields, run_blocks
+from bench.timing.blocks import PanelResult, Rounds, baseline_of, ratio_fields, run_blocks
 from bench.timing.harness import Profile
 from bench.timing.members import (  # noqa: F401 (re-exported)
     BUILD_TIMEOUT_S,
@@ -42,7 +42,13 @@ from bench.timing.members import (  # noqa: F401 (re-exported)
     TFMember,
     resident_mb,
 )
-from bench.timing.spec import Spec, spec_from_json, spec_to_json, twin_key  # noqa: F401
+from bench.timing.spec import (  # noqa: F401 (re-exported)
+    Spec,
+    in_step_panel,
+    spec_from_json,
+    spec_to_json,
+    twin_key,
+)
 
 PANEL_WORKER = Path(__file__).resolve().parent / "panel_worker.py"
 
@@ -78,7 +84,6 @@ class Outcome:
     the error (or skip) its build or check raised."""
 
     seconds: list[float] = field(default_factory=list)
-    steps_per_round: int = 1
     info: dict = field(default_factory=dict)
     error: BaseException | None = None
 
@@ -153,6 +158,7 @@ class Panels:
 
     def __init__(self) -> None:
         self.outcomes: dict[str, dict[str, Outcome]] = {}
+        self.members: dict[str, list[Spec]] | None = None  # the session's, by panel
         self.stack = contextlib.ExitStack()
         self._jax: tuple | None = None
         self._tmp: Path | None = None
@@ -201,10 +207,14 @@ class Panels:
             from bench.tasks.user import specs_from
 
             self.tasks = specs_from(request.config.getoption("--tasks", default=None)) or []
+        if self.members is None:  # every selected benchmark's spec, once per session
+            self.members = {}
+            for item in request.session.items:
+                member = spec_of(item, spec.profile)
+                if member is not None:
+                    self.members.setdefault(member.panel, []).append(member)
         if spec.panel not in self.outcomes:
-            profile = spec.profile
-            members = [s for s in (spec_of(i, profile) for i in request.session.items) if s]
-            members = [s for s in members if s.panel == spec.panel]
+            members = list(self.members.get(spec.panel, []))
             if spec.name not in {s.name for s in members}:
                 members.append(spec)
             self.outcomes[spec.panel] = self.measure(members, task_data)
@@ -258,10 +268,11 @@ class Panels:
                 except Exception as e:
                     out.error = e
                     continue
-                out.info = {**info, **panel_fields(result, s.name), **ratios[s.name]}
+                rounds = result.rounds[s.name]
+                kept = rounds.quiet()
+                out.info = {**info, **panel_fields(result, rounds, kept), **ratios[s.name]}
                 out.info["panel_info"]["processes"] = len(getattr(member, "instances", [0]))
-                out.seconds = self_kept(result, s.name)
-                out.steps_per_round = int(info["steps_per_round"])
+                out.seconds = [rounds.seconds[i] for i in kept]
         finally:
             for member in built:
                 member.close()
@@ -270,15 +281,9 @@ class Panels:
         return outcomes
 
 
-def self_kept(result: PanelResult, name: str) -> list[float]:
-    rounds = result.rounds[name]
-    return [rounds.seconds[i] for i in rounds.quiet()]
-
-
-def panel_fields(result: PanelResult, name: str) -> dict:
-    """The extra_info fields that say how a member's rounds were taken (docs/results-schema.md)."""
-    rounds = result.rounds[name]
-    kept = rounds.quiet()
+def panel_fields(result: PanelResult, rounds: Rounds, kept: list[int]) -> dict:
+    """The extra_info fields that say how a member's rounds (``kept``: those in its stats)
+    were taken (docs/results-schema.md)."""
     measured = all(s is not None for s in rounds.steal)
 
     def pct(values):
@@ -295,6 +300,19 @@ def panel_fields(result: PanelResult, name: str) -> dict:
     }
 
 
+def run_in_panel(benchmark, request, spec: Spec, group: str, task_data, calibration) -> dict:
+    """Record ``spec``'s result from its panel (measured with every selected benchmark of the
+    panel when the first of them runs) in pytest-benchmark group ``group``; an implementation
+    that cannot run a user's model is skipped with the reason."""
+    from bench.tasks import get_task
+    from bench.tasks.user import skip_unsupported
+
+    benchmark.group = group
+    with skip_unsupported(spec.implementation, get_task(spec.task_name)):
+        outcome = PANELS.outcome(request, spec, task_data)
+        return record(benchmark, spec, outcome, calibration["calibration_gflops"])
+
+
 def record(benchmark, spec: Spec, outcome: Outcome, calibration_gflops: float | None) -> dict:
     """Make ``outcome`` this test's result: its rounds become the pytest-benchmark stats
     (seconds per step, ``iterations`` = steps per round), its fields ``extra_info``."""
@@ -304,7 +322,7 @@ def record(benchmark, spec: Spec, outcome: Outcome, calibration_gflops: float | 
     benchmark.pedantic(lambda: None, rounds=len(seconds), iterations=1, warmup_rounds=0)
     if benchmark.stats is not None:
         benchmark.stats.stats.data[:] = seconds
-        benchmark.stats.iterations = outcome.steps_per_round
+        benchmark.stats.iterations = int(outcome.info["steps_per_round"])
     median = float(np.median(seconds))
     info = dict(outcome.info)
     flops = info.get("flops_per_step") or 0

@@ -37,6 +37,23 @@ class Spec:
         )
 
 
+def in_step_panel(name: str, impl: str, task_name: str, profile: Profile, **fields) -> Spec:
+    """A member of the task's step panel, at the task's batch size: ``fields`` are the
+    variant's (precision, N, M, backend) and its twins."""
+    from bench.tasks import get_task
+
+    return Spec(
+        name=name,
+        panel=task_name,
+        kind="step",
+        implementation=impl,
+        task_name=task_name,
+        batch_size=get_task(task_name).batch_size,
+        profile=profile,
+        **fields,
+    )
+
+
 def spec_to_json(spec: Spec) -> dict:
     """``spec`` as JSON for the panel worker: the profile by name."""
     out = dict(spec.__dict__)
