@@ -114,47 +114,43 @@ def matmul_calibration() -> dict:
 @pytest.fixture(scope="session")
 def task_data():
     """Each task's training data, loaded once per session: ``task_data(task)``. The image
-    files are read and decompressed once, whatever tasks and subsets are asked for."""
-    from bench.tasks import is_user_task, load_for_task
+    files are read and decompressed once, whatever tasks and subsets are asked for
+    (``bench.tasks.data.load_classification``)."""
+    from bench.tasks import load_for_task
 
     cache = {}
 
     def get(task, n_train=None):
         key = (task.name, n_train)
         if key not in cache:
-            raw = None
-            if task.kind != "regression" and not is_user_task(task):
-                raw = image_data()
-            cache[key] = load_for_task(task, n_train=n_train, raw=raw)
+            cache[key] = load_for_task(task, n_train=n_train)
         return cache[key]
 
     return get
 
 
-_image_data: list = []
-
-
 def image_data():
-    """The built-in image dataset, read once per session (load_classification)."""
+    """The image dataset (``bench.tasks.data.ImageData``), read once per process."""
     from bench.tasks.data import load_classification
 
-    if not _image_data:
-        _image_data.append(load_classification())
-    return _image_data[0]
+    return load_classification()
 
 
 def needs_image_data(item: pytest.Item) -> bool:
-    """Whether a collected test reads the built-in image dataset: it takes ``task_data``
-    and is not parametrized on a task that needs none (linreg, a user's task)."""
+    """Whether a collected test reads the image dataset: it takes ``task_data`` and is not
+    parametrized on a task whose data is something else (linreg's line, a user's arrays)."""
     if "task_data" not in getattr(item, "fixturenames", ()):
         return False
     callspec = getattr(item, "callspec", None)
     name = callspec.params.get("task_name") if callspec else None
     if name is None:
         return True
-    from bench.tasks import TASKS
+    from bench.tasks import ImageData, get_task
 
-    return name in TASKS and TASKS[name].kind == "classification"
+    try:
+        return isinstance(get_task(name).data, ImageData)
+    except KeyError:
+        return False
 
 
 def check_datasets(items: list[pytest.Item]) -> None:

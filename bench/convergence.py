@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import implementations
-from bench.tasks import Task, initial_weights, is_user_task
+from bench.tasks import Task, initial_weights
 from bench.tasks.data import Dataset
 from implementations.common import epoch_dataset, evaluate, get_weights
 
@@ -101,10 +101,15 @@ def train(
             f"train loss {train_loss:.4f} test loss {test_loss:.4f}{acc} ({clock:.1f}s)"
         )
     result = {"curves": curves, "train_seconds": clock, "time_to_accuracy_s": tta}
-    if task.kind == "regression" and not is_user_task(task):
-        kernel, bias = get_weights(trainer.model)
-        result["w"], result["b"] = float(kernel.ravel()[0]), float(bias.ravel()[0])
+    if task.true_params is not None:
+        result["params"] = recovered_params(get_weights(trainer.model))
     return result
+
+
+def recovered_params(weights: list[np.ndarray]) -> list[float]:
+    """The trainable weights, flattened and concatenated in order: what a task's
+    ``true_params`` are compared with (linreg: ``[w, b]``)."""
+    return [float(v) for v in np.concatenate([np.ravel(w) for w in weights])]
 
 
 def summarize(task: Task, data: Dataset, runs: list[dict], seeds, epochs: int) -> dict:
@@ -134,14 +139,19 @@ def summarize(task: Task, data: Dataset, runs: list[dict], seeds, epochs: int) -
             final_accuracy_std=float(np.std(finals)),
             final_accuracies=[float(a) for a in finals],
         )
-    elif not is_user_task(task):
-        w, b = np.mean([r["w"] for r in runs]), np.mean([r["b"] for r in runs])
+    if task.true_params is not None:
+        params = np.mean([r["params"] for r in runs], axis=0)
+        truth = np.asarray(task.true_params, np.float64)
         info.update(
-            w=float(w),
-            b=float(b),
-            param_error=float(max(abs(w - task.true_w), abs(b - task.true_b))),
+            params=[float(p) for p in params],
+            true_params=[float(t) for t in truth],
+            param_error=float(np.max(np.abs(params - truth)))
+            if params.shape == truth.shape
+            else float("inf"),
             param_tolerance=task.param_tolerance,
         )
+        if len(params) == 2:  # a line's slope and intercept, as the results have named them
+            info.update(w=float(params[0]), b=float(params[1]))
     return info
 
 
@@ -152,18 +162,16 @@ PARITY_PP = 1.0
 
 def failures(label: str, task: Task, info: dict, versus: str) -> list[str]:
     """Why a convergence result (``info``, as the benchmarks fill it) fails, one message each:
-    a built-in regression task's parameters off the truth, a mean accuracy more than
-    ``PARITY_PP`` from ``versus`` (``parity_ok`` False), or an accuracy below the anchor (a
-    user task's: its own target). Empty: it passes. ``label`` names the run in the messages."""
+    parameters off the task's known truth, a mean accuracy more than ``PARITY_PP`` from
+    ``versus`` (``parity_ok`` False), or an accuracy below the task's target. Empty: it passes.
+    ``label`` names the run in the messages."""
     out = []
-    if (
-        task.kind == "regression"
-        and not is_user_task(task)
-        and info["param_error"] > task.param_tolerance
-    ):
+    if task.true_params is not None and not info["param_error"] <= task.param_tolerance:
+        found = ", ".join(f"{p:.4f}" for p in info["params"])
+        truth = ", ".join(f"{t:g}" for t in task.true_params)
         out.append(
-            f"{label} recovered w={info['w']:.4f}, b={info['b']:.4f}; "
-            f"truth w={task.true_w}, b={task.true_b} (tolerance {task.param_tolerance})"
+            f"{label} recovered parameters [{found}]; truth [{truth}] "
+            f"(tolerance {task.param_tolerance})"
         )
     if info.get("parity_ok") is False:
         out.append(
@@ -171,18 +179,18 @@ def failures(label: str, task: Task, info: dict, versus: str) -> list[str]:
             f"{info['parity_delta_pp']:+.2f} pp from {versus} (allowed +-{PARITY_PP})"
         )
     if info.get("anchor_ok") is False:
-        where = "its task's target" if is_user_task(task) else "the external anchor"
-        out.append(
-            f"{label}: accuracy {info['final_accuracy']:.4f} below {where} "
-            f"{task.accuracy_target}" + ("" if is_user_task(task) else " on full Fashion-MNIST")
-        )
+        where = f"the external anchor {task.accuracy_target} on full {task.anchor_dataset}"
+        if task.anchor_dataset is None:
+            where = f"its task's target {task.accuracy_target}"
+        out.append(f"{label}: accuracy {info['final_accuracy']:.4f} below {where}")
     return out
 
 
 def anchor(task: Task, info: dict, full_training: bool) -> dict:
-    """The external anchor applies only to full training on real Fashion-MNIST; a user task's
-    accuracy target, to training on its own data for its own epochs."""
-    on_its_data = is_user_task(task) or info["dataset"] == "fashion-mnist"
+    """A task's accuracy target applies to full training (all its data, its own epochs) and,
+    where it is an external anchor (``anchor_dataset``), on that dataset only: not on the
+    digits fallback."""
+    on_its_data = task.anchor_dataset in (None, info["dataset"])
     applies = task.accuracy_target is not None and on_its_data and full_training
     return {
         "accuracy_target": task.accuracy_target,
@@ -197,7 +205,8 @@ def sklearn_reference(task: Task, data: Dataset, seeds, epochs: int) -> dict:
     from sklearn.metrics import log_loss
     from sklearn.neural_network import MLPClassifier
 
-    hidden = tuple(layer.units for layer in task.layers if hasattr(layer, "units"))[:-1]
+    kernels = [w for w in initial_weights(task) if w.ndim == 2]  # an MLP's, in layer order
+    hidden = tuple(w.shape[1] for w in kernels)[:-1]
     x_train = data.x_train.reshape(len(data.x_train), -1)
     x_test = data.x_test.reshape(len(data.x_test), -1)
     runs = []

@@ -9,7 +9,7 @@ and update alike), an identity shortcut (an add).
 
 import keras
 
-from bench.tasks import Tolerance, UserTask
+from bench.tasks import Task, Tolerance
 
 
 def conv_bn(x, filters, stride=1):
@@ -39,7 +39,7 @@ def fashion_mnist_subset():
     return ds.x_train, ds.y_train, ds.x_test, ds.y_test
 
 
-RESNET_BN = UserTask(
+RESNET_BN = Task(
     name="resnet_bn",
     build=build,
     input_shape=(28, 28, 1),

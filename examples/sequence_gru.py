@@ -10,7 +10,7 @@ vocabulary, labels a fixed random linear function of each sequence's token count
 
 import keras
 
-from bench.tasks import UserTask
+from bench.tasks import Task
 
 VOCAB, LENGTH, CLASSES = 50, 24, 4
 
@@ -27,7 +27,7 @@ def build():
     )
 
 
-SEQUENCE_GRU = UserTask(
+SEQUENCE_GRU = Task(
     name="sequence_gru",
     build=build,
     input_shape=(LENGTH,),

@@ -42,7 +42,6 @@ from bench.tasks import (  # noqa: E402
     load_for_task,  # noqa: E402
     train_flops_per_sample,
 )
-from bench.tasks.data import load_classification  # noqa: E402
 from bench.timing.harness import (  # noqa: E402
     calibrate_matmul,
     choose_steps_per_round,
@@ -113,8 +112,7 @@ def compare(
     calibration's matmul chain (``matmul``: ``harness.matmul_timer``) beside it, so the
     variant's share of the matmul rate is also read against the rate of that moment."""
     task = TASKS[task_name]
-    raw = None if task.kind == "regression" else load_classification()
-    data = load_for_task(task, raw=raw)
+    data = load_for_task(task)
     variant, v_meta = timed_side(impl, options, task, data, round_seconds)
     base, b_meta = timed_side(twin, twin_options, task, data, round_seconds)
     n, matmul_round = matmul

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.tasks import Task, is_user_task
+from bench.tasks import Task
 from bench.tasks.data import epoch_order
 from implementations.keras_parts import (  # noqa: F401 (re-exported for the implementations)
     PRECISIONS,
@@ -27,6 +27,7 @@ from implementations.keras_parts import (  # noqa: F401 (re-exported for the imp
     keras_loss,
     make_optimizer,
     set_weights,
+    task_model,
 )
 
 
@@ -80,28 +81,9 @@ def precision_fields(model: keras.Model, optimizer: keras.optimizers.Optimizer) 
 
 
 def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
-    """Mean loss over the batch: MSE, or sparse cross-entropy on logits; a user task's own. A
+    """Mean loss over the batch: the task's Keras loss, the one ``compile`` is given. A
     mixed-precision model's output is cast to float32 first, as Keras's losses do."""
-    out = tf.cast(out, tf.float32)
-    if is_user_task(task):
-        return keras_loss(task)(y, out)
-    if task.kind == "regression":
-        return tf.reduce_mean(tf.square(out - y))
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
-
-
-def user_model(task: Task, weights: list[np.ndarray], precision: str = "float32") -> keras.Model:
-    """A user task's model: a new instance from its build function, holding ``weights`` in
-    every variable, trainable or not (``bench/tasks/user.py``). ``precision``: the build runs
-    under that global dtype policy (the user's layers take the default), restored after."""
-    from bench.tasks.user import new_model
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(check_precision(precision))
-    try:
-        return new_model(task, weights)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    return keras_loss(task)(y, tf.cast(out, tf.float32))
 
 
 def get_weights(model: keras.Model) -> list[np.ndarray]:

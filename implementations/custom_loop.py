@@ -4,7 +4,9 @@
 
 Seed: "custom Dense layer and training process" (``DenseLayer`` with ``add_weight``, a
 ``train_per_step`` built on ``tf.GradientTape``) and "Keras custom models" (a subclassed
-``keras.Model``; the CNN, here on a hand-written conv layer over ``tf.nn.conv2d``).
+``keras.Model``; the CNN, here on a hand-written conv layer over ``tf.nn.conv2d``). The model
+is the task's ``build_custom()`` -- for the built-in tasks those hand-written layers
+(``bench/tasks/layers_tf.py``) -- or, for a task without one, its ``build()``.
 
 ``make_step`` builds the step once; the implementations differ only in the wrapper: nothing,
 ``tf.function``, or ``tf.function(jit_compile=True)``, around the step itself or around
@@ -52,23 +54,21 @@ activity regulariser is refused: its training on parts is not its training on th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.tasks import Conv2D, Dense, Flatten, Task, is_user_task
+from bench.tasks import Task
 from implementations.common import (
     STEPS_PER_CALL,
     check_precision,
     loss_value,
     make_optimizer,
     precision_fields,
-    set_weights,
     stack_batches,
-    user_model,
+    task_model,
 )
 
 # ``custom_xla_split``'s parts per batch. Measured on this project's 2-core CPU VM (MLP, batch
@@ -76,90 +76,6 @@ from implementations.common import (
 # 1 part 1.14, 2 parts 0.97, 4 parts 1.09. Two parts, one per core here; a machine with more
 # cores may want more (the factory takes ``micro_batches=``), a GPU none.
 MICRO_BATCHES = 2
-
-ACTIVATIONS: dict[str | None, Callable[[tf.Tensor], tf.Tensor]] = {
-    None: tf.identity,
-    "relu": tf.nn.relu,
-}
-
-
-class DenseLayer(keras.layers.Layer):
-    """``activation(x @ w + bias)``, as in the seed."""
-
-    def __init__(self, units: int, activation: str | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.units = units
-        self.activation = ACTIVATIONS[activation]
-
-    def build(self, input_shape):
-        self.w = self.add_weight(
-            shape=(input_shape[-1], self.units), initializer="random_uniform", name="w"
-        )
-        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
-
-    def call(self, x):
-        return self.activation(tf.matmul(x, self.w) + self.bias)
-
-
-class Conv2DLayer(keras.layers.Layer):
-    """``activation(conv2d(x, kernel, stride, padding) + bias)`` on ``tf.nn.conv2d``; the
-    kernel is laid out (height, width, in, out), as Keras's Conv2D lays out its own."""
-
-    def __init__(
-        self, filters: int, kernel: int, stride: int, activation="relu", padding="same", **kw
-    ):
-        super().__init__(**kw)
-        self.filters, self.kernel, self.stride = filters, kernel, stride
-        self.padding = padding.upper()
-        self.activation = ACTIVATIONS[activation]
-
-    def build(self, input_shape):
-        self.w = self.add_weight(
-            shape=(self.kernel, self.kernel, input_shape[-1], self.filters),
-            initializer="random_uniform",
-            name="kernel",
-        )
-        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
-
-    def call(self, x):
-        y = tf.nn.conv2d(x, self.w, strides=self.stride, padding=self.padding)
-        return self.activation(y + self.bias)
-
-
-class FlattenLayer(keras.layers.Layer):
-    def call(self, x):
-        return tf.reshape(x, (-1, math.prod(x.shape[1:])))
-
-
-class CustomModel(keras.Model):
-    """A subclassed model: the task's layers applied in order. ``precision``: the Keras dtype
-    policy of every layer (``mixed_bfloat16``: bfloat16 compute, float32 variables, which
-    Keras casts as a layer reads them)."""
-
-    def __init__(self, task: Task, precision: str = "float32", **kwargs):
-        super().__init__(name=f"{task.name}_custom", **kwargs)
-        self.blocks = []
-        for spec in task.layers:
-            if isinstance(spec, Flatten):
-                self.blocks.append(FlattenLayer(dtype=precision))
-            elif isinstance(spec, Dense):
-                self.blocks.append(DenseLayer(spec.units, spec.activation, dtype=precision))
-            elif isinstance(spec, Conv2D):
-                self.blocks.append(
-                    Conv2DLayer(
-                        spec.filters,
-                        spec.kernel,
-                        spec.stride,
-                        spec.activation,
-                        spec.padding,
-                        dtype=precision,
-                    )
-                )
-
-    def call(self, x, training=False):
-        for block in self.blocks:
-            x = block(x)
-        return x
 
 
 def make_step(
@@ -283,12 +199,9 @@ class CustomLoopTrainer:
         self.name, self.task, self.mode = name, task, mode
         self.loop, self.steps_per_call = loop, steps_per_call
         self.micro_batches = micro_batches
-        if is_user_task(task):  # the user's own layers, driven by the same step
-            self.model = user_model(task, weights, check_precision(precision))
-        else:
-            self.model = CustomModel(task, check_precision(precision))
-            self.model(tf.zeros((1, *task.input_shape)))  # build the variables
-            set_weights(self.model, weights)
+        # The task's hand-written layers (build_custom; the built-ins: the seed's DenseLayer
+        # and Conv2DLayer, bench/tasks/layers_tf.py), else its own model, driven by the step.
+        self.model = task_model(task, weights, check_precision(precision), custom=True)
         if micro_batches > 1:
             check_micro_batches(self.model, name)
         self.optimizer = make_optimizer(task, precision)

@@ -8,17 +8,16 @@ Seed: the same tutorials as ``keras_fit.py`` and ``custom_loop.py``; the JAX loo
 Keras fixes its backend when it is first imported, so this module runs in its own process
 (``bench/jax/worker.py``, with ``KERAS_BACKEND=jax``); it has its own registry (``REGISTRY``
 below), which the TensorFlow registry in ``implementations/__init__.py`` does not import. It
-imports nothing of TensorFlow and imports ``jax`` only where a trainer is built, so the
-layers below can also be imported, and checked, on the TensorFlow backend.
+imports nothing of TensorFlow and imports ``jax`` only where a trainer is built.
 
-**The layers are written with ``keras.ops``**, not as a JAX twin: one definition runs on any
-backend, so on TensorFlow it is checked against ``custom_loop.py``'s ``tf.matmul`` /
-``tf.nn.conv2d`` layers (tests/test_jax.py: equal to float rounding) and the JAX-vs-TF
-comparison is of the backend and loop, not of two hand translations. Under ``jax.jit``
-``keras.ops`` costs nothing per step (it dispatches at trace time only). Weight names,
-layouts and order are those of ``custom_loop.py``, so ``bench.tasks.builtin.initial_weights`` fits.
+The models are the task's, as on TensorFlow: ``build()`` for ``fit`` and ``build_custom()``
+for the custom loop. For the built-in tasks the latter is the hand-written layers written with
+``keras.ops`` (``bench/tasks/layers_ops.py``), which tests/test_keras_ops_layers.py holds to
+the TensorFlow ones, so the JAX-vs-TF comparison is of the backend and loop, not of two hand
+translations. The loss is the task's Keras loss on both backends.
 
-- ``jax_fit``: ``keras.Sequential`` of built-in layers, ``compile(jit_compile=True)`` (the only
+- ``jax_fit``: the task's ``build()`` (for the built-ins, ``keras.Sequential`` of built-in
+  layers), ``compile(jit_compile=True)`` (the only
   sensible setting on JAX: without it every op dispatches eagerly). A step is one call of
   ``model.train_function`` -- what ``fit`` calls per batch -- on the state ``fit`` threads
   through it (trainable, non-trainable, optimizer and metrics variables; donated, as ``fit``
@@ -40,106 +39,18 @@ layouts and order are those of ``custom_loop.py``, so ``bench.tasks.builtin.init
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
-import keras
 import numpy as np
-from keras import ops
 
-from bench.tasks import Conv2D, Dense, Flatten, Task
+from bench.tasks import Task
 from implementations.keras_parts import (
     STEPS_PER_CALL,
-    build_model,
     group_batches,
     keras_loss,
     make_optimizer,
-    set_weights,
+    task_model,
 )
-
-ACTIVATIONS: dict[str | None, Callable] = {None: lambda x: x, "relu": ops.relu}
-
-
-# --- the model, on any backend -------------------------------------------------------------
-
-
-class DenseLayer(keras.layers.Layer):
-    """``activation(x @ w + bias)``: ``custom_loop.DenseLayer`` in ``keras.ops``."""
-
-    def __init__(self, units: int, activation: str | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.units = units
-        self.activation = ACTIVATIONS[activation]
-
-    def build(self, input_shape):
-        self.w = self.add_weight(
-            shape=(input_shape[-1], self.units), initializer="random_uniform", name="w"
-        )
-        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
-
-    def call(self, x):
-        return self.activation(ops.matmul(x, self.w) + self.bias)
-
-
-class Conv2DLayer(keras.layers.Layer):
-    """``activation(conv(x, kernel, stride, padding) + bias)``, kernel (h, w, in, out):
-    ``custom_loop.Conv2DLayer`` in ``keras.ops``."""
-
-    def __init__(
-        self, filters: int, kernel: int, stride: int, activation="relu", padding="same", **kw
-    ):
-        super().__init__(**kw)
-        self.filters, self.kernel, self.stride, self.padding = filters, kernel, stride, padding
-        self.activation = ACTIVATIONS[activation]
-
-    def build(self, input_shape):
-        self.w = self.add_weight(
-            shape=(self.kernel, self.kernel, input_shape[-1], self.filters),
-            initializer="random_uniform",
-            name="kernel",
-        )
-        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
-
-    def call(self, x):
-        y = ops.conv(x, self.w, strides=self.stride, padding=self.padding)
-        return self.activation(y + self.bias)
-
-
-class FlattenLayer(keras.layers.Layer):
-    def call(self, x):
-        return ops.reshape(x, (-1, math.prod(x.shape[1:])))
-
-
-class OpsModel(keras.Model):
-    """A subclassed model: the task's layers applied in order (``custom_loop.CustomModel``)."""
-
-    def __init__(self, task: Task, **kwargs):
-        super().__init__(name=f"{task.name}_ops", **kwargs)
-        self.blocks = []
-        for spec in task.layers:
-            if isinstance(spec, Flatten):
-                self.blocks.append(FlattenLayer())
-            elif isinstance(spec, Dense):
-                self.blocks.append(DenseLayer(spec.units, spec.activation))
-            elif isinstance(spec, Conv2D):
-                self.blocks.append(
-                    Conv2DLayer(
-                        spec.filters, spec.kernel, spec.stride, spec.activation, spec.padding
-                    )
-                )
-
-    def call(self, x, training=False):
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
-def loss_value(task: Task, y, out):
-    """Mean loss over the batch: MSE, or sparse cross-entropy on logits (``common.loss_value``)."""
-    if task.kind == "regression":
-        return ops.mean(ops.square(out - y))
-    return ops.mean(ops.sparse_categorical_crossentropy(y, out, from_logits=True))
-
 
 # --- fit on JAX ----------------------------------------------------------------------------
 
@@ -157,8 +68,7 @@ class JaxFitTrainer:
 
         self._jnp = jnp
         self.name, self.task, self.steps_per_call = name, task, steps_per_execution
-        self.model = build_model(task)
-        set_weights(self.model, weights)
+        self.model = task_model(task, weights)
         self.model.compile(
             optimizer=make_optimizer(task),
             loss=keras_loss(task),
@@ -293,17 +203,19 @@ class JaxCustomTrainer:
         self._jnp = jnp
         self.name, self.task, self.loop, self.steps_per_call = name, task, loop, steps_per_call
         self.unroll = unroll
-        self.model = OpsModel(task)
-        self.model(np.zeros((1, *task.input_shape), np.float32))  # build the variables
-        set_weights(self.model, weights)
+        # build_custom(): for the built-in tasks, the hand-written layers in keras.ops
+        # (bench/tasks/layers_ops.py), which the JAX backend can run
+        self.model = task_model(task, weights, custom=True)
         self.optimizer = make_optimizer(task)
         self.optimizer.build(self.model.trainable_variables)
         model, optimizer = self.model, self.optimizer
         self._traces = 0
 
+        loss = keras_loss(task)
+
         def compute_loss(trainable, non_trainable, x, y):
             out, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-            return loss_value(task, y, out), non_trainable
+            return loss(y, out), non_trainable
 
         grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
 

@@ -1,9 +1,10 @@
 """Built-in Keras layers trained with ``compile`` + ``fit`` (``keras_fit``, ``keras_fit_xla``,
 ``keras_fit_spe``).
 
-Seed: both tutorials train Keras models; the layers here are ``keras.layers.Dense`` /
-``Conv2D`` / ``Flatten`` built from the task spec. ``jit_compile`` is pinned (never "auto",
-which means XLA on with a GPU and off without) and what Keras resolved it to is recorded.
+Seed: both tutorials train Keras models; the model is the task's ``build()`` (for the
+built-in tasks ``keras.layers.Dense`` / ``Conv2D`` / ``Flatten``, ``bench/tasks/builtin.py``).
+``jit_compile`` is pinned (never "auto", which means XLA on with a GPU and off without) and
+what Keras resolved it to is recorded.
 
 ``keras_fit`` / ``keras_fit_xla``: a "step" is one call of ``model.train_function`` -- the
 compiled function ``fit`` itself calls once per batch -- on a batch of tensors (a list: the
@@ -31,18 +32,16 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow as tf
 
-from bench.tasks import Task, is_user_task
+from bench.tasks import Task
 from implementations.common import (
     STEPS_PER_CALL,
     check_precision,
     keras_loss,
     make_optimizer,
     precision_fields,
-    set_weights,
     stack_batches,
-    user_model,
+    task_model,
 )
-from implementations.keras_parts import build_model
 
 
 class KerasFitTrainer:
@@ -68,11 +67,7 @@ class KerasFitTrainer:
             )
         self.name, self.task, self._jit = name, task, jit_compile
         self.steps_per_call, self._iterator = steps_per_execution, iterator
-        if is_user_task(task):  # the user's own model, compiled
-            self.model = user_model(task, weights, check_precision(precision))
-        else:
-            self.model = build_model(task, check_precision(precision))
-            set_weights(self.model, weights)
+        self.model = task_model(task, weights, check_precision(precision))
         self.model.compile(
             optimizer=make_optimizer(task, precision),
             loss=keras_loss(task),

@@ -1,8 +1,9 @@
 """What every implementation shares that needs Keras but not TensorFlow: the N of the
-multi-step implementations, the precisions, the optimizer, the Keras loss, the built-in model,
-weight loading and the grouping of batches. ``implementations/common.py`` (TensorFlow) and
-``implementations/jax_backend.py`` (run where TensorFlow must not be imported) both use these,
-so the two backends build the same model, optimizer and loss from one piece of code.
+multi-step implementations, the precisions, the optimizer, the Keras loss, the task's model
+holding the initial weights, and the grouping of batches. ``implementations/common.py``
+(TensorFlow) and ``implementations/jax_backend.py`` (run where TensorFlow must not be
+imported) both use these, so the two backends build the same model, optimizer and loss from
+one piece of code.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from bench.tasks import Conv2D, Dense, Flatten, Task, is_user_task
+from bench.tasks import Task
+from bench.tasks.task import keras_loss as _task_loss
+from bench.tasks.task import new_model
 
 # The default N of the implementations that run several steps per call (``custom_*_loop``,
 # ``keras_fit_spe``, ``jax_fit_spe``, ``jax_custom_loop``); the measurement behind it is in
@@ -48,38 +51,24 @@ def make_optimizer(task: Task, precision: str = "float32") -> keras.optimizers.O
 
 
 def keras_loss(task: Task) -> keras.losses.Loss:
-    """The built-in Keras loss that computes the same function as ``common.loss_value``."""
-    if is_user_task(task):
-        from bench.tasks.user import keras_loss as user_loss
-
-        return user_loss(task)
-    if task.kind == "regression":
-        return keras.losses.MeanSquaredError()
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    """The task's loss as one Keras loss object: what ``compile`` is given and what the custom
+    loops call (``common.loss_value``), so every implementation minimises the same function."""
+    return _task_loss(task)
 
 
-def build_model(task: Task, precision: str = "float32") -> keras.Model:
-    """The task's layers as built-in Keras layers, each with the dtype policy ``precision``."""
-    layers: list[keras.layers.Layer] = [keras.Input(shape=task.input_shape)]
-    for spec in task.layers:
-        if isinstance(spec, Flatten):
-            layers.append(keras.layers.Flatten(dtype=precision))
-        elif isinstance(spec, Dense):
-            layers.append(
-                keras.layers.Dense(spec.units, activation=spec.activation, dtype=precision)
-            )
-        elif isinstance(spec, Conv2D):
-            layers.append(
-                keras.layers.Conv2D(
-                    spec.filters,
-                    spec.kernel,
-                    strides=spec.stride,
-                    padding=spec.padding,
-                    activation=spec.activation,
-                    dtype=precision,
-                )
-            )
-    return keras.Sequential(layers, name=f"{task.name}_builtin")
+def task_model(
+    task: Task, weights: list[np.ndarray], precision: str = "float32", custom: bool = False
+) -> keras.Model:
+    """A new instance of the task's model holding ``weights`` in every variable, trainable or
+    not (``bench.tasks.task.new_model``): ``build_custom``'s hand-written layers for a custom
+    loop (``custom``) where the task has them, else ``build``'s. ``precision``: the build runs
+    under that global dtype policy (every layer takes the default), restored after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(check_precision(precision))
+    try:
+        return new_model(task, weights, custom=custom)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def set_weights(model: keras.Model, weights: list[np.ndarray]) -> None:

@@ -23,15 +23,15 @@ def test_each_failure_is_named():
         "keras_fit/mlp in mixed_bfloat16: mean accuracy 0.8800 is -1.30 pp from its float32 "
         "run's (allowed +-1.0)",
         "keras_fit/mlp in mixed_bfloat16: accuracy 0.8800 below the external anchor 0.87 on "
-        "full Fashion-MNIST",
+        "full fashion-mnist",
     ]
 
 
 def test_linreg_parameters_off_the_truth_fail():
     task = TASKS["linreg"]
-    near = result(w=3.01, b=2.0, param_error=0.01)
-    far = result(w=3.2, b=2.0, param_error=0.2)
+    near = result(params=[3.01, 2.0], param_error=0.01)
+    far = result(params=[3.2, 2.0], param_error=0.2)
     assert failures("custom_xla/linreg", task, near, "keras_fit's") == []
     assert failures("custom_xla/linreg", task, far, "keras_fit's") == [
-        "custom_xla/linreg recovered w=3.2000, b=2.0000; truth w=3.0, b=2.0 (tolerance 0.05)"
+        "custom_xla/linreg recovered parameters [3.2000, 2.0000]; truth [3, 2] (tolerance 0.05)"
     ]

@@ -10,11 +10,8 @@ import pytest
 import tensorflow as tf
 
 import implementations
-from bench.tasks import TASKS, initial_weights
-from bench.tasks.builtin import weight_shapes
+from bench.tasks import TASKS, initial_weights, layers_tf
 from implementations.common import STEPS_PER_CALL, get_weights, stack_batches
-from implementations.custom_loop import CustomModel
-from implementations.keras_fit import build_model
 
 IMPLS = list(implementations.REGISTRY)
 
@@ -95,7 +92,7 @@ def test_gradients_are_finite_and_nonzero(task_name, task_data):
     x, y = small_batch(task, task_data)
     from implementations.common import loss_value, set_weights
 
-    model = CustomModel(task)
+    model = task.build_custom()
     model(x[:1])
     set_weights(model, initial_weights(task))
     with tf.GradientTape() as tape:
@@ -110,7 +107,10 @@ def test_custom_layers_compute_what_builtin_layers_compute(task_name, task_data)
     task = TASKS[task_name]
     x, _ = small_batch(task, task_data)
     weights = initial_weights(task, seed=7)
-    builtin, custom = build_model(task), CustomModel(task)
+    builtin, custom = task.build(), task.build_custom()
+    assert all(isinstance(b, (layers_tf.DenseLayer, layers_tf.Conv2DLayer, layers_tf.FlattenLayer))
+               for b in custom.blocks)  # fmt: skip
+    assert not any(isinstance(b, layers_tf.DenseLayer) for b in builtin.layers)
     custom(x[:1])
     from implementations.common import set_weights
 
@@ -123,8 +123,11 @@ def test_custom_layers_compute_what_builtin_layers_compute(task_name, task_data)
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_initial_weights_match_the_model_shapes(task_name):
     task = TASKS[task_name]
-    built = build_model(task)
-    assert [tuple(v.shape) for v in built.trainable_variables] == weight_shapes(task)
+    for built in (task.build(), task.build_custom()):
+        built(np.zeros((1, *task.input_shape), np.float32))
+        assert [tuple(v.shape) for v in built.trainable_variables] == [
+            w.shape for w in initial_weights(task)
+        ]
     a, b = initial_weights(task), initial_weights(task)
     assert all((wa == wb).all() for wa, wb in zip(a, b))
     assert not (initial_weights(task, seed=1)[0] == a[0]).all()

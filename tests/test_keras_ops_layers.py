@@ -1,7 +1,7 @@
-"""The Keras-on-JAX implementations' layers (``implementations/jax_backend.py``, written in
-``keras.ops``) checked here on the TensorFlow backend, without jax: they compute what
-``custom_loop.py``'s TensorFlow layers compute, from the same weights. (In the JAX worker:
-tests/test_jax.py.)"""
+"""The hand-written layers the JAX custom loops run (``bench/tasks/layers_ops.py``, written in
+``keras.ops``) checked here on the TensorFlow backend, without jax: they compute what the
+TensorFlow ones (``bench/tasks/layers_tf.py``) compute, from the same weights. (In the JAX
+worker: tests/test_jax.py.)"""
 
 from __future__ import annotations
 
@@ -9,17 +9,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bench.tasks import TASKS, initial_weights
+from bench.tasks import TASKS, initial_weights, layers_ops, layers_tf
+from bench.tasks.builtin import ARCHITECTURES
 from implementations import jax_backend
 from implementations.common import set_weights
-from implementations.custom_loop import CustomModel
 
 
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_keras_ops_layers_compute_what_the_tensorflow_layers_compute(task_name, task_data):
     task = TASKS[task_name]
     x = tf.constant(task_data(task).x_train[:32])
-    models = [jax_backend.OpsModel(task), CustomModel(task)]
+    arch = ARCHITECTURES[task_name]
+    models = [arch.build_custom(layers_ops), arch.build_custom(layers_tf)]
+    assert isinstance(models[1].blocks[-1], layers_tf.DenseLayer)
+    assert isinstance(models[0].blocks[-1], layers_ops.DenseLayer)
     for model in models:
         model(x[:1])
         set_weights(model, initial_weights(task))

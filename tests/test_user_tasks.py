@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import implementations
-from bench.tasks import TASKS, initial_weights, is_user_task
+from bench.tasks import TASKS, Task, initial_weights
 from bench.tasks import user as user_tasks
 from bench.tasks.user import TaskError
 
@@ -112,14 +112,10 @@ def test_a_missing_file_is_named():
         user_tasks.load("nowhere.py")
 
 
-def test_a_good_file_loads_and_is_a_user_task(tmp_path):
+def test_a_good_file_loads_and_is_the_same_kind_of_task_as_the_builtins(tmp_path):
     (task,) = user_tasks.load(task_file(tmp_path, GOOD))
-    assert (
-        task.name == "tiny"
-        and is_user_task(task)
-        and task.source == str((tmp_path / "my_tasks.py").resolve())
-    )
-    assert not any(is_user_task(t) for t in TASKS.values())
+    assert task.name == "tiny" and task.source == str((tmp_path / "my_tasks.py").resolve())
+    assert type(task) is Task and all(type(t) is Task for t in TASKS.values())
     assert task.equivalence_tolerance == user_tasks.DEFAULT_TOLERANCE
 
 
@@ -238,7 +234,7 @@ def test_a_build_that_changes_between_calls_fails_clearly(tmp_path):
         "T = UserTask('shifty', build, input_shape=(8,), loss=CE, num_classes=3)\n",
     )
     (task,) = user_tasks.load(path)
-    with pytest.raises(TaskError, match="task 'shifty': build\\(\\) made 4 weights this time"):
+    with pytest.raises(TaskError, match="task 'shifty': build\\(\\) made 4 weights, the initial weights are 2"):
         implementations.get("custom_graph")(task, initial_weights(task))
 
 

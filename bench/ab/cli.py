@@ -164,7 +164,6 @@ def write_batch(
     examples, tiled if fewer), written once for every worker. A task that is not built in (a
     user task: loading its data may need TensorFlow) is written by ``worker`` (HEAD's)."""
     from bench.tasks import TASKS, load_for_task
-    from bench.tasks.data import load_classification
 
     path = directory / f"{bench.name}.npz"
     if bench.task not in TASKS:
@@ -173,11 +172,7 @@ def write_batch(
         return path
     task = TASKS[bench.task]
     if task.name not in cache:
-        raw = None
-        if task.kind != "regression":
-            cache.setdefault("_raw", load_classification(quiet=True))
-            raw = cache["_raw"]
-        cache[task.name] = load_for_task(task, raw=raw)
+        cache[task.name] = load_for_task(task, quiet=True)
     data = cache[task.name]
     idx = np.arange(bench.batch_size) % len(data.x_train)
     np.savez(path, x=data.x_train[idx], y=data.y_train[idx])

@@ -24,7 +24,7 @@ from bench.convergence import (
     summarize,
     train,
 )
-from bench.tasks import TASKS, get_task, is_user_task
+from bench.tasks import TASKS, get_task
 from bench.tasks.user import selected_tasks, skip_unsupported
 
 BASELINE = "keras_fit"
@@ -48,10 +48,12 @@ def _show_progress(request, monkeypatch):
 
 
 def _setup(profile, task_data, task_name):
+    """(profile, task, data, epochs). The profile names the subset and epochs for the tasks it
+    was tuned on (the built-ins); any other task trains on all its data for its own epochs,
+    except in the smoke profile (its subset, one epoch)."""
     conv = CONVERGENCE[profile.name]
     task = get_task(task_name)
-    if is_user_task(task):
-        # A user's task trains on all its data for its own epochs, except in the smoke profile.
+    if not _tuned(conv, task_name):
         smoke = profile.name == "smoke"
         data = task_data(task, n_train=conv.n_train if smoke else None)
         return conv, task, data, 1 if smoke else task.epochs
@@ -59,6 +61,11 @@ def _setup(profile, task_data, task_name):
     data = task_data(task, n_train=conv.n_train if task.kind == "classification" else None)
     epochs = conv.epochs[task_name] if conv.epochs else task.epochs
     return conv, task, data, epochs
+
+
+def _tuned(conv, task_name: str) -> bool:
+    """Whether the convergence profile was tuned on this task: the built-in ones."""
+    return task_name in TASKS
 
 
 IMPLS = [BASELINE] + [name for name in implementations.REGISTRY if name != BASELINE]
@@ -93,7 +100,7 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
         "precision": "float32",
         **summarize(task, data, runs, conv.seeds, epochs),
     }
-    full = conv.full_training or (is_user_task(task) and profile.name != "smoke")
+    full = conv.full_training or (not _tuned(conv, task_name) and profile.name != "smoke")
     info.update(anchor(task, info, full_training=full))
     info.update(parity_baseline=BASELINE, parity_delta_pp=None, parity_ok=None)
     if task.kind == "classification":
@@ -127,7 +134,7 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
     training difference. The float32 twin is the one test_convergence trained in this
     session; where it was deselected, it is trained here first."""
     conv, task, data, epochs = _setup(profile, task_data, task_name)
-    if is_user_task(task):  # a user's task: every mixed-precision run, in the full profile
+    if not _tuned(conv, task_name):  # another task: every mixed-precision run, in full
         if profile.name != "full":
             pytest.skip("a user task's mixed-precision runs are in --profile full")
         if task.kind != "classification":

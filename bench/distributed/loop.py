@@ -3,12 +3,12 @@
 Seed: TensorFlow's "Custom training with tf.distribute.Strategy" and "Multi-worker training
 with Keras" tutorials, applied to the suite's own models:
 
-- ``keras_fit`` / ``keras_fit_xla``: ``implementations.keras_fit``'s trainer (``build_model``,
+- ``keras_fit`` / ``keras_fit_xla``: ``implementations.keras_fit``'s trainer (the task's model,
   ``compile`` with ``jit_compile`` pinned) constructed inside ``strategy.scope()``; Keras
   itself wraps its step in ``strategy.run``.
-- ``custom_graph`` / ``custom_xla``: the hand-written ``CustomModel`` built in scope, and one
-  distributed step (``make_distributed_step``): ``strategy.run`` of the custom loops' own step
-  (``implementations.custom_loop.make_step``) with the loss
+- ``custom_graph`` / ``custom_xla``: the task's hand-written model (``build_custom``) built in
+  scope, and one distributed step (``make_distributed_step``): ``strategy.run`` of the custom
+  loops' own step (``implementations.custom_loop.make_step``) with the loss
   ``tf.nn.compute_average_loss(per_example_loss, global_batch_size=...)``, inside
   ``tf.function`` (with ``jit_compile`` for ``custom_xla``).
 
@@ -156,12 +156,13 @@ def make_strategy(kind: str, replicas: int = 1):
 
 
 def per_example_loss(task: Task, y, out):
-    """One loss per example; its mean over the batch is ``implementations.common.loss_value``."""
+    """One loss per example: the task's Keras loss before its reduction (``Loss.call``); its
+    mean over the batch is ``implementations.common.loss_value``."""
     import tensorflow as tf
 
-    if task.kind == "regression":
-        return tf.reduce_mean(tf.square(out - y), axis=-1)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out)
+    from implementations.common import keras_loss
+
+    return keras_loss(task).call(y, tf.cast(out, tf.float32))
 
 
 def make_distributed_step(strategy, model, optimizer, task: Task, global_batch_size: int):
@@ -190,7 +191,7 @@ def make_distributed_step(strategy, model, optimizer, task: Task, global_batch_s
 
 
 class DistributedCustomTrainer:
-    """``CustomModel`` and its optimizer created in ``strategy.scope()``; the step is
+    """The task's custom-loop model and its optimizer created in ``strategy.scope()``; the step is
     ``make_distributed_step`` in ``tf.function`` (``jit_compile`` for ``custom_xla``).
     ``step`` takes distributed (per-replica) batches, as a distributed dataset yields them."""
 
@@ -199,16 +200,14 @@ class DistributedCustomTrainer:
     ):
         import tensorflow as tf
 
-        from implementations.common import make_optimizer, set_weights
-        from implementations.custom_loop import CustomModel
+        from implementations.common import make_optimizer, task_model
 
         self.name, self.task, self.strategy = name, task, strategy
         self.steps_per_call = 1
         self.jit_compile = name == "custom_xla"
         with strategy.scope():
-            self.model = CustomModel(task)
-            self.model(tf.zeros((1, *task.input_shape)))  # build the (mirrored) variables
-            set_weights(self.model, weights)
+            # build_custom()'s hand-written layers, their (mirrored) variables holding weights
+            self.model = task_model(task, weights, custom=True)
             self.optimizer = make_optimizer(task)
             self.optimizer.build(self.model.trainable_variables)
         self._step = tf.function(

@@ -1,16 +1,21 @@
-"""The suite's tasks, as data.
+"""The suite's own tasks, defined through the public task API (``bench.tasks.Task``) as any
+task file defines a user's, plus the layer lists they are built from.
 
-Each task is a frozen dataclass: the model spec, input shape, optimizer settings, batch
-size, seed and accuracy target. Implementations build their models from it and never
-repeat any of it. Seeds (see ../shared/seeds/README.md):
+Seeds (see ../shared/seeds/README.md):
 
 - ``linreg``: "Keras custom models" tutorial, part 1 (``y = w*x + b``, one Dense(1), MSE).
 - ``mlp``: "custom Dense layer and training process" tutorial (784-200-300-100-10 MLP on
   Fashion-MNIST, Adam 3e-4, batch 256, StandardScaler inputs).
 - ``cnn``: "Keras custom models" tutorial, part 3 (three strided convolutions + Dense(10)).
 
-Initial weights are drawn here, once per (task, seed), with NumPy, so every implementation
-starts from the very same arrays whatever framework layer holds them.
+Each is an ``Architecture`` (a layer list, as data) giving the ``Task`` what the tutorials
+have and a user's model may lack: two builds -- built-in Keras layers (``build``, for
+``compile``/``fit``) and the seed's hand-written layers (``build_custom``, for the custom
+loops: ``bench/tasks/layers_tf.py`` on TensorFlow, ``layers_ops.py`` on JAX) -- NumPy-drawn
+initial weights (Glorot-uniform kernels, zero biases: the very same arrays whatever framework
+holds them), and an analytic FLOP count. A user's task file may use ``Architecture`` too.
+
+Importing this module imports neither Keras nor TensorFlow; building a model does.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from bench.tasks.data import ImageData, LinearData
+from bench.tasks.task import Task
 
 
 @dataclass(frozen=True)
@@ -45,134 +53,177 @@ Layer = Dense | Conv2D | Flatten
 
 
 @dataclass(frozen=True)
-class Task:
+class Architecture:
+    """A model as a layer list: its two builds, its initial weights and its FLOPs."""
+
     name: str
-    kind: str  # "regression" or "classification"
     input_shape: tuple[int, ...]
     layers: tuple[Layer, ...]
-    optimizer: str  # "adam" or "sgd"
-    learning_rate: float
-    batch_size: int
-    epochs: int
-    seed: int = 0
-    dataset: str = "synthetic"
-    num_classes: int = 0
-    # Classification: minimum test accuracy on full Fashion-MNIST (an external anchor).
-    accuracy_target: float | None = None
-    # Time-to-accuracy target (test accuracy), lower than the final anchor.
-    tta_target: float | None = None
-    # Regression: the true parameters and how closely training must recover them.
-    true_w: float = 0.0
-    true_b: float = 0.0
-    param_tolerance: float = 0.0
 
-    @property
-    def loss(self) -> str:
-        return "mse" if self.kind == "regression" else "sparse_ce_logits"
+    def build(self):
+        """Built-in Keras layers (each takes the global dtype policy)."""
+        import keras
+
+        layers: list = [keras.Input(shape=self.input_shape)]
+        for spec in self.layers:
+            if isinstance(spec, Flatten):
+                layers.append(keras.layers.Flatten())
+            elif isinstance(spec, Dense):
+                layers.append(keras.layers.Dense(spec.units, activation=spec.activation))
+            elif isinstance(spec, Conv2D):
+                layers.append(
+                    keras.layers.Conv2D(
+                        spec.filters,
+                        spec.kernel,
+                        strides=spec.stride,
+                        padding=spec.padding,
+                        activation=spec.activation,
+                    )
+                )
+        return keras.Sequential(layers, name=f"{self.name}_builtin")
+
+    def build_custom(self, hand=None):
+        """The hand-written layers, as a subclassed model: the TensorFlow ones on TensorFlow,
+        their ``keras.ops`` twins on any other backend (``hand``: that module, to choose)."""
+        import keras
+
+        if hand is None and keras.backend.backend() == "tensorflow":
+            from bench.tasks import layers_tf as hand
+        elif hand is None:
+            from bench.tasks import layers_ops as hand
+        blocks = []
+        for spec in self.layers:
+            if isinstance(spec, Flatten):
+                blocks.append(hand.FlattenLayer())
+            elif isinstance(spec, Dense):
+                blocks.append(hand.DenseLayer(spec.units, spec.activation))
+            elif isinstance(spec, Conv2D):
+                blocks.append(
+                    hand.Conv2DLayer(
+                        spec.filters, spec.kernel, spec.stride, spec.activation, spec.padding
+                    )
+                )
+        return hand.SpecModel(blocks, name=f"{self.name}_custom")
+
+    def weight_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of every trainable array, in layer order: kernel then bias per layer."""
+        shapes: list[tuple[int, ...]] = []
+        shape = self.input_shape
+        for layer in self.layers:
+            if isinstance(layer, Flatten):
+                shape = (math.prod(shape),)
+            elif isinstance(layer, Dense):
+                shapes += [(shape[-1], layer.units), (layer.units,)]
+                shape = (layer.units,)
+            elif isinstance(layer, Conv2D):
+                h, w, c = shape
+                shapes += [(layer.kernel, layer.kernel, c, layer.filters), (layer.filters,)]
+                shape = (math.ceil(h / layer.stride), math.ceil(w / layer.stride), layer.filters)
+        return shapes
+
+    def glorot_weights(self, seed: int) -> list[np.ndarray]:
+        """Glorot-uniform kernels and zero biases, drawn with NumPy from one seed."""
+        rng = np.random.default_rng(seed)
+        out = []
+        for shape in self.weight_shapes():
+            if len(shape) == 1:
+                out.append(np.zeros(shape, np.float32))
+                continue
+            receptive = math.prod(shape[:-2])
+            fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            out.append(rng.uniform(-limit, limit, size=shape).astype(np.float32))
+        return out
+
+    def train_flops(self) -> int:
+        """Analytic FLOPs of one training sample: forward multiply-adds x2, backward ~2x
+        forward. Counts the matmul/convolution work only (element-wise ops and the optimizer
+        are negligible next to it for these models); the usual 3x-forward convention."""
+        forward = 0
+        shape = self.input_shape
+        for layer in self.layers:
+            if isinstance(layer, Flatten):
+                shape = (math.prod(shape),)
+            elif isinstance(layer, Dense):
+                forward += 2 * shape[-1] * layer.units
+                shape = (layer.units,)
+            elif isinstance(layer, Conv2D):
+                h, w, c = shape
+                oh, ow = math.ceil(h / layer.stride), math.ceil(w / layer.stride)
+                forward += 2 * oh * ow * layer.filters * layer.kernel * layer.kernel * c
+                shape = (oh, ow, layer.filters)
+        return 3 * forward
+
+    def task(self, **fields) -> Task:
+        """A ``Task`` built from this architecture; ``fields``: the rest of the task."""
+        return Task(
+            name=self.name,
+            build=self.build,
+            build_custom=self.build_custom,
+            init_weights=self.glorot_weights,
+            flops_per_sample=self.train_flops(),
+            input_shape=self.input_shape,
+            **fields,
+        )
 
 
-LINREG = Task(
-    name="linreg",
-    kind="regression",
-    input_shape=(1,),
-    layers=(Dense(1),),
+def logits_crossentropy(y_true, y_pred):
+    """Sparse cross-entropy on logits, per example (the seed's softmax then cross-entropy is
+    the same function, less stable)."""
+    from keras import ops
+
+    return ops.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+ARCHITECTURES = {
+    "linreg": Architecture("linreg", (1,), (Dense(1),)),
+    "mlp": Architecture(
+        "mlp",
+        (28, 28),
+        (Flatten(), Dense(200, "relu"), Dense(300, "relu"), Dense(100, "relu"), Dense(10)),
+    ),
+    "cnn": Architecture(
+        "cnn",
+        (28, 28, 1),
+        (Conv2D(12, 6, 1), Conv2D(24, 5, 2), Conv2D(48, 4, 2), Flatten(), Dense(10)),
+    ),
+}
+
+LINREG = ARCHITECTURES["linreg"].task(
+    loss="mse",
     optimizer="sgd",
     learning_rate=0.1,
     batch_size=32,
     epochs=5,
-    true_w=3.0,
-    true_b=2.0,
+    data=LinearData(w=3.0, b=2.0),
+    true_params=(3.0, 2.0),
     param_tolerance=0.05,
 )
 
-MLP = Task(
-    name="mlp",
-    kind="classification",
-    input_shape=(28, 28),
-    layers=(Flatten(), Dense(200, "relu"), Dense(300, "relu"), Dense(100, "relu"), Dense(10)),
+MLP = ARCHITECTURES["mlp"].task(
+    loss=logits_crossentropy,
+    num_classes=10,
     optimizer="adam",
     learning_rate=3e-4,
     batch_size=256,
     epochs=10,
-    dataset="fashion-mnist",
-    num_classes=10,
-    accuracy_target=0.87,
+    data=ImageData(),
+    accuracy_target=0.87,  # on full Fashion-MNIST: an external anchor
     tta_target=0.85,
+    anchor_dataset="fashion-mnist",
 )
 
-CNN = Task(
-    name="cnn",
-    kind="classification",
-    input_shape=(28, 28, 1),
-    layers=(
-        Conv2D(12, 6, 1),
-        Conv2D(24, 5, 2),
-        Conv2D(48, 4, 2),
-        Flatten(),
-        Dense(10),
-    ),
+CNN = ARCHITECTURES["cnn"].task(
+    loss=logits_crossentropy,
+    num_classes=10,
     optimizer="adam",
     learning_rate=1e-3,
     batch_size=256,
     epochs=5,
-    dataset="fashion-mnist",
-    num_classes=10,
+    data=ImageData(),
     accuracy_target=0.89,
     tta_target=0.87,
+    anchor_dataset="fashion-mnist",
 )
 
 TASKS: dict[str, Task] = {t.name: t for t in (LINREG, MLP, CNN)}
-
-
-def weight_shapes(task: Task) -> list[tuple[int, ...]]:
-    """Shapes of every trainable array, in layer order: kernel then bias per layer."""
-    shapes: list[tuple[int, ...]] = []
-    shape = task.input_shape
-    for layer in task.layers:
-        if isinstance(layer, Flatten):
-            shape = (math.prod(shape),)
-        elif isinstance(layer, Dense):
-            shapes += [(shape[-1], layer.units), (layer.units,)]
-            shape = (layer.units,)
-        elif isinstance(layer, Conv2D):
-            h, w, c = shape
-            shapes += [(layer.kernel, layer.kernel, c, layer.filters), (layer.filters,)]
-            shape = (math.ceil(h / layer.stride), math.ceil(w / layer.stride), layer.filters)
-    return shapes
-
-
-def numpy_weights(task: Task, seed: int | None = None) -> list[np.ndarray]:
-    """Glorot-uniform kernels and zero biases, drawn with NumPy from one seed."""
-    rng = np.random.default_rng(task.seed if seed is None else seed)
-    out = []
-    for shape in weight_shapes(task):
-        if len(shape) == 1:
-            out.append(np.zeros(shape, np.float32))
-            continue
-        receptive = math.prod(shape[:-2])
-        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-        limit = math.sqrt(6.0 / (fan_in + fan_out))
-        out.append(rng.uniform(-limit, limit, size=shape).astype(np.float32))
-    return out
-
-
-def analytic_flops(task: Task) -> int:
-    """Analytic FLOPs of one training sample: forward multiply-adds x2, backward ~2x forward.
-
-    Counts the matmul/convolution work only (element-wise ops and the optimizer are
-    negligible next to it for these models); the usual 3x-forward convention.
-    """
-    forward = 0
-    shape = task.input_shape
-    for layer in task.layers:
-        if isinstance(layer, Flatten):
-            shape = (math.prod(shape),)
-        elif isinstance(layer, Dense):
-            forward += 2 * shape[-1] * layer.units
-            shape = (layer.units,)
-        elif isinstance(layer, Conv2D):
-            h, w, c = shape
-            oh, ow = math.ceil(h / layer.stride), math.ceil(w / layer.stride)
-            forward += 2 * oh * ow * layer.filters * layer.kernel * layer.kernel * c
-            shape = (oh, ow, layer.filters)
-    return 3 * forward

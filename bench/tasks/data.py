@@ -181,13 +181,24 @@ def load_digits_28() -> Dataset:
     return Dataset("digits-28x28", "sklearn.datasets.load_digits", x_tr, y_tr, x_te, y_te)
 
 
+_read: dict = {}  # (name, the places looked in) -> Dataset: each read once per process
+
+
 def load_classification(
     name: str | None = None, data_dir: str | os.PathLike | None = None, quiet: bool = False
 ) -> Dataset:
-    """Fashion-MNIST (or ``LOOPBENCH_DATASET=mnist``), else the digits fallback."""
+    """Fashion-MNIST (or ``LOOPBENCH_DATASET=mnist``), else the digits fallback; read and
+    decompressed once per process, whatever tasks and subsets ask for it."""
     name = name or os.environ.get(ENV_DATASET) or "fashion-mnist"
     if name not in KNOWN:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(KNOWN)}")
+    key = (name, *(str(d) for d, _ in candidate_dirs(name, data_dir)))
+    if key not in _read:
+        _read[key] = _load_classification(name, data_dir, quiet)
+    return _read[key]
+
+
+def _load_classification(name: str, data_dir, quiet: bool) -> Dataset:
     ds = load_idx_dataset(name, data_dir)
     if ds is None:
         ds = load_digits_28()
@@ -241,23 +252,30 @@ def standardize(ds: Dataset, input_shape: tuple[int, ...]) -> Dataset:
     )
 
 
-def load_builtin(
-    task,
-    data_dir=None,
-    n_train: int | None = None,
-    quiet: bool = False,
-    raw: Dataset | None = None,
-) -> Dataset:
-    """The task's data, ready to train on: float32 inputs in the task's shape, int32 labels.
+# --- data sources: a task's ``data=`` that loads itself -----------------------------------
 
-    ``raw``: the result of ``load_classification()`` already read by the caller (classification
-    tasks only), so that several tasks and subsets read and decompress the files once.
-    A built-in task's; a user task's: ``bench.tasks.load_for_task``."""
-    if task.kind == "regression":
-        ds = synthetic_linear(task.true_w, task.true_b, seed=task.seed)
-        return ds.subset(n_train)
-    ds = raw if raw is not None else load_classification(None, data_dir, quiet=quiet)
-    return standardize(ds.subset(n_train), task.input_shape)
+
+@dataclass(frozen=True)
+class ImageData:
+    """The 28x28 image classification set (Fashion-MNIST; ``LOOPBENCH_DATASET=mnist``: MNIST;
+    no files: scikit-learn's digits), standardised (``standardize``) into the task's input
+    shape. The built-in ``mlp`` and ``cnn`` read it; any task may (``data=ImageData()``)."""
+
+    def load(self, task, n_train: int | None = None, data_dir=None, quiet: bool = False):
+        ds = load_classification(None, data_dir, quiet=quiet)
+        return standardize(ds.subset(n_train), task.input_shape)
+
+
+@dataclass(frozen=True)
+class LinearData:
+    """``y = w*x + b + noise``, x uniform in [-1, 1]: the built-in ``linreg``'s data."""
+
+    w: float
+    b: float
+    noise: float = 0.1
+
+    def load(self, task, n_train: int | None = None, data_dir=None, quiet: bool = False):
+        return synthetic_linear(self.w, self.b, noise=self.noise, seed=task.seed).subset(n_train)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -1,0 +1,312 @@
+"""The one kind of task, and what the suite does with any task: the reference build and its
+initial weights, each implementation's own instance of the model, the loss, the FLOPs.
+
+A task is a ``Task`` (``UserTask`` is the same class, the name task files were first written
+with). The suite's tasks are ``Task`` objects too (``bench/tasks/builtin.py``); a user's task
+file defines its own (``bench/tasks/user.py`` loads and checks them). ``eq=False``: a task
+holds functions and maybe arrays; identity is equality.
+
+Weights: ``init_weights(seed)`` where the task gives it (the built-ins: NumPy-drawn Glorot
+kernels, so the JAX backend starts from the very same arrays); else the model is built once
+per (task, seed) under ``keras.utils.set_random_seed`` and *all* its weights, trainable and not
+(BatchNormalization's moving statistics), are taken from that build. Either way they are
+copied into every implementation's own instance (``new_model``), which is checked to have the
+same number of variables with the same shapes (and, for another build() of the same function,
+the same names).
+
+Equivalence tolerance: ``DEFAULT_TOLERANCE`` unless the task sets ``tolerance=``
+(tests/test_equivalence.py; docs/tasks.md).
+
+Importing this module imports no TensorFlow and no Keras; building a model does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class TaskError(ValueError):
+    """A task file or a task in it is unusable: one line naming the file, task and problem."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How closely two implementations must agree, step by step (tests/test_equivalence.py)."""
+
+    early_rtol: float  # relative, on the losses of the first few steps
+    loss_rtol: float  # relative, on every step's loss
+    weight_rtol: float  # final weights (every variable), relative to the array's max |w|
+    why: str = ""
+
+
+# A user model gets this unless its task sets ``tolerance=``. Measured (tests/test_equivalence.py:
+# 12 Adam steps at the task's batch size; first 5 steps' losses / all losses / weights, relative):
+# the GRU example's implementations, with and without XLA, agreed within 8.7e-8 / 8.7e-8 /
+# 3.6e-7, while a bug moved them by at least 5.5e-4 / 1.3e-3 / 0.50 (learning rate x1.5;
+# biases never updated). So the default is ~1000x the rounding drift of a model whose training
+# is not chaotic, and below what a bug does. A chaotic model (the residual CNN with batch
+# normalisation: XLA and not differ by 3.8e-4 / 2.4e-3 / 0.12) states its own, as that
+# example does.
+DEFAULT_TOLERANCE = Tolerance(
+    1e-4, 2e-3, 5e-2, "user model, default tolerance: float32 rounding, reordered by fusion/XLA"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A task: what is trained, on what data, and how it is checked. The suite's own tasks
+    (``bench/tasks/builtin.py``) and a user's task file build the same dataclass, and every
+    implementation, benchmark and check reads only these fields.
+
+    The fields after ``source`` are optional knowledge a task may add; the built-in tasks set
+    them, and a user's task may too."""
+
+    name: str
+    build: Callable[[], Any]  # () -> keras.Model: functional, Sequential or subclassed
+    input_shape: tuple[int, ...]  # one example's shape, without the batch dimension
+    loss: Any  # a Keras loss (name or object) or a callable (y_true, y_pred) -> loss
+    num_classes: int | None = None  # class-index labels in [0, num_classes); None: regression
+    input_dtype: str = "float32"
+    input_range: tuple[float, float] | None = None  # synthetic integer inputs: [low, high)
+    optimizer: str = "adam"  # "adam" or "sgd"
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    # None (synthetic), arrays, a .npz path, a callable, or a data source with a
+    # ``load(task, n_train, data_dir, quiet)`` method (``bench.tasks.data.ImageData``)
+    data: Any = None
+    n_train: int = 2048  # synthetic data only
+    n_test: int = 512
+    epochs: int = 2  # convergence check (quick and full profiles; smoke runs 1)
+    accuracy_target: float | None = None  # convergence: final test accuracy must reach it
+    tolerance: Tolerance | None = None  # equivalence; None: DEFAULT_TOLERANCE
+    seed: int = 0
+    source: str = ""  # the task file, filled in when loaded
+    # The custom loops' model: () -> keras.Model of hand-written layers with the same weights,
+    # in the same order and shapes, as build()'s. None: the custom loops train build()'s model.
+    build_custom: Callable[[], Any] | None = None
+    # seed -> every weight array, in build()'s ``model.weights`` order (NumPy-drawn, so every
+    # backend starts from the same arrays). None: the weights of one build() under the seed.
+    init_weights: Callable[[int], list] | None = None
+    flops_per_sample: int | None = None  # training FLOPs per example; None: profiled
+    tta_target: float | None = None  # time-to-accuracy target; None: accuracy_target
+    # The accuracy target is an external anchor that holds on this dataset only, trained in
+    # full (``Dataset.name``, e.g. "fashion-mnist"). None: on the task's own data.
+    anchor_dataset: str | None = None
+    # Regression with a known truth: training must recover these values (the trainable
+    # weights, flattened and concatenated, in order) within ``param_tolerance``.
+    true_params: tuple[float, ...] | None = None
+    param_tolerance: float = 0.0
+
+    def __post_init__(self):
+        if self.tta_target is None:
+            object.__setattr__(self, "tta_target", self.accuracy_target)
+
+    @property
+    def kind(self) -> str:
+        return "classification" if self.num_classes else "regression"
+
+    @property
+    def equivalence_tolerance(self) -> Tolerance:
+        return self.tolerance or DEFAULT_TOLERANCE
+
+
+UserTask = Task  # the name task files were written with; the same class
+
+
+# --- the reference build: initial weights, and each implementation's own instance ----------
+
+# Per task (weakly: a task made by dataclasses.replace in a test gets its own entries): the
+# reference builds by seed, the resolved loss, the loaded data.
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached(task: Task, key, make: Callable[[], Any]):
+    entries = _cache.setdefault(task, {})
+    if key not in entries:
+        entries[key] = make()
+    return entries[key]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def _call_built(task: Task, model) -> Any:
+    """Build the model's variables by calling it once on zeros of the task's input."""
+    x = np.zeros((1, *task.input_shape), dtype=task.input_dtype)
+    return model(x, training=False)
+
+
+def _normalised_path(variable) -> str:
+    """A variable's path without Keras's uniquifying suffixes (``dense_3`` -> ``dense``), so
+    two builds of the same function name their variables alike."""
+    return "/".join(re.sub(r"_\d+$", "", part) for part in variable.path.split("/"))
+
+
+def reference_model(task: Task, seed: int | None = None):
+    """(model, all its weights) from one build under the seed; cached per (task, seed)."""
+    import keras
+
+    seed = task.seed if seed is None else seed
+
+    def make():
+        keras.utils.set_random_seed(seed)
+        model = task.build()
+        if not isinstance(model, keras.Model):
+            raise TaskError(f"build() returned {type(model).__name__}, not a keras.Model")
+        _call_built(task, model)
+        weights = [np.array(v.numpy()) for v in model.weights]
+        return model, WeightList(weights, [_normalised_path(v) for v in model.weights])
+
+    return _cached(task, ("reference", seed), make)
+
+
+class WeightList(list):
+    """Every weight array of a model, in ``model.weights`` order, with their variables' paths."""
+
+    def __init__(self, arrays: list[np.ndarray], paths: list[str]):
+        super().__init__(arrays)
+        self.paths = paths
+
+
+def initial_weights(task: Task, seed: int | None = None) -> list[np.ndarray]:
+    """The weights every implementation starts from (module docstring): ``init_weights(seed)``
+    where the task gives it, else every weight of one build under the seed."""
+    seed = task.seed if seed is None else seed
+    if task.init_weights is None:
+        return reference_model(task, seed)[1]
+    arrays = _cached(task, ("init", seed), lambda: [np.asarray(w) for w in task.init_weights(seed)])
+    return list(arrays)
+
+
+def new_model(task: Task, weights: list[np.ndarray], custom: bool = False):
+    """A new instance of the task's model holding ``weights`` in every variable (trainable and
+    not): from ``build_custom`` for ``custom`` (the custom loops) where the task has one, else
+    from ``build``. The instance must have as many variables as ``weights``, with their shapes
+    (and, being another build of the reference's function, its variables' names), else a
+    TaskError."""
+    builder, what = task.build, "build()"
+    if custom and task.build_custom is not None:
+        builder, what = task.build_custom, "build_custom()"
+    model = builder()
+    _call_built(task, model)
+    variables = model.weights
+    # Names are compared only between two builds of the same function: build_custom's
+    # hand-written layers name their variables their own way.
+    paths = getattr(weights, "paths", None) if builder is task.build else None
+    if len(variables) != len(weights):
+        raise TaskError(
+            f"task {task.name!r}: {what} made {len(variables)} weights, the initial weights "
+            f"are {len(weights)}: every build must make the same variables, in the same order"
+        )
+    for i, (v, w) in enumerate(zip(variables, weights)):
+        path = paths[i] if paths else None
+        if tuple(v.shape) != tuple(w.shape) or (path and _normalised_path(v) != path):
+            raise TaskError(
+                f"task {task.name!r}: {what}'s weight {v.path} {tuple(v.shape)} does not match "
+                f"initial weight {i} {path or ''} {tuple(w.shape)}: every build must make the "
+                "same variables, in the same order".replace("  ", " ")
+            )
+        v.assign(w)
+    return model
+
+
+def keras_loss(task: Task):
+    """The task's loss as one ``keras.losses.Loss`` object (mean over the batch), used both by
+    ``compile`` and by the custom loop, so both minimise the very same function."""
+    return _cached(task, "loss", lambda: _resolve_loss(task))
+
+
+def _loss_function_class():
+    import keras
+
+    class LossFunction(keras.losses.Loss):
+        """A callable ``(y_true, y_pred) -> loss per example (or a scalar)`` as a Keras loss:
+        averaged over the batch, as ``compile`` averages a loss function."""
+
+        def __init__(self, fn):
+            super().__init__(name=getattr(fn, "__name__", "user_loss"))
+            self.fn = fn
+
+        def call(self, y_true, y_pred):
+            return self.fn(y_true, y_pred)
+
+    return LossFunction
+
+
+def _LossFunction(fn):  # noqa: N802 (a class, made when Keras is imported)
+    return _loss_function_class()(fn)
+
+
+def _resolve_loss(task: Task):
+    import keras
+
+    loss = task.loss
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+        if isinstance(loss, keras.losses.Loss):
+            return loss
+    if not callable(loss):
+        raise TaskError(f"loss {task.loss!r} is neither a Keras loss nor callable")
+    return _LossFunction(loss)
+
+
+def train_flops_per_sample(task: Task) -> int:
+    """Training FLOPs per example: the task's own ``flops_per_sample`` where it gives one (the
+    built-ins: analytic), else counted by TensorFlow's profiler on the forward graph (x3, the
+    suite's convention); 0 where it cannot count (ops inside loops, e.g. RNN cells, are
+    counted once per loop, not per step)."""
+    if task.flops_per_sample is not None:
+        return int(task.flops_per_sample)
+    import tensorflow as tf
+
+    model = reference_model(task)[0]
+    spec = tf.TensorSpec((1, *task.input_shape), task.input_dtype)
+    try:
+        graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+        opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+        opts["output"] = "none"
+        flops = tf.compat.v1.profiler.profile(graph, options=opts).total_float_ops
+    except Exception:
+        return 0
+    return 3 * int(flops)
+
+
+@contextlib.contextmanager
+def skip_unsupported(impl: str, task):
+    """Around a benchmark: where the implementation cannot run the task's model -- XLA has no
+    kernel for one of its ops (``tf.py_function``, some string or resource ops), or the
+    implementation refuses it (``NotImplementedError``) -- the benchmark is skipped with the
+    reason, not failed. Any other error propagates."""
+    import pytest
+
+    try:
+        yield
+    except Exception as e:
+        reason = unsupported_reason(impl, task, e)
+        if reason is None:
+            raise
+        pytest.skip(reason)
+
+
+def unsupported_reason(impl: str, task, error: BaseException) -> str | None:
+    text = str(error)
+    found = re.search(
+        r"Detected unsupported operations when trying to compile graph \S+ on (\S+): (\w+)", text
+    )
+    if isinstance(error, NotImplementedError):
+        return f"{impl} cannot run {task.name}: {_first_line(error)}"
+    if "xla" in impl and found:
+        device, op = found.groups()
+        return f"{impl} cannot run {task.name}: XLA ({device}) has no kernel for {op}"
+    return None
