@@ -34,29 +34,14 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--profile",
-        choices=("smoke", "quick", "full"),
-        default=os.environ.get("LOOPBENCH_PROFILE", "quick"),
-        help="benchmark profile: quick (default, a few minutes on 2 cores), full, or smoke "
-        "(seconds; checks the harness, numbers not meaningful)",
-    )
-    parser.addoption(
-        "--panel-processes",
-        type=int,
-        default=None,
-        metavar="P",
-        help="spread each panel's blocks over P processes (block b in process b mod P; "
-        "default: the profile's, 1). docs/timing.md",
-    )
-    parser.addoption(
-        "--tasks",
-        action="append",
-        metavar="FILE",
-        help="a task file of your own (bench/tasks/user.py); repeatable; 'builtin' names the "
-        "built-in tasks (default: the built-in tasks; also $LOOPBENCH_TASKS)",
-    )
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """``--profile``, ``--panel-processes``, ``--tasks`` (``bench/pytest_plugin.py``): added
+    here where the package is not installed, so its pytest plugin was not loaded."""
+    if pluginmanager.has_plugin("loopbench"):
+        return
+    from bench.pytest_plugin import add_options
+
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -19,9 +19,11 @@ import tensorflow as tf
 
 from bench.tasks import Task
 from bench.tasks.data import epoch_order
+from bench.tasks.task import correct_labels
 from implementations.keras_parts import (  # noqa: F401 (re-exported for the implementations)
     PRECISIONS,
     STEPS_PER_CALL,
+    batch_loss,
     check_precision,
     group_batches,
     keras_loss,
@@ -81,9 +83,11 @@ def precision_fields(model: keras.Model, optimizer: keras.optimizers.Optimizer) 
 
 
 def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
-    """Mean loss over the batch: the task's Keras loss, the one ``compile`` is given. A
-    mixed-precision model's output is cast to float32 first, as Keras's losses do."""
-    return keras_loss(task)(y, tf.cast(out, tf.float32))
+    """Mean loss over the batch: the function ``compile`` is given as a Keras loss
+    (``bench.tasks.task.batch_loss``; the built-ins: the seed's ``tf.reduce_mean`` of
+    ``tf.nn.sparse_softmax_cross_entropy_with_logits``). A mixed-precision model's output is
+    cast to float32 first, as Keras's losses do."""
+    return batch_loss(task)(y, tf.cast(out, tf.float32))
 
 
 def get_weights(model: keras.Model) -> list[np.ndarray]:
@@ -125,7 +129,7 @@ def evaluate(
         out = forward(tf.constant(xb))
         total_loss += float(loss_value(task, tf.constant(yb), out)) * len(xb)
         if task.kind == "classification":
-            correct += int(np.sum(np.argmax(out.numpy(), axis=-1) == yb))
-            labels += yb.size  # one per example, or one per position (a user's sequence task)
+            right, count = correct_labels(task, out.numpy(), yb)
+            correct, labels = correct + right, labels + count
     accuracy = correct / labels if task.kind == "classification" else None
     return total_loss / len(x), accuracy

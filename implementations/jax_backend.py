@@ -46,6 +46,7 @@ import numpy as np
 from bench.tasks import Task
 from implementations.keras_parts import (
     STEPS_PER_CALL,
+    batch_loss,
     group_batches,
     keras_loss,
     make_optimizer,
@@ -211,7 +212,7 @@ class JaxCustomTrainer:
         model, optimizer = self.model, self.optimizer
         self._traces = 0
 
-        loss = keras_loss(task)
+        loss = batch_loss(task)
 
         def compute_loss(trainable, non_trainable, x, y):
             out, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)

@@ -15,8 +15,11 @@ import keras
 import numpy as np
 
 from bench.tasks import Task
+from bench.tasks.task import (
+    batch_loss,  # noqa: F401 (the custom loops' call of the loss)
+    new_model,
+)
 from bench.tasks.task import keras_loss as _task_loss
-from bench.tasks.task import new_model
 
 # The default N of the implementations that run several steps per call (``custom_*_loop``,
 # ``keras_fit_spe``, ``jax_fit_spe``, ``jax_custom_loop``); the measurement behind it is in

@@ -27,10 +27,17 @@ LAYERS = [
     {"bench.timing", "bench.convergence", "bench.distributed", "bench.jax"},
     {"bench.report"},
     {"bench.ab"},
-    {"bench.benchmarks", "bench.__main__"},
+    {"bench.benchmarks", "bench.__main__", "bench.pytest_plugin"},
 ]
 # Never TensorFlow (nor Keras, JAX or the implementations, which import them).
-TF_FREE = ["bench.host", "bench.stats", "bench.workers", "bench.report", "bench.__main__"]
+TF_FREE = [
+    "bench.host",
+    "bench.stats",
+    "bench.workers",
+    "bench.report",
+    "bench.__main__",
+    "bench.pytest_plugin",  # loaded by every pytest run where the package is installed
+]
 TF_FREE_MODULES = [
     "bench.ab.cli",
     "bench.ab.sides",

@@ -397,3 +397,48 @@ def test_a_bad_panel_process_count_is_one_usage_error():
     )  # fmt: skip
     assert proc.returncode == 4
     assert "--panel-processes must be 1 or more, not 0" in proc.stderr
+
+
+def test_a_member_with_a_round_cap_sits_out_the_later_blocks():
+    clock, rng = FakeClock(), np.random.default_rng(5)
+    members = [Synthetic(n, 1.0, lambda: 1.0, rng, clock) for n in "abc"]
+    members[1].max_rounds = 3
+    result = run_blocks(
+        members, [("a", "c")], min_blocks=10, max_blocks=10, time_cap_s=1e9, target_pct=0.0,
+        counters=no_steal, clock=clock,
+    )  # fmt: skip
+    assert result.blocks == 10 and len(result.rounds["b"].seconds) == 3
+    assert len(result.rounds["a"].seconds) == len(result.rounds["c"].seconds) == 10
+    assert result.rounds["b"].block == [0, 1, 2]
+
+
+def test_a_member_too_slow_for_the_budget_is_capped_with_the_reason(task_data):
+    """The profile's member budget against one call's time: under it, the usual warm-up and
+    round length; over it, one call a round for at most budget / call rounds (at least 3),
+    the reason recorded, and the panel's other ratios still measured."""
+    import dataclasses
+
+    from bench.timing import panel
+    from bench.timing.members import capped_rounds
+
+    spec = specs("custom_xla_loop", task="cnn")[0]
+    assert capped_rounds(spec, 0.01, 1, 16) == (None, None)  # 8 calls: 0.08 s < 3 s
+    assert capped_rounds(spec, 0.5, 1, 16)[0] == 6  # 8 calls: 4 s > 3 s; 3 s / 0.5 s
+    rounds, cap = capped_rounds(spec, 2.0, 1, 16)  # at least 3 rounds, however slow
+    assert rounds == 3 and cap["max_rounds"] == 3 and "125 ms/step (16 per call)" in cap["reason"]
+    quick = dataclasses.replace(spec.profile, member_budget_s=60.0)
+    assert capped_rounds(dataclasses.replace(spec, profile=quick), 10.0, 1, 16)[0] == 6
+
+    tight = dataclasses.replace(PROFILES_SMOKE(), member_budget_s=0.0)
+    members = [dataclasses.replace(s, profile=tight) for s in specs("keras_fit", "custom_graph")]
+    out = panel.Panels().measure(members, task_data)
+    for s in members:
+        info = out[s.name].info
+        assert out[s.name].error is None and info["rounds_run"] == 3
+        assert info["round_cap"]["max_rounds"] == 3 and info["steps_per_round"] == 1
+
+
+def PROFILES_SMOKE():  # noqa: N802
+    from bench.timing.harness import PROFILES
+
+    return PROFILES["smoke"]

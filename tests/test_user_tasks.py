@@ -88,6 +88,17 @@ BAD = {
         "T = UserTask('mlp', dense(3), input_shape=(8,), loss=CE, num_classes=3)\n",
         "task 'mlp': the name is already taken",
     ),
+    "binary_head_that_does_not_say_logits_or_probabilities": (
+        "T = UserTask('bad', dense(1), input_shape=(8,), head='binary',\n"
+        "             loss=lambda y, p: keras.ops.square(y - p))\n",
+        "task 'bad': head='binary': say whether the model outputs logits or probabilities",
+    ),
+    "binary_labels_that_are_not_0_or_1": (
+        "T = UserTask('bad', dense(1), input_shape=(8,), head='binary',\n"
+        "             loss='binary_crossentropy',\n"
+        "             data=(np.zeros((64, 8)), np.full((64, 1), 2.0)))\n",
+        "task 'bad': data: y_train has label 2; a binary head's labels are 0 or 1",
+    ),
     "a_name_unfit_for_test_ids": (
         "T = UserTask('my-task', dense(3), input_shape=(8,), loss=CE, num_classes=3)\n",
         "task 'my-task': a name is a letter, then letters, digits or _",
@@ -142,6 +153,48 @@ def test_synthetic_data_has_the_task_shapes_and_learnable_labels(tmp_path):
     assert accuracy > 0.7
 
 
+BINARY = (
+    "def head(units, activation):\n"
+    "    return lambda: keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, 'relu'),\n"
+    "                                     keras.layers.Dense(units, activation)])\n"
+    "SIGMOID = UserTask('sigmoid', head(1, 'sigmoid'), input_shape=(8,), head='binary',\n"
+    "                   loss='binary_crossentropy', learning_rate=1e-2, n_train=512)\n"
+    "LOGIT = UserTask('logit', head(1, None), input_shape=(8,), head='binary',\n"
+    "                 loss=keras.losses.BinaryCrossentropy(from_logits=True), learning_rate=1e-2,\n"
+    "                 n_train=512)\n"
+    "LABELS = UserTask('labels', head(3, None), input_shape=(8,), head='binary',\n"
+    "                  from_logits=True, n_train=512, learning_rate=1e-2,\n"
+    "                  loss=lambda y, p: keras.ops.binary_crossentropy(y, p, from_logits=True))\n"
+)
+
+
+def test_binary_and_multi_label_heads(tmp_path):
+    """One sigmoid unit, one logit unit, three logit units (multi-label): 0/1 labels of the
+    output's shape, about half 1s; accuracy counts each label, right at probability 0.5; and
+    the custom loop trains the same as fit."""
+    from implementations.common import epoch_dataset, evaluate
+
+    tasks = {t.name: t for t in user_tasks.load(task_file(tmp_path, BINARY))}
+    for name, units, threshold in (("sigmoid", 1, 0.5), ("logit", 1, 0.0), ("labels", 3, 0.0)):
+        task = tasks[name]
+        assert task.kind == "classification" and user_tasks.binary_threshold(task) == threshold
+        ds = user_tasks.load_data(task)
+        assert ds.y_train.shape == (512, units) and ds.y_train.dtype == np.float32
+        assert set(np.unique(ds.y_train)) == {0.0, 1.0} and 0.3 < ds.y_train.mean() < 0.7
+        fit, loop = (
+            implementations.get(i)(task, initial_weights(task))
+            for i in ("keras_fit", "custom_graph")
+        )
+        batches = list(epoch_dataset(ds.x_train, ds.y_train, task.batch_size, 0, 0))
+        losses = [t.step_losses(batches) for t in (fit, loop)]
+        np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+        assert losses[1][-4:].mean() < losses[1][:4].mean()
+        _, accuracy = evaluate(loop.model, task, ds.x_test, ds.y_test)
+        out = loop.model(ds.x_test).numpy()
+        assert accuracy == pytest.approx(np.mean((out > threshold) == (ds.y_test > 0.5)))
+        assert accuracy > 0.6  # one epoch on labels a linear function of the inputs
+
+
 def test_synthetic_tokens_stay_in_their_range(tmp_path):
     path = task_file(
         tmp_path,
@@ -175,6 +228,38 @@ def test_data_from_arrays_a_npz_file_and_a_callable(tmp_path):
     np.testing.assert_array_equal(b.x_test, x[80:])
     assert b.name == "d.npz" and c.name == "mine()"
     np.testing.assert_array_equal(c.y_train, a.y_train)
+
+
+STREAMS = (
+    "import tensorflow as tf\n"
+    "rng = np.random.default_rng(1)\n"
+    "X, Y = rng.standard_normal((300, 8)).astype('float32'), rng.integers(0, 3, 300)\n"
+    "class Batches(keras.utils.PyDataset):\n"
+    "    def __len__(self):\n"
+    "        return 10\n"
+    "    def __getitem__(self, i):\n"
+    "        return X[30 * i : 30 * (i + 1)], Y[30 * i : 30 * (i + 1)]\n"
+    "BATCHED = UserTask('batched', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+    "                   n_train=200, n_test=50,\n"
+    "                   data=tf.data.Dataset.from_tensor_slices((X, Y)).batch(64))\n"
+    "SINGLE = UserTask('single', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+    "                  n_train=100, n_test=20, data=tf.data.Dataset.from_tensor_slices((X, Y)))\n"
+    "SHORT = UserTask('short', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+    "                 n_train=1000, data=Batches())\n"
+)
+
+
+def test_data_from_a_tf_data_dataset_or_a_py_dataset(tmp_path):
+    """Taken up to n_train + n_test examples, batched or not; a shorter stream is split 80/20."""
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((300, 8)).astype("float32"), rng.integers(0, 3, 300)
+    got = {t.name: user_tasks.load_data(t) for t in user_tasks.load(task_file(tmp_path, STREAMS))}
+    for name, n_train, n_test in (("batched", 200, 50), ("single", 100, 20), ("short", 240, 60)):
+        ds = got[name]
+        assert (len(ds.x_train), len(ds.x_test)) == (n_train, n_test), name
+        np.testing.assert_array_equal(ds.x_train, x[:n_train])
+        np.testing.assert_array_equal(ds.y_test, y[n_train : n_train + n_test])
+        assert ds.y_train.dtype == np.int32
 
 
 def test_a_npz_without_the_expected_keys_is_refused(tmp_path):
@@ -234,7 +319,8 @@ def test_a_build_that_changes_between_calls_fails_clearly(tmp_path):
         "T = UserTask('shifty', build, input_shape=(8,), loss=CE, num_classes=3)\n",
     )
     (task,) = user_tasks.load(path)
-    with pytest.raises(TaskError, match="task 'shifty': build\\(\\) made 4 weights, the initial weights are 2"):
+    made = "task 'shifty': build\\(\\) made 4 weights, the initial weights are 2"
+    with pytest.raises(TaskError, match=made):
         implementations.get("custom_graph")(task, initial_weights(task))
 
 
@@ -284,6 +370,28 @@ def test_pytest_refuses_a_bad_task_file_with_one_usage_error(tmp_path):
     assert errors == [f"ERROR: {path}: {BAD['labels_out_of_range'][1]}"]
     assert "Traceback" not in out.stderr + out.stdout and "passed" not in out.stdout
     assert not results.exists()  # nothing half-written
+
+
+@pytest.mark.subprocess
+def test_a_task_file_outside_the_checkout_works_as_a_user_types_it(tmp_path):
+    """``--tasks PATH``, space-separated, with the file in another folder: pytest would root
+    the run there and miss this project's settings; the plugin runs it as ``--tasks=PATH``."""
+    path = task_file(tmp_path, GOOD)
+    out = run_pytest("--benchmark-only", "--collect-only", "-q", "--tasks", str(path), "-k", "step")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "bench/benchmarks/bench_step.py::test_step[keras_fit-tiny]" in out.stdout
+    assert "test_step[keras_fit-linreg]" not in out.stdout  # the user's, not the built-ins
+
+
+def test_a_task_path_is_joined_to_its_option():
+    from bench.pytest_plugin import joined
+
+    assert joined(["-q", "--tasks", "/a/t.py", "--tasks=b.py", "x"]) == [
+        "-q",
+        "--tasks=/a/t.py",
+        "--tasks=b.py",
+        "x",
+    ]
 
 
 @pytest.mark.subprocess

@@ -79,7 +79,8 @@ def speedup_note(rows: Sequence[StepRow], benches: Iterable[dict[str, Any]]) -> 
 
 def panel_notes(benches: Iterable[dict[str, Any]]) -> list[str]:
     """One line per panel that stopped (time cap, most blocks) before its intervals reached
-    their target width."""
+    their target width, and one per member capped to a few rounds (``round_cap``)."""
+    benches = list(benches)
     lines = []
     for panel, info in _panels(benches).items():
         stopped, cap = info.get("stopped_by"), info.get("time_cap_s")
@@ -97,4 +98,10 @@ def panel_notes(benches: Iterable[dict[str, Any]]) -> list[str]:
             else ", before every interval reached its target"
         )
         lines.append(f"Panel {panel} stopped {where}{before}.")
+    for b in benches:  # members too slow for their panel's pace, capped to a few rounds
+        cap = _extra(b).get("round_cap")
+        if isinstance(cap, dict) and isinstance(cap.get("reason"), str):
+            compile_s = cap.get("compile_s")
+            first = f" (first call {compile_s:.1f} s)" if _is_number(compile_s) else ""
+            lines.append(f"{b.get('name', '?')}: {cap['reason']}{first}.")
     return lines

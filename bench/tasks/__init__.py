@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from bench.tasks import user as _user
 from bench.tasks.builtin import TASKS, Architecture, Conv2D, Dense, Flatten
-from bench.tasks.data import Dataset, ImageData, LinearData
+from bench.tasks.data import Dataset, DataSource, ImageData, LinearData
 from bench.tasks.task import Task, Tolerance, UserTask, initial_weights, train_flops_per_sample
 from bench.tasks.user import LOADED
 
@@ -25,6 +25,7 @@ __all__ = [
     "TASKS",
     "Architecture",
     "Conv2D",
+    "DataSource",
     "Dense",
     "Flatten",
     "ImageData",

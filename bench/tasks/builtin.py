@@ -168,11 +168,29 @@ class Architecture:
 
 
 def logits_crossentropy(y_true, y_pred):
-    """Sparse cross-entropy on logits, per example (the seed's softmax then cross-entropy is
-    the same function, less stable)."""
-    from keras import ops
+    """Sparse cross-entropy on logits, per example: the seed's ``loss_func`` (its softmax then
+    cross-entropy is the same function, less stable); on TensorFlow its very op."""
+    import keras
 
-    return ops.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Keras's Loss hands compile's labels over as floats; the seed's loop, as int32
+        labels = tf.cast(y_true, tf.int32)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=y_pred)
+    return keras.ops.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+def squared_error(y_true, y_pred):
+    """The squared error, per output: the seed's ``(y_pred - y_train) ** 2`` before its mean;
+    on TensorFlow its very ops."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.square(y_pred - y_true)
+    return keras.ops.square(y_pred - y_true)
 
 
 ARCHITECTURES = {
@@ -190,7 +208,7 @@ ARCHITECTURES = {
 }
 
 LINREG = ARCHITECTURES["linreg"].task(
-    loss="mse",
+    loss=squared_error,
     optimizer="sgd",
     learning_rate=0.1,
     batch_size=32,

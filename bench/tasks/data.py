@@ -255,8 +255,16 @@ def standardize(ds: Dataset, input_shape: tuple[int, ...]) -> Dataset:
 # --- data sources: a task's ``data=`` that loads itself -----------------------------------
 
 
+class DataSource:
+    """A task's ``data=`` that loads itself: a subclass's ``load(task, n_train, data_dir,
+    quiet)`` returns the ``Dataset``, its training split cut to ``n_train`` examples."""
+
+    def load(self, task, n_train: int | None = None, data_dir=None, quiet: bool = False):
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class ImageData:
+class ImageData(DataSource):
     """The 28x28 image classification set (Fashion-MNIST; ``LOOPBENCH_DATASET=mnist``: MNIST;
     no files: scikit-learn's digits), standardised (``standardize``) into the task's input
     shape. The built-in ``mlp`` and ``cnn`` read it; any task may (``data=ImageData()``)."""
@@ -267,7 +275,7 @@ class ImageData:
 
 
 @dataclass(frozen=True)
-class LinearData:
+class LinearData(DataSource):
     """``y = w*x + b + noise``, x uniform in [-1, 1]: the built-in ``linreg``'s data."""
 
     w: float

@@ -73,15 +73,22 @@ class Task:
     input_shape: tuple[int, ...]  # one example's shape, without the batch dimension
     loss: Any  # a Keras loss (name or object) or a callable (y_true, y_pred) -> loss
     num_classes: int | None = None  # class-index labels in [0, num_classes); None: regression
+    # What the labels are: "classes" (class indices, the default with num_classes), "binary"
+    # (a 0/1 label per output unit: one unit, binary classification; several, multi-label;
+    # accuracy: each label at probability 0.5) or "regression" (the default without).
+    head: str | None = None
+    # "binary": whether the model outputs logits (right at 0) or probabilities (at 0.5); None:
+    # read from the loss (its from_logits; "binary_crossentropy": probabilities).
+    from_logits: bool | None = None
     input_dtype: str = "float32"
     input_range: tuple[float, float] | None = None  # synthetic integer inputs: [low, high)
     optimizer: str = "adam"  # "adam" or "sgd"
     learning_rate: float = 1e-3
     batch_size: int = 32
-    # None (synthetic), arrays, a .npz path, a callable, or a data source with a
-    # ``load(task, n_train, data_dir, quiet)`` method (``bench.tasks.data.ImageData``)
+    # None (synthetic), arrays, a .npz path, a callable, a tf.data.Dataset or PyDataset, or a
+    # ``bench.tasks.data.DataSource`` (``ImageData``: Fashion-MNIST): bench/tasks/user.py
     data: Any = None
-    n_train: int = 2048  # synthetic data only
+    n_train: int = 2048  # synthetic data, and how much of a tf.data / PyDataset stream is taken
     n_test: int = 512
     epochs: int = 2  # convergence check (quick and full profiles; smoke runs 1)
     accuracy_target: float | None = None  # convergence: final test accuracy must reach it
@@ -107,10 +114,13 @@ class Task:
     def __post_init__(self):
         if self.tta_target is None:
             object.__setattr__(self, "tta_target", self.accuracy_target)
+        if self.head is None:
+            object.__setattr__(self, "head", "classes" if self.num_classes else "regression")
 
     @property
     def kind(self) -> str:
-        return "classification" if self.num_classes else "regression"
+        """ "classification" (accuracy is reported) or "regression"."""
+        return "regression" if self.head == "regression" else "classification"
 
     @property
     def equivalence_tolerance(self) -> Tolerance:
@@ -216,13 +226,69 @@ def new_model(task: Task, weights: list[np.ndarray], custom: bool = False):
                 "same variables, in the same order".replace("  ", " ")
             )
         v.assign(w)
+    set_seed_states(model, task.seed)
     return model
 
 
+def seed_states(model) -> list:
+    """The state variables of the model's random-number generators, in layer order: one per
+    Keras ``SeedGenerator`` a layer holds (Dropout, GaussianNoise, a GRU cell with dropout,
+    the random augmentation layers). They are in ``model.variables`` but not in
+    ``model.weights``; a random op a layer calls without its own generator (the global one)
+    has none."""
+    states, seen = [], set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for generator in getattr(layer, "_seed_generators", ()):
+            if id(generator.state) not in seen:
+                seen.add(id(generator.state))
+                states.append(generator.state)
+    return states
+
+
+def set_seed_states(model, seed: int) -> None:
+    """Every random-number generator of the model starts from a state that depends only on
+    ``seed`` and its place in the model, so every instance of it -- each implementation's --
+    draws the same dropout masks and noise, where the backend draws the same numbers from the
+    same state (tests/test_equivalence.py measures which do)."""
+    for i, state in enumerate(seed_states(model)):
+        key = int(np.random.SeedSequence((seed, i)).generate_state(1)[0]) % (2**31 - 2) + 1
+        state.assign(np.array([key, 0], dtype=state.dtype))
+
+
 def keras_loss(task: Task):
-    """The task's loss as one ``keras.losses.Loss`` object (mean over the batch), used both by
-    ``compile`` and by the custom loop, so both minimise the very same function."""
+    """The task's loss as one ``keras.losses.Loss`` object (mean over the batch): what
+    ``compile`` is given."""
     return _cached(task, "loss", lambda: _resolve_loss(task))
+
+
+def batch_loss(task: Task) -> Callable[[Any, Any], Any]:
+    """``(y_true, y_pred) -> the mean loss over the batch``, as a custom loop calls it: the
+    same function as ``keras_loss``. A Keras loss object is called as it is; a loss function
+    (the built-ins' ``bench.tasks.builtin.logits_crossentropy``, as the seed's ``loss_func``)
+    is called directly and its per-example values averaged -- with ``tf.reduce_mean`` on
+    TensorFlow -- without ``Loss.__call__``'s bookkeeping, which costs an eager step of the
+    linear regression a third of its time (``bench ab``, 2026-12-01: custom_eager-linreg +37%)."""
+    return _cached(task, "batch_loss", lambda: _resolve_batch_loss(task))
+
+
+def _resolve_batch_loss(task: Task):
+    import keras
+
+    loss = keras_loss(task)
+    fn = getattr(loss, "fn", None) if type(loss).__name__ == "LossFunction" else None
+    if fn is None:
+        return loss
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        mean = tf.reduce_mean
+    else:
+        mean = keras.ops.mean
+
+    def mean_loss(y_true, y_pred):
+        return mean(fn(y_true, y_pred))
+
+    return mean_loss
 
 
 def _loss_function_class():
@@ -233,7 +299,9 @@ def _loss_function_class():
         averaged over the batch, as ``compile`` averages a loss function."""
 
         def __init__(self, fn):
-            super().__init__(name=getattr(fn, "__name__", "user_loss"))
+            # a valid scope name: a lambda's "<lambda>" is not one
+            name = re.sub(r"[^A-Za-z0-9_.]", "_", getattr(fn, "__name__", "")).strip("_")
+            super().__init__(name=name or "user_loss")
             self.fn = fn
 
         def call(self, y_true, y_pred):
@@ -280,6 +348,38 @@ def train_flops_per_sample(task: Task) -> int:
     except Exception:
         return 0
     return 3 * int(flops)
+
+
+HEADS = ("classes", "binary", "regression")
+
+
+def binary_threshold(task: Task) -> float:
+    """Where a "binary" head's output says 1: 0 for logits, 0.5 for probabilities
+    (``from_logits``, else the loss's own ``from_logits``)."""
+    logits = task.from_logits
+    if logits is None:
+        loss = task.loss
+        if isinstance(loss, str):
+            logits = False if loss in ("binary_crossentropy", "bce") else None
+        elif hasattr(loss, "get_config"):
+            logits = loss.get_config().get("from_logits")
+    if logits is None:
+        raise TaskError(
+            f"head='binary': say whether the model outputs logits or probabilities "
+            f"(from_logits=True or False); the loss {task.loss!r} does not say"
+        )
+    return 0.0 if logits else 0.5
+
+
+def correct_labels(task: Task, out: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+    """(labels predicted right, labels) for one batch of a classification task's outputs:
+    the argmax against class indices; or, for a "binary" head, each output against its 0/1
+    label at ``binary_threshold``. One label per example, per position (a sequence output)
+    or per output unit (multi-label)."""
+    out, y = np.asarray(out), np.asarray(y)
+    if task.head == "binary":
+        return int(np.sum((out > binary_threshold(task)) == (y > 0.5))), int(y.size)
+    return int(np.sum(np.argmax(out, axis=-1) == y)), int(y.size)
 
 
 @contextlib.contextmanager

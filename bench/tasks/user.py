@@ -20,8 +20,9 @@ inputs: standard normal; integer inputs: token ids in ``input_range``; labels: a
 linear function of each input -- of the token counts for integer inputs -- so they can be
 learned: the argmax over the classes, or a tanh for regression); a tuple of arrays
 ``(x_train, y_train, x_test, y_test)`` or ``(x, y)`` (the last 20% become the test split); a
-``.npz`` file with those keys; a callable returning any of these; or a data source object
-with a ``load`` method (``bench.tasks.data.ImageData``: Fashion-MNIST as the built-ins read it).
+``.npz`` file with those keys; a callable returning any of these; a ``tf.data.Dataset`` or a
+``keras.utils.PyDataset`` of ``(x, y)`` (its first ``n_train + n_test`` examples are taken); or
+a ``bench.tasks.data.DataSource`` (``ImageData``: Fashion-MNIST as the built-ins read it).
 
 Everything is checked when the file is loaded, before any benchmark runs; the first problem
 raises one ``TaskError`` naming the file, the task and the problem.
@@ -39,9 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.tasks.builtin import TASKS
-from bench.tasks.data import Dataset
+from bench.tasks.data import Dataset, DataSource
 from bench.tasks.task import (  # noqa: F401 (this module's names before bench/tasks/task.py)
     DEFAULT_TOLERANCE,
+    HEADS,
     Task,
     TaskError,
     Tolerance,
@@ -50,6 +52,7 @@ from bench.tasks.task import (  # noqa: F401 (this module's names before bench/t
     _cached,
     _call_built,
     _first_line,
+    binary_threshold,
     initial_weights,
     keras_loss,
     new_model,
@@ -93,11 +96,14 @@ def synthetic(task: Task) -> Dataset:
     features = features.astype(np.float64)
     features = (features - features.mean(0)) / (features.std(0) + 1e-8)
     out = _output_shape(task)
-    if task.num_classes:
+    if task.head == "classes":
         label_shape = out[:-1]  # one label per example, or per position of a sequence output
         k = task.num_classes
         scores = features @ rng.standard_normal((features.shape[1], math.prod(label_shape) * k))
         y = scores.reshape(n, *label_shape, k).argmax(-1).astype(np.int32)
+    elif task.head == "binary":  # a 0/1 label per output unit, each about half 1s
+        scores = features @ rng.standard_normal((features.shape[1], math.prod(out)))
+        y = (scores > 0).reshape(n, *out).astype(np.float32)
     else:
         w = rng.standard_normal((features.shape[1], math.prod(out))) / math.sqrt(features.shape[1])
         y = np.tanh(features @ w).reshape(n, *out).astype(np.float32)
@@ -130,7 +136,7 @@ def _split(task: Task, name: str, source: str, arrays) -> Dataset:
         cut = len(x) - max(1, int(len(x) * TEST_FRACTION))
         arrays = [x[:cut], y[:cut], x[cut:], y[cut:]]
     x_train, y_train, x_test, y_test = arrays
-    y_dtype = np.int32 if task.num_classes else np.float32
+    y_dtype = np.int32 if task.head == "classes" else np.float32
     return Dataset(
         name,
         source,
@@ -145,10 +151,10 @@ def load_data(
     task: Task, n_train: int | None = None, data_dir=None, quiet: bool = False
 ) -> Dataset:
     """The task's data, its training split cut to ``n_train`` examples (cached per task and
-    cut), checked against its shapes and label range. A data source (an object with a
-    ``load`` method, such as ``bench.tasks.data.ImageData``) loads itself from ``data_dir``;
+    cut), checked against its shapes and label range. A ``bench.tasks.data.DataSource`` (such
+    as ``ImageData``) loads itself from ``data_dir``;
     ``quiet``: without its notices."""
-    if hasattr(task.data, "load"):
+    if isinstance(task.data, DataSource):
         key = ("data", n_train, str(data_dir))
         load = task.data.load
         return _cached(
@@ -168,7 +174,7 @@ def _load_data(task: Task) -> Dataset:
         ds = synthetic(task)
     else:
         name, source = "arrays", "arrays"
-        if callable(data):
+        if callable(data) and not _is_stream(data):  # a tf.data.Dataset is callable too
             name = source = f"{getattr(data, '__name__', 'data')}()"
             try:
                 data = data()
@@ -184,8 +190,53 @@ def _load_data(task: Task) -> Dataset:
                     data = {k: npz[k] for k in npz.files}
             except Exception as e:
                 raise TaskError(f"data file {path}: cannot read it ({_first_line(e)})") from None
+        if _is_stream(data):
+            name = source = type(data).__name__
+            data = _take(task, name, data)
         ds = _split(task, name, source, data)
     return ds
+
+
+def _is_stream(data) -> bool:
+    """A ``tf.data.Dataset`` (it has an ``element_spec``) or a ``keras.utils.PyDataset``."""
+    if hasattr(data, "element_spec"):
+        return True
+    if "keras" not in sys.modules:
+        return False
+    import keras
+
+    return isinstance(data, keras.utils.PyDataset)
+
+
+def _take(task: Task, name: str, stream) -> tuple:
+    """The first ``n_train + n_test`` examples of a stream of ``(x, y)`` elements -- single
+    examples or batches, as NumPy arrays -- as ``(x_train, y_train, x_test, y_test)``; a
+    shorter stream as ``(x, y)``, split as arrays are. Every implementation then trains on
+    the same arrays, in the suite's own batch order, as it does on any other data."""
+    want = task.n_train + task.n_test
+    xs, ys, have = [], [], 0
+    if hasattr(stream, "element_spec"):
+        elements = stream.as_numpy_iterator()
+    else:  # a PyDataset: batches by index
+        elements = (stream[i] for i in range(len(stream)))
+    for element in elements:
+        if not isinstance(element, tuple | list) or len(element) < 2:
+            raise TaskError(f"data {name}: elements must be (x, y), got {type(element).__name__}")
+        x, y = (np.asarray(a) for a in element[:2])
+        if x.shape == tuple(task.input_shape):  # one example
+            x, y = x[None], y[None]
+        xs.append(x)
+        ys.append(y)
+        have += len(x)
+        if have >= want:
+            break
+    if not xs:
+        raise TaskError(f"data {name}: the stream is empty")
+    x, y = np.concatenate(xs)[:want], np.concatenate(ys)[:want]
+    if len(x) < want:
+        return x, y
+    m = task.n_train
+    return x[:m], y[:m], x[m:], y[m:]
 
 
 def check_data(task: Task, ds: Dataset, whole: bool = True) -> None:
@@ -201,7 +252,10 @@ def check_data(task: Task, ds: Dataset, whole: bool = True) -> None:
             raise TaskError(f"data: {len(x)} x_{split} inputs but {len(y)} labels")
         if not np.isfinite(np.asarray(x, np.float64)).all():
             raise TaskError(f"data: x_{split} holds NaN or infinite values")
-        if task.num_classes and len(y):
+        if task.head == "binary" and len(y) and not np.isin(y, (0, 1)).all():
+            bad = y[~np.isin(y, (0, 1))].ravel()[0]
+            raise TaskError(f"data: y_{split} has label {bad:g}; a binary head's labels are 0 or 1")
+        if task.head == "classes" and len(y):
             low, high = int(y.min()), int(y.max())
             if low < 0 or high >= task.num_classes:
                 bad = low if low < 0 else high
@@ -231,8 +285,14 @@ def check(task: Task) -> None:
         raise TaskError("learning_rate must be > 0, batch_size and epochs >= 1")
     if task.num_classes is not None and task.num_classes < 2:
         raise TaskError(f"num_classes must be at least 2 (or None), got {task.num_classes}")
-    if task.accuracy_target is not None and not task.num_classes:
-        raise TaskError("accuracy_target needs class labels (num_classes)")
+    if task.head not in HEADS:
+        raise TaskError(f"head must be one of {', '.join(HEADS)}, got {task.head!r}")
+    if task.head == "classes" and not task.num_classes:
+        raise TaskError("head='classes' needs num_classes")
+    if task.accuracy_target is not None and task.kind != "classification":
+        raise TaskError("accuracy_target needs labels to be right about (num_classes, or head)")
+    if task.head == "binary":
+        binary_threshold(task)  # logits or probabilities: known, or one line saying so
     integer = np.issubdtype(np.dtype(task.input_dtype), np.integer)
     if integer and task.data is None and task.input_range is None:
         raise TaskError("integer inputs need input_range=(low, high) for synthetic data")
@@ -260,7 +320,7 @@ def check(task: Task) -> None:
     x, y = ds.x_train[:n], ds.y_train[:n]
     out = model(x, training=False)
     out_shape = tuple(out.shape)
-    if task.num_classes:
+    if task.head == "classes":
         if out_shape[-1] != task.num_classes or out_shape[:-1] != y.shape:
             raise TaskError(
                 f"model output {out_shape} does not fit class labels {y.shape} with "
@@ -268,8 +328,8 @@ def check(task: Task) -> None:
             )
     elif out_shape != y.shape:
         raise TaskError(
-            f"model output {out_shape} does not fit labels {y.shape} (regression: the same "
-            "shape, or the loss would broadcast them)"
+            f"model output {out_shape} does not fit labels {y.shape} ({task.head}: the same "
+            "shape, one output per label, or the loss would broadcast them)"
         )
     try:
         value = np.asarray(keras_loss(task)(y, out))

@@ -162,7 +162,8 @@ def run_blocks(
     order drawn from ``seed``. Stops after ``min_blocks`` blocks once every ratio in
     ``targets`` (pairs of member names) has an interval no wider than ``target_pct`` on each
     side; at ``time_cap_s`` seconds of blocks (but not before ``min(min_blocks, 6)`` blocks, the
-    fewest that give an interval); or at ``max_blocks``."""
+    fewest that give an interval); or at ``max_blocks``. A member with a ``max_rounds``
+    attribute runs in the first that many blocks only."""
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"panel members must have distinct names: {names}")
@@ -173,7 +174,11 @@ def run_blocks(
     start = clock()
     stopped_by = "max_blocks"
     for block in range(max_blocks):
-        order = list(members)
+        # A member with its own round cap (``max_rounds``, a member too slow for the panel's
+        # pace: bench/timing/members.py) sits out the blocks after its last round.
+        order = [m for m in members if len(rounds[m.name].seconds) < _cap(m)]
+        if not order:
+            break
         rng.shuffle(order)
         orders.append([m.name for m in order])
         for member in order:
@@ -205,6 +210,11 @@ def run_blocks(
         order_seed=seed,
         orders=orders,
     )
+
+
+def _cap(member: Member) -> float:
+    cap = getattr(member, "max_rounds", None)
+    return math.inf if cap is None else cap
 
 
 def baseline_of(implementations: Sequence[str], preferred: str = "keras_fit") -> int | None:

@@ -83,6 +83,13 @@ class Profile:
     # did not make its ratios agree better between runs on this project's VM (docs/timing.md,
     # "How repeatable the numbers are"); its process bias is in the interval (blocks.py) instead.
     panel_processes: int = 1
+    # What one panel member's timing may take, its warm-up, round length and rounds (not its
+    # first call: tracing and compilation, reported as compile_s). A member whose one call
+    # would take it past this -- XLA's CPU loop of convolutions: 570-785 ms per step, 16 steps
+    # a call, on a user's convnet -- runs one call per round, no extra warm-up, and at most
+    # budget / call rounds (at least MIN_CAPPED_ROUNDS): its figure stays in the tables with
+    # the reason in ``round_cap``, and the run keeps its time (bench/timing/members.py).
+    member_budget_s: float = 20.0
 
 
 # The step benchmarks of other precisions than float32, in the full profile: the headline
@@ -113,6 +120,7 @@ PROFILES = {
         panel_max_blocks=6,
         sweep_panel_cap_s=2.0,
         sweep_panel_max_blocks=6,
+        member_budget_s=3.0,
     ),
     "quick": Profile(
         "quick",
@@ -165,6 +173,7 @@ PROFILES = {
         panel_max_blocks=100,
         sweep_panel_cap_s=60.0,
         sweep_panel_max_blocks=50,
+        member_budget_s=150.0,
     ),
 }
 

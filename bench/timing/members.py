@@ -45,6 +45,27 @@ def resident_mb() -> float:
     return 0.0
 
 
+MIN_CAPPED_ROUNDS = 3  # a capped member still has a median and a spread
+
+
+def capped_rounds(spec: Spec, call_s: float, warmup_calls: int, n: int) -> tuple:
+    """(at most this many rounds, why) for a member whose calls would take its timing past
+    the profile's ``member_budget_s`` (``Profile``); (None, None) for every other. The
+    uncapped path costs about ``warmup_calls + 3`` calls before the blocks (warm-up, the
+    choice of round length) and at least one call a round for ``rounds`` blocks plus one."""
+    profile = spec.profile
+    blocks = profile.sweep_rounds if spec.kind == "sweep" else profile.rounds
+    if call_s * (warmup_calls + 3 + blocks + 1) <= profile.member_budget_s:
+        return None, None
+    rounds = max(MIN_CAPPED_ROUNDS, int(profile.member_budget_s // call_s))
+    per_step_ms = 1000 * call_s / n
+    reason = (
+        f"{spec.implementation}: {per_step_ms:.0f} ms/step ({n} per call); capped at {rounds} "
+        f"rounds of one call, to keep its timing within {profile.member_budget_s:g} s"
+    )
+    return rounds, {"max_rounds": rounds, "call_s": call_s, "reason": reason}
+
+
 class TFMember:
     """A TensorFlow trainer built from the registry and the task's seeded initial weights, on
     a fixed batch on the device, compiled and warmed up (the steps of
@@ -69,9 +90,16 @@ class TFMember:
         self.n = steps_per_call(self.trainer)
         self.x, self.y = fixed_batch(self.task, spec.batch_size, dataset, self.n)
         warmup_calls = math.ceil(spec.profile.warmup_steps / self.n)
-        self.compile_s = first_call_and_warm_up(self._call, warmup_calls)
-        self.k = choose_steps_per_round(self._call, spec.profile.round_seconds)
-        self.run_round()  # one untimed round at the round's own length
+        self.compile_s = first_call_and_warm_up(self._call, 0)
+        call_s = self.run_call()  # the first warm-up call, timed: is this member's call slow?
+        self.max_rounds, self.round_cap = capped_rounds(spec, call_s, warmup_calls, self.n)
+        if self.max_rounds is None:
+            first_call_and_warm_up(self._call, warmup_calls - 1)
+            self.k = choose_steps_per_round(self._call, spec.profile.round_seconds)
+            self.run_round()  # one untimed round at the round's own length
+        else:
+            self.k = 1
+            self.round_cap["compile_s"] = self.compile_s
         peak, self.peak_kind = peak_memory_mb()
         # As if built alone: the members built before it are resident, not its own.
         self.peak_mb = peak - max(0.0, before_mb - panel_start_mb)
@@ -79,6 +107,11 @@ class TFMember:
 
     def _call(self):
         return self.trainer.step(self.x, self.y)
+
+    def run_call(self) -> float:
+        t0 = time.perf_counter()
+        sync(self._call())
+        return time.perf_counter() - t0
 
     def run_round(self) -> float:
         t0 = time.perf_counter()
@@ -116,6 +149,7 @@ class TFMember:
             "micro_batch_twin": implementations.MICRO_BATCH.get(spec.implementation),
             "graph_ops": count_graph_ops(self.trainer, self.x, self.y),
             "traces": self.trainer.traces(),
+            "round_cap": self.round_cap,
         }
         return info
 

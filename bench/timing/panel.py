@@ -253,9 +253,13 @@ class Panels:
             limits = panel_limits(specs[0])
             # Whose CPU time is the panel's own: this process and its workers'.
             pids = (os.getpid(), *self.worker_pids())
+            # A member capped to a few rounds (too slow for the panel's pace) has no interval to
+            # wait for: the others' ratios are the panel's targets.
+            capped = {m.name for m in built if getattr(m, "max_rounds", None) is not None}
+            targets = [t for t in targets_of(live, baseline) if not capped & set(t)]
             result = run_blocks(
                 built,
-                targets_of(live, baseline),
+                targets,
                 target_pct=specs[0].profile.panel_target_pct,
                 counters=lambda: cpu_counters(pids),
                 **limits,
