@@ -46,6 +46,10 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 def pytest_configure(config: pytest.Config) -> None:
     from bench.tasks import user as user_tasks
+    from bench.tfimport import import_tensorflow
+
+    # Before any test module imports it: without its CPU-only start-up lines (bench/tfimport.py)
+    import_tensorflow()
 
     processes = config.getoption("--panel-processes", default=None)
     if processes is not None and processes < 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -381,13 +382,16 @@ def test_a_worker_crash_mid_run_gives_exit_2_and_no_worker_survives(tmp_path, ca
 
 
 @pytest.mark.subprocess
-def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, capsys):
+def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, capsys, monkeypatch):
     head = _copy_tree(
         tmp_path / "slow",
         "        return self._step(x, y)\n",
         "        self._step(x, y)\n        return self._step(x, y)\n",
     )
-    out, gh = tmp_path / "ab.json", tmp_path / "gh.json"
+    out, gh, md = tmp_path / "ab.json", tmp_path / "gh.json", tmp_path / "ab.md"
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier steps' summary\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     argv = [
         "--base",
         ".",
@@ -407,6 +411,8 @@ def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, c
         str(out),
         "--github-json",
         str(gh),
+        "--markdown",
+        str(md),
     ]
     assert main(argv) == 1
     printed = capsys.readouterr().out
@@ -427,11 +433,86 @@ def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, c
     assert len(slow["rounds"]) >= 10 and {"base_s", "head_s", "kept"} <= set(slow["rounds"][0])
     assert doc["summary"]["slower"] == ["custom_graph-linreg"] and doc["summary"]["exit_code"] == 1
     assert "SLOWER, but the numbers changed" in printed
-    assert {e["name"] for e in json.loads(gh.read_text())} == {
-        "ab custom_graph-linreg",
-        "ab keras_fit-linreg",
+    charted = {e["name"]: e for e in json.loads(gh.read_text())}
+    assert set(charted) == {
+        "ab custom_graph-linreg batch=32: HEAD/BASE",
+        "ab keras_fit-linreg batch=32: HEAD/BASE",
     }
+    point = charted["ab custom_graph-linreg batch=32: HEAD/BASE"]
+    assert point["value"] == round(slow["ratio"], 6) and point["unit"] == "HEAD/BASE"
+    assert "SLOWER" in point["extra"]
+    verdict = md.read_text()
+    assert verdict.startswith(":red_circle: `bench ab`: **1 slower**, 0 faster, 1 unchanged")
+    assert summary.read_text() == "earlier steps' summary\n" + verdict
+    for path in (out, gh, md):  # readable as the umask allows, not mkstemp's 0600
+        assert path.stat().st_mode & 0o044 == 0o044 & ~_umask()
     assert _workers_alive(str(tmp_path)) == []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fake(name, verdict, ratio, low, high, base_ms=1.0, batch=32):
+    impl, task = name.split("-")
+    return {
+        "name": name,
+        "implementation": impl,
+        "task": task,
+        "batch_size": batch,
+        "verdict": verdict,
+        "ratio": ratio,
+        "ci_low": low,
+        "ci_high": high,
+        "missed_pct": 100 * (high - 1),
+        "pairs": 40,
+        "skip_reason": None,
+        "base": {"median_s": base_ms / 1e3},
+        "head": {"median_s": ratio * base_ms / 1e3},
+        "numerics": {"changed": False},
+    }
+
+
+def test_the_markdown_verdict_shows_the_changes_and_collapses_the_rest():
+    from bench.ab.output import github_entries, markdown_verdict
+
+    class FakeSide:
+        def __init__(self, label, text):
+            self.label, self.text = label, text
+
+        def describe(self):
+            return self.text
+
+    results = [
+        _fake("keras_fit-mlp", "no change", 1.004, 0.99, 1.02),
+        _fake("custom_graph-mlp", "SLOWER", 1.08, 1.05, 1.11),
+        _fake("custom_xla-cnn", "FASTER", 0.9, 0.88, 0.93, batch=64),
+        {**_fake("custom_xla-mlp", "skipped", 1.0, 1.0, 1.0), "skip_reason": "not in base"},
+    ]
+    sides = [FakeSide("base", "main @ 1234567"), FakeSide("head", "working tree")]
+    text = markdown_verdict(results, 0.04, sides)
+    first, *rest = text.splitlines()
+    assert first == (
+        ":red_circle: `bench ab`: **1 slower**, 1 faster, 1 unchanged, 1 skipped (threshold 4%; "
+        "HEAD `working tree` vs BASE `main @ 1234567`)"
+    )
+    changed, collapsed = text.split("<details>")
+    row = next(line for line in changed.splitlines() if "`custom_graph-mlp`" in line)
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "`custom_graph-mlp`", "1.000", "1.080", "+8.0% [+5.0%, +11.0%]", "SLOWER",
+    ]  # fmt: skip
+    assert "`custom_xla-cnn`" in changed and "`keras_fit-mlp`" not in changed
+    assert "1 unchanged; slowdowns above +2.0% ruled out</summary>" in collapsed
+    assert "`keras_fit-mlp`" in collapsed and "- `custom_xla-mlp` skipped: not in base" in text
+    entries = github_entries(results, 0.04)
+    assert [e["name"] for e in entries] == [
+        "ab keras_fit-mlp batch=32: HEAD/BASE",
+        "ab custom_graph-mlp batch=32: HEAD/BASE",
+        "ab custom_xla-cnn batch=64: HEAD/BASE",
+    ]
+    assert entries[1]["value"] == 1.08 and entries[1]["range"] == "1.0500..1.1100"
 
 
 def test_benchmark_names_match_the_step_benchmarks():

@@ -316,16 +316,25 @@ def test_github_json_lists_every_current_step_benchmark(tmp_path):
     out = tmp_path / "gh-bench.json"
     assert run_with(tmp_path, base, cur, "--github-json", str(out)) == 0
     entries = json.loads(out.read_text())
-    assert [e["name"] for e in entries] == [
-        "test_step[custom_graph-mlp-256]",
-        "test_step[keras_fit-mlp-256]",
+    assert [e["name"] for e in entries] == [  # with the profile and the batch: unique
+        "test_step[custom_graph-mlp-256] [quick, batch=256]",
+        "test_step[keras_fit-mlp-256] [quick, batch=256]",
     ]
+    assert oct(out.stat().st_mode & 0o777) != oct(0o600) or _umask() == 0o177
     for entry, bench in zip(entries, cur["benchmarks"][:2], strict=True):
         assert set(entry) == {"name", "unit", "value", "range", "extra"}
         assert entry["unit"] == "ms/step"
         assert entry["value"] == pytest.approx(bench["stats"]["median"] * 1e3)
         assert isinstance(entry["range"], str) and isinstance(entry["extra"], str)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.json", "cur.json", out.name]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_github_json_is_not_written_on_bad_input(tmp_path):

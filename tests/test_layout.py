@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Lower layers first: a module may import its own package and any package of a lower layer.
 LAYERS = [
-    {"bench.host", "bench.stats", "bench.workers"},
+    {"bench.host", "bench.stats", "bench.workers", "bench.tfimport"},
     {"bench.tasks", "bench.user_tasks"},
     {"implementations"},
     {"bench.timing", "bench.convergence", "bench.distributed", "bench.jax"},

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import random
 import signal
 import sys
@@ -56,6 +57,7 @@ from bench.ab.output import (
     format_table,
     github_entries,
     machine,
+    markdown_verdict,
     progress,
     side_record,
     summary_line,
@@ -70,7 +72,7 @@ from bench.ab.sides import (
     start_workers,
 )
 from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
-from bench.report.compare import parse_threshold, write_json_atomic
+from bench.report.compare import parse_threshold, write_json_atomic, write_text_atomic
 from bench.stats import paired as S
 from bench.tasks.user import specs_from
 
@@ -428,7 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the round order")
     p.add_argument("--json", dest="json_out", help="write the full result (rounds, verdicts) here")
-    p.add_argument("--github-json", help="write github-action-benchmark customSmallerIsBetter JSON")
+    p.add_argument(
+        "--github-json",
+        help="write github-action-benchmark customSmallerIsBetter JSON: each benchmark's "
+        "HEAD/BASE ratio, with its interval and verdict",
+    )
+    p.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="write the verdict as markdown (for a pull request comment); also appended to "
+        "$GITHUB_STEP_SUMMARY when that is set",
+    )
     p.add_argument("--repo", default=str(ROOT), help="repository the revisions belong to")
     return p
 
@@ -556,7 +568,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.json_out:
         write_json_atomic(args.json_out, doc)
     if args.github_json:
-        write_json_atomic(args.github_json, github_entries(results))
+        write_json_atomic(args.github_json, github_entries(results, threshold))
+    verdict = markdown_verdict(results, threshold, sides)
+    if args.markdown:
+        write_text_atomic(args.markdown, verdict)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
+            summary.write(verdict)
     return code
 
 

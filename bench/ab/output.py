@@ -67,23 +67,90 @@ def format_sides(sides: list[Side]) -> str:
     return "\n".join(lines)
 
 
-def github_entries(results: list[dict]) -> list[dict]:
-    """HEAD's step times with the A/B interval, for github-action-benchmark's
-    ``customSmallerIsBetter``."""
+def chart_name(r: dict) -> str:
+    """A benchmark's stable, unique name in a chart: the A/B check, the benchmark and its
+    batch size (``custom_graph-mlp`` at batch 256 and at 64 are two lines)."""
+    return f"ab {r['implementation']}-{r['task']} batch={r['batch_size']}: HEAD/BASE"
+
+
+def github_entries(results: list[dict], threshold: float) -> list[dict]:
+    """For github-action-benchmark's ``customSmallerIsBetter``: each benchmark's A/B ratio,
+    HEAD/BASE step time, as the value -- so a slowdown raises it, and runners that differ from
+    commit to commit do not -- its interval as the range, the verdict and both sides' medians
+    in ``extra``."""
     out = []
     for r in results:
-        if r["verdict"] == S.SKIPPED:
+        if r["verdict"] == S.SKIPPED or r.get("ratio") is None:
             continue
         out.append(
             {
-                "name": f"ab {r['name']}",
-                "unit": "ms/step",
-                "value": round(1e3 * r["head"]["median_s"], 6),
-                "range": f"{_pct(r['ci_low'])}..{_pct(r['ci_high'])} vs base",
-                "extra": f"HEAD/BASE {r['ratio']:.4f}; {r['verdict']}; {r['pairs']} pairs",
+                "name": chart_name(r),
+                "unit": "HEAD/BASE",
+                "value": round(r["ratio"], 6),
+                "range": f"{r['ci_low']:.4f}..{r['ci_high']:.4f}",
+                "extra": (
+                    f"{r['verdict']} (threshold {100 * threshold:g}%); BASE "
+                    f"{1e3 * r['base']['median_s']:.4g} ms/step, HEAD "
+                    f"{1e3 * r['head']['median_s']:.4g} ms/step; {r['pairs']} round pairs"
+                ),
             }
         )
     return out
+
+
+def markdown_verdict(results: list[dict], threshold: float, sides: list[Side]) -> str:
+    """The verdict as markdown for a pull request comment or a job summary: the summary line,
+    a table of the benchmarks that changed (slower or faster), the rest collapsed."""
+    measured = [r for r in results if r["verdict"] != S.SKIPPED]
+    slower = [r for r in measured if r["verdict"] == S.SLOWER]
+    faster = [r for r in measured if r["verdict"] == S.FASTER]
+    same = [r for r in measured if r not in slower and r not in faster]
+    skipped = [r for r in results if r["verdict"] == S.SKIPPED]
+    head, base = (next(s for s in sides if s.label == k) for k in ("head", "base"))
+    mark = ":red_circle:" if slower else ":white_check_mark:"
+    counts = f"**{len(slower)} slower**, {len(faster)} faster, {len(same)} unchanged"
+    if skipped:
+        counts += f", {len(skipped)} skipped"
+    lines = [
+        f"{mark} `bench ab`: {counts} (threshold {100 * threshold:g}%; HEAD "
+        f"`{head.describe()}` vs BASE `{base.describe()}`)",
+        "",
+    ]
+    if slower or faster:
+        lines += [_markdown_table(slower + faster), ""]
+    if same:
+        ruled_out = [r["missed_pct"] for r in same if r.get("missed_pct") is not None]
+        bound = f"; slowdowns above +{max(ruled_out):.1f}% ruled out" if ruled_out else ""
+        lines += [
+            f"<details><summary>{len(same)} unchanged{bound}</summary>",
+            "",
+            _markdown_table(same),
+            "",
+            "</details>",
+            "",
+        ]
+    if skipped:
+        lines += [f"- `{r['name']}` skipped: {r['skip_reason']}" for r in skipped] + [""]
+    lines.append(
+        "HEAD/BASE: the Hodges-Lehmann estimate of paired round ratios, both sides measured "
+        "in turn on the same runner; [95% interval]."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    table = [
+        [
+            f"`{r['name']}`",
+            f"{1e3 * r['base']['median_s']:.3f}",
+            f"{1e3 * r['head']['median_s']:.3f}",
+            f"{_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+            r["verdict"] + (", numbers changed" if r["numerics"]["changed"] else ""),
+        ]
+        for r in rows
+    ]
+    headers = ["benchmark", "BASE ms/step", "HEAD ms/step", "change [95% CI]", "verdict"]
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def side_record(s: Side) -> dict:

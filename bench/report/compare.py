@@ -410,12 +410,17 @@ def format_ratios(baseline: dict[str, Any], current: dict[str, Any]) -> str | No
 
 
 def github_benchmark_entries(current: dict[str, Any]) -> list[dict[str, str | float]]:
-    """CURRENT's step benchmarks for github-action-benchmark's customSmallerIsBetter tool."""
+    """CURRENT's step benchmarks for github-action-benchmark's customSmallerIsBetter tool, each
+    named with its profile and batch size."""
     steps = [b for b in current["benchmarks"] if _kind(b) == "step"]
     calibration = _loopbench(current).get("calibration_matmul_s")
+    profile = _loopbench(current).get("profile") or "?"
     entries = []
-    for bench, name in zip(steps, _display_names(steps), strict=True):
+    for bench, short in zip(steps, _display_names(steps), strict=True):
         t, extra = timing(bench), bench["extra_info"]
+        # Stable and unique across runs: a quick and a full run's benchmark of one name are
+        # not the same measurement (round length, rounds), nor are two batch sizes.
+        name = f"{short} [{profile}, batch={extra.get('batch_size')}]"
         spread = f"IQR {t.q1 * 1e3:.4g}..{t.q3 * 1e3:.4g} ms" if t.q1 is not None else ""
         details = [
             f"{bench['stats'].get('rounds', '?')} rounds of "
@@ -439,12 +444,21 @@ def github_benchmark_entries(current: dict[str, Any]) -> list[dict[str, str | fl
 
 def write_json_atomic(path: str | Path, obj: object) -> None:
     """Write to a temporary file in the same directory, then rename it over ``path``."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``text`` into a temporary file in the same directory, renamed over ``path``: nothing
+    half-written. Readable as the user's umask allows (``mkstemp`` makes 0600 files, which a
+    later CI step running as another user, or in a container, could not read)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
