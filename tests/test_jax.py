@@ -19,7 +19,10 @@ relative to the array's max |w|):
 So the TensorFlow pairs' tolerances hold across backends as they are: jax_fit against
 keras_fit in ``KERAS`` (TIGHT; the CNN CHAOTIC), jax_custom against custom_xla in ``XLA``
 (both are XLA compilations of the same step; cross-backend drift is no larger than XLA vs
-non-XLA within TensorFlow).
+non-XLA within TensorFlow). That is on one device. Where the two run on different devices
+(TensorFlow on a GPU, jax without its CUDA wheels on the CPU) they are held to
+``ACROSS_DEVICES`` at least (``tolerance``). On a GPU, TF32 is off on both sides
+(tests/conftest.py; the worker's ``matmul_precision``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from test_equivalence import (
     MULTI_STEP_XLA,
     STEPS,
     XLA,
+    Tolerance,
     build,
     differences,
     run,
@@ -53,6 +57,34 @@ if not jax_client.jax_available():
 
 N = 4  # steps per call of the multi-step variants (test_equivalence's N)
 
+# TensorFlow and JAX on different kinds of device: other kernels (cuBLAS and cuDNN against
+# Eigen, oneDNN or XLA:CPU) sum in other orders, compounded by Adam. Ten times TIGHT, far
+# below a 1.5x learning rate's >= 6.5e-2; not yet measured on a GPU.
+ACROSS_DEVICES = Tolerance(
+    1e-4, 1e-4, 1e-3, "TensorFlow and JAX on different devices: other kernels, other rounding"
+)
+
+
+def tf_device_kind() -> str:
+    import tensorflow as tf
+
+    return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+
+
+def tolerance(hello: dict, tol: Tolerance) -> Tolerance:
+    """``tol``, or where the JAX worker's device is not TensorFlow's, the looser of it and
+    ``ACROSS_DEVICES`` in each field."""
+    jax_kind = hello["versions"]["device"]
+    if jax_kind == tf_device_kind():
+        return tol
+    return Tolerance(
+        max(tol.early_rtol, ACROSS_DEVICES.early_rtol),
+        max(tol.loss_rtol, ACROSS_DEVICES.loss_rtol),
+        max(tol.weight_rtol, ACROSS_DEVICES.weight_rtol),
+        f"{tol.why}; JAX on the {jax_kind}, TensorFlow on the {tf_device_kind()}: "
+        + ACROSS_DEVICES.why,
+    )
+
 
 # --- in the worker ----------------------------------------------------------------------------
 
@@ -65,18 +97,18 @@ def worker():
 
 def jax_run(worker, task, batches_npz: str, impl: str, tmp_path, **overrides):
     out = tmp_path / f"{impl}-{task}.npz"
-    answer = worker[0].request(
-        {
-            "op": "step_losses",
-            "impl": impl,
-            "task": task,
-            "batches": batches_npz,
-            "weights_out": str(out),
-            "steps_per_call": N,
-            "task_overrides": overrides,
-        },
-        jax_client.SETUP_TIMEOUT_S,
-    )
+    request = {
+        "op": "step_losses",
+        "impl": impl,
+        "task": task,
+        "batches": batches_npz,
+        "weights_out": str(out),
+        "steps_per_call": N,
+        "task_overrides": overrides,
+    }
+    if worker[1]["versions"]["device"] != "CPU":  # JAX's GPU default may be TF32
+        request["matmul_precision"] = "float32"
+    answer = worker[0].request(request, jax_client.SETUP_TIMEOUT_S)
     with np.load(out) as f:
         weights = [f[f"arr_{i}"] for i in range(len(f.files))]
     return np.array(answer["losses"]), weights
@@ -112,8 +144,8 @@ PAIRS = [("jax_fit", "keras_fit", KERAS), ("jax_custom", "custom_xla", XLA)]
 
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("a, b, tolerances", PAIRS, ids=[f"{a}~{b}" for a, b, _ in PAIRS])
-def test_jax_computes_what_tensorflow_computes(runs, task_name, a, b, tolerances):
-    tol = tolerances[task_name]
+def test_jax_computes_what_tensorflow_computes(worker, runs, task_name, a, b, tolerances):
+    tol = tolerance(worker[1], tolerances[task_name])
     assert differences(runs[task_name][a], runs[task_name][b], tol) == [], tol.why
     losses = runs[task_name][a][0]
     assert len(losses) == STEPS[task_name] and losses[-1] < losses[0] * 0.95  # it trained
@@ -139,7 +171,20 @@ def test_a_different_learning_rate_on_jax_is_caught(worker, runs, task_name):
     lr = {"learning_rate": task.learning_rate * 1.5}
     for impl, twin, tolerances in PAIRS:
         wrong = jax_run(worker, task_name, runs[task_name]["npz"], impl, runs["tmp"], **lr)
-        assert differences(wrong, runs[task_name][twin], tolerances[task_name]), impl
+        tol = tolerance(worker[1], tolerances[task_name])
+        assert differences(wrong, runs[task_name][twin], tol), impl
+
+
+def test_tolerances_are_loosened_only_where_the_devices_differ(monkeypatch):
+    on = {"versions": {"device": "CPU"}}
+    monkeypatch.setitem(tolerance.__globals__, "tf_device_kind", lambda: "CPU")
+    assert tolerance(on, XLA["mlp"]) is XLA["mlp"]
+    monkeypatch.setitem(tolerance.__globals__, "tf_device_kind", lambda: "GPU")
+    loose = tolerance(on, XLA["mlp"])
+    assert (loose.early_rtol, loose.loss_rtol, loose.weight_rtol) == (1e-4, 1e-4, 1e-3)
+    assert "JAX on the CPU, TensorFlow on the GPU" in loose.why
+    chaotic = tolerance(on, KERAS["cnn"])  # already looser: kept
+    assert (chaotic.early_rtol, chaotic.loss_rtol, chaotic.weight_rtol) == (1e-3, 2e-2, 0.2)
 
 
 def test_the_worker_runs_keras_on_jax_without_tensorflow(worker):
@@ -203,3 +248,21 @@ def test_bench_ab_starts_jax_workers_only_for_sides_that_have_the_backend(tmp_pa
         assert head.versions["jax"]
         assert ab_jax.grid_for("jax_fit", [["tf"]], (grid, names)) is grid
         assert ab_jax.grid_for("custom_xla", [["tf"]], (grid, names)) == [["tf"]]
+
+
+def test_a_float32_matmul_precision_request_trains_alike(worker, runs):
+    """What ``jax_run`` asks for where JAX is on a GPU (TF32 off), on this device: on a CPU,
+    float32 already, the very same losses."""
+    out = runs["tmp"] / "precision.npz"
+    request = {
+        "op": "step_losses",
+        "impl": "jax_custom",
+        "task": "linreg",
+        "batches": runs["linreg"]["npz"],
+        "weights_out": str(out),
+        "matmul_precision": "float32",
+    }
+    answer = worker[0].request(request, jax_client.SETUP_TIMEOUT_S)
+    if worker[1]["versions"]["device"] == "CPU":
+        np.testing.assert_array_equal(answer["losses"], runs["linreg"]["jax_custom"][0])
+    assert len(answer["losses"]) == STEPS["linreg"]

@@ -64,3 +64,46 @@ def test_a_run_without_jax_has_no_backend_table(tmp_path):
     code, out = run_report(tmp_path, str(CPU))
     assert code == 0
     assert "TensorFlow vs JAX" not in (out / "report.md").read_text()
+
+
+def on_devices(data: dict, jax_device: str, tf_device: str) -> dict:
+    for bench in data["benchmarks"]:
+        extra = bench["extra_info"]
+        extra["device"] = jax_device if extra.get("backend") == "jax" else tf_device
+    return data
+
+
+def test_a_jax_row_on_another_device_than_its_twin_gets_no_ratio(tmp_path):
+    """jax without its CUDA wheels runs on the CPU while TensorFlow uses the GPU: the ratio
+    would compare two devices, so the cells say so and the note names both."""
+    data = on_devices(with_jax(tmp_path / "jax.json"), "/CPU:0", "/GPU:0")
+    (tmp_path / "jax.json").write_text(json.dumps(data))
+    code, out = run_report(tmp_path, str(tmp_path / "jax.json"))
+    assert code == 0
+    text = section((out / "report.md").read_text(), "## mlp: TensorFlow vs JAX")
+    rows = {r["JAX"]: r for r in first_table(text)}
+    assert rows["jax_fit"]["JAX / TF"] == rows["jax_fit"]["JAX / TF XLA"] == "other device"
+    assert rows["jax_custom"]["JAX / TF XLA"] == "other device"
+    assert number(rows["jax_fit"]["ms/step"]) > 0  # the times themselves stay
+    assert "**Different devices** (JAX on the CPU, TensorFlow on the GPU)" in text
+    assert "pip install -e '.[jax-cuda]'" in text
+    assert "A CPU is not a GPU" not in text
+
+
+def test_both_sides_on_the_gpu_keep_their_ratios_and_say_where(tmp_path):
+    data = on_devices(with_jax(tmp_path / "jax.json"), "/GPU:0", "/GPU:0")
+    (tmp_path / "jax.json").write_text(json.dumps(data))
+    code, out = run_report(tmp_path, str(tmp_path / "jax.json"))
+    assert code == 0
+    text = section((out / "report.md").read_text(), "## mlp: TensorFlow vs JAX")
+    rows = {r["JAX"]: r for r in first_table(text)}
+    assert number(rows["jax_fit"]["JAX / TF XLA"]) == 2.0
+    assert "Both sides on the GPU." in text and "Different devices" not in text
+
+
+def test_device_kinds_are_read_from_any_recorded_device_name():
+    from bench.report.backend import device_kind
+
+    assert device_kind("/GPU:0") == "GPU" and device_kind("/CPU:0") == "CPU"
+    assert device_kind("/job:localhost/replica:0/task:0/device:GPU:1") == "GPU"
+    assert device_kind(None) is None and device_kind("") is None

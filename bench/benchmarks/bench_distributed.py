@@ -22,7 +22,9 @@ one-replica strategy uses the first; on a GPU host, the first N GPUs), and loopb
 of 1 and 2 workers.
 Scaling efficiency = samples/s on N replicas / (N x samples/s on one replica of the same
 strategy, implementation and per-replica batch); the one-replica run is made even when its
-own benchmark is not selected.
+own benchmark is not selected (null where that run failed). An implementation that fails in
+the worker fails its own benchmark with the worker's error; the launch's other results stand.
+Multi-worker clusters all-reduce with NCCL on GPUs and RING otherwise (``collective``).
 """
 
 from __future__ import annotations
@@ -172,6 +174,8 @@ def test_distributed(
     result = run["results"][impl]
     if "skip" in result:
         pytest.skip(result["skip"])
+    if "error" in result:  # this implementation failed in the worker; the launch went on
+        pytest.fail(f"{impl} on {replicas} replica(s), {strategy}: {result['error']}")
     k = result["steps_per_round"]
 
     # The worker's measured rounds become this benchmark's rounds (module docstring).
@@ -184,7 +188,10 @@ def test_distributed(
 
     global_batch = run["global_batch"]
     base = dist_runs(strategy, task_name, 1)
-    base_samples = samples_per_s(base["results"][impl], base["global_batch"])
+    base_result = base["results"].get(impl, {})
+    base_samples = (
+        samples_per_s(base_result, base["global_batch"]) if "round_s" in base_result else None
+    )
     throughput = global_batch / per_step
     task = TASKS[task_name]
     flops = train_flops_per_sample(task) * global_batch
@@ -199,6 +206,7 @@ def test_distributed(
             "seed": task.seed,
             "strategy": strategy,
             "strategy_class": run["strategy_class"],
+            "collective": run.get("collective"),
             "replicas": run["replicas"],
             "workers": run["worker_info"]["workers"],
             "devices": run["devices"],
@@ -210,7 +218,9 @@ def test_distributed(
             "rounds": len(result["round_s"]),
             "samples_per_s": throughput,
             "samples_per_s_one_replica": base_samples,
-            "scaling_efficiency": throughput / (run["replicas"] * base_samples),
+            "scaling_efficiency": (
+                throughput / (run["replicas"] * base_samples) if base_samples else None
+            ),
             "compile_s": result["compile_s"],
             "fit_overhead_s": None,
             "flops_per_step": flops,

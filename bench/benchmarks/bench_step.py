@@ -25,6 +25,7 @@ from bench.timing.harness import (
     PRECISION_IMPLEMENTATIONS,
     device_name,
     fixed_batch,
+    gpu_compute_capability,
     measure_steps,
     steal_fields,
     sync,
@@ -111,6 +112,24 @@ PRECISION = [
 ]
 
 
+def chosen_precision_benchmarks(profile, cpu: bool) -> tuple[tuple[str, str, str], ...]:
+    """The (implementation, task, precision) triples ``profile`` runs on this device."""
+    if cpu:
+        return profile.precision_benchmarks
+    return profile.precision_benchmarks + profile.gpu_precision_benchmarks
+
+
+def skip_bfloat16_without_hardware(precision: str) -> None:
+    """bfloat16 on a GPU before Ampere (compute capability < 8.0): no bfloat16 tensor cores,
+    so the figure would be of emulation, not of the knob."""
+    cc = gpu_compute_capability()
+    if precision == "mixed_bfloat16" and cc is not None and cc < (8, 0):
+        pytest.skip(
+            f"mixed_bfloat16 needs a GPU of compute capability 8.0 (Ampere) or later; this one "
+            f"is {cc[0]}.{cc[1]}: TensorFlow would emulate it (mixed_float16 is this GPU's)"
+        )
+
+
 def precision_spec(name: str, params: dict, profile, config) -> Spec:
     impl, task_name, precision = params["impl"], params["task_name"], params["precision"]
     cpu = device_name() == "/CPU:0"
@@ -119,8 +138,10 @@ def precision_spec(name: str, params: dict, profile, config) -> Spec:
             pytest.skip("a user task's precision benchmarks are in --profile full")
         if precision == "mixed_float16" and cpu:
             pytest.skip("mixed_float16 is meant for GPUs: a CPU may lack its kernels (run bf16)")
-    elif (impl, task_name, precision) not in profile.precision_benchmarks:
+    elif (impl, task_name, precision) not in chosen_precision_benchmarks(profile, cpu):
         pytest.skip(f"not in the {profile.name} profile's precision benchmarks (--profile full)")
+    if not cpu:
+        skip_bfloat16_without_hardware(precision)
     if precision == "mixed_float16" and task_name == "cnn" and cpu:
         pytest.skip(
             "mixed_float16 is meant for GPUs: this CPU has no float16 convolution kernels "

@@ -66,6 +66,13 @@ XLA_CPU_COLLECTIVES_REASON = (
     "devices when compiling with XLA' (the gradient all-reduce is inside the compiled step), "
     "and the worker then aborts; GPU workers are another matter (not verified here: no GPU)"
 )
+XLA_MULTI_GPU_REASON = (
+    "XLA (jit_compile=True) under MirroredStrategy on several GPUs: not known to run -- it "
+    "fails over logical CPU devices in TensorFlow itself, and custom_xla compiles strategy.run "
+    "with its cross-replica all-reduce, a step spanning every replica's GPU, which XLA does not "
+    "compile (https://www.tensorflow.org/xla/known_issues); tests/test_distributed.py "
+    "(marker gpu) records what TensorFlow says on a host with 2 or more GPUs"
+)
 KERAS_MULTI_WORKER_REASON = (
     "Keras 3's training step fails under MultiWorkerMirroredStrategy with more than one "
     "worker, in Keras itself: its train function hard-codes reduction='auto', i.e. "
@@ -81,24 +88,44 @@ class UnsupportedError(RuntimeError):
     benchmarks turn it into a skip that carries the message."""
 
 
-def unsupported_reason(strategy: str, impl: str, replicas: int, gpus: int) -> str | None:
-    """Why this combination cannot run on a machine with ``gpus`` GPUs, or None if it can."""
+def unsupported_reason(
+    strategy: str, impl: str, replicas: int, gpus: int, loopback: bool = True
+) -> str | None:
+    """Why this combination cannot run on a machine with ``gpus`` GPUs, or None if it can.
+    ``multiworker``: ``replicas`` workers, all on this host when ``loopback`` (``run_workers``'s
+    clusters: one GPU each), else one per host (started by hand), where this host's GPUs do not
+    limit their number."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {impl!r}; valid: {', '.join(IMPLEMENTATIONS)}")
-    xla_on_cpu = impl.endswith("xla") and not gpus and replicas > 1
+    xla = impl.endswith("xla") and replicas > 1
     if strategy == "multiworker":
         if replicas > 1 and impl.startswith("keras_fit"):
             return KERAS_MULTI_WORKER_REASON
-        if xla_on_cpu:
+        if loopback and gpus and replicas > gpus:
+            # NCCL refuses two ranks on one GPU, and they would share its memory and time.
+            return f"{replicas} workers on one host need {replicas} GPUs; this host has {gpus}"
+        if xla and not gpus:
             return XLA_CPU_COLLECTIVES_REASON
         return None
     if gpus and replicas > gpus:
         return f"{replicas} replicas need {replicas} GPUs; this host has {gpus}"
-    if xla_on_cpu:
-        return XLA_LOGICAL_CPU_REASON
+    if xla:
+        return XLA_MULTI_GPU_REASON if gpus else XLA_LOGICAL_CPU_REASON
     return None
+
+
+def collective(kind: str) -> str | None:
+    """The all-reduce a ``multiworker`` strategy is given: ``"NCCL"`` where this worker sees a
+    GPU, ``"RING"`` (gRPC) otherwise; None for ``mirrored`` (TensorFlow's own choice: NCCL
+    between GPUs, a copy to one device between logical CPUs). Reads the visible devices
+    without initialising TensorFlow (``prepare_gpus`` may have narrowed them)."""
+    import tensorflow as tf
+
+    if kind != "multiworker":
+        return None
+    return "NCCL" if tf.config.get_visible_devices("GPU") else "RING"
 
 
 # --- inside a worker process (TensorFlow) ---------------------------------------------------
@@ -138,12 +165,15 @@ def split_cpu(devices: int) -> None:
 def make_strategy(kind: str, replicas: int = 1):
     """``mirrored``: MirroredStrategy over the first ``replicas`` GPUs, else the first
     ``replicas`` logical CPU devices (see ``split_cpu``). ``multiworker``:
-    MultiWorkerMirroredStrategy from ``TF_CONFIG`` (each worker's GPUs, else its CPU); the
-    cluster decides the replicas and ``replicas`` is not used."""
+    MultiWorkerMirroredStrategy from ``TF_CONFIG`` (each worker's GPUs, else its CPU), its
+    all-reduce NCCL or RING (``collective``); the cluster decides the replicas and ``replicas``
+    is not used."""
     import tensorflow as tf
 
     if kind == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        implementation = tf.distribute.experimental.CommunicationImplementation[collective(kind)]
+        options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if kind != "mirrored":
         raise ValueError(f"unknown strategy {kind!r}; valid: {', '.join(STRATEGIES)}")
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")

@@ -13,7 +13,10 @@ MultiWorkerMirroredStrategy is a process of its own (``TF_CONFIG`` says which).
     python -m bench.distributed.worker train --strategy multiworker --task linreg \\
         --impl custom_graph --global-batch 8 --steps 3 --weights-dir DIR
 
-``bench``: times each implementation (``bench.distributed.loop.time_steps``). ``parity``: the
+``bench``: times each implementation (``bench.distributed.loop.time_steps``); one that fails is
+recorded as ``{"error": "Type: first line"}`` (traceback on stderr) and the next one runs. (In a
+multi-worker cluster a worker whose step fails leaves its peers waiting in a collective: that
+launch still ends at its timeout.) ``parity``: the
 losses of single-device training with global batch B and of a 2-replica MirroredStrategy
 with the same global batch, per implementation. ``train``: a few steps, then each worker
 saves its weights to ``DIR/worker<index>.npz``.
@@ -61,26 +64,35 @@ def cmd_bench(args) -> dict:
     replica_counts = args.replicas if args.strategy == "mirrored" else [workers()]
     D.split_cpu(max(replica_counts) if args.strategy == "mirrored" else 1)
     gpus = len(tf.config.list_physical_devices("GPU"))
+    loopback = bool(os.environ.get(D.ENV_WORKER_GPU))  # run_workers' cluster, on this host
     out: dict = {"worker": worker_index(), "workers": workers(), "tensorflow": tf.__version__}
     runs = out["runs"] = []
     for replicas in replica_counts:
-        todo = {i: D.unsupported_reason(args.strategy, i, replicas, gpus) for i in args.impl}
+        todo = {
+            i: D.unsupported_reason(args.strategy, i, replicas, gpus, loopback) for i in args.impl
+        }
         run: dict = {"replicas": replicas, "results": {}}
         runs.append(run)
         if all(todo.values()):  # nothing runnable: do not even build the strategy
             run["results"] = {impl: {"skip": reason} for impl, reason in todo.items()}
             continue
-        strategy = D.make_strategy(args.strategy, replicas)
-        per_replica = args.per_replica_batch or task.batch_size
-        global_batch = per_replica * strategy.num_replicas_in_sync
-        data = load(task, global_batch)
-        x, y = D.fixed_distributed_batch(strategy, data, global_batch)
+        try:
+            strategy = D.make_strategy(args.strategy, replicas)
+            per_replica = args.per_replica_batch or task.batch_size
+            global_batch = per_replica * strategy.num_replicas_in_sync
+            data = load(task, global_batch)
+            x, y = D.fixed_distributed_batch(strategy, data, global_batch)
+        except Exception as e:  # every implementation of this replica count fails alike
+            error = failure(e)
+            run["results"] = {i: {"skip": r} if r else {"error": error} for i, r in todo.items()}
+            continue
         run.update(
             replicas=strategy.num_replicas_in_sync,
             strategy_class={
                 "mirrored": "MirroredStrategy",
                 "multiworker": "MultiWorkerMirroredStrategy",
             }[args.strategy],
+            collective=D.collective(args.strategy),
             devices=list(strategy.extended.worker_devices),
             per_replica_batch=per_replica,
             global_batch=global_batch,
@@ -90,12 +102,16 @@ def cmd_bench(args) -> dict:
             if reason:
                 run["results"][impl] = {"skip": reason}
                 continue
-            reset_peak_memory()
-            trainer = D.make_trainer(strategy, impl, task, initial_weights(task), global_batch)
-            timing = D.time_steps(
-                trainer, x, y, strategy, args.rounds, args.warmup, args.round_seconds
-            )
-            peak_mb, peak_kind = peak_memory_mb()
+            try:
+                reset_peak_memory()
+                trainer = D.make_trainer(strategy, impl, task, initial_weights(task), global_batch)
+                timing = D.time_steps(
+                    trainer, x, y, strategy, args.rounds, args.warmup, args.round_seconds
+                )
+                peak_mb, peak_kind = peak_memory_mb()
+            except Exception as e:  # this implementation's failure; the others still run
+                run["results"][impl] = {"error": failure(e)}
+                continue
             run["results"][impl] = {
                 **timing,
                 **D.resolved(trainer),
@@ -103,6 +119,13 @@ def cmd_bench(args) -> dict:
                 "peak_memory_kind": peak_kind,
             }
     return out
+
+
+def failure(e: Exception) -> str:
+    """An implementation's error as recorded in the results (its traceback goes to stderr)."""
+    traceback.print_exc()
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def cmd_parity(args) -> dict:

@@ -27,9 +27,12 @@ Requests (``hello``, ``setup``, ``round``, ``drop`` are ``ab_worker``'s, with th
   steps (round time / N), ``steal`` (fraction of CPU time the hypervisor took during it).
 - ``fit`` ``{id, k}``: ``jax_fit*`` only, ``harness.measure_fit``'s figures from ``fit()`` calls
   on K and 2K copies of the batch.
-- ``info`` ``{id}``: what the trainer resolved to, its trace count, the process's peak memory.
+- ``info`` ``{id}``: what the trainer resolved to, its trace count, peak memory (``peak_memory``:
+  the GPU allocator's peak since the worker started, or the process's resident high-water mark).
 - ``step_losses`` ``{impl, task, batches: PATH.npz (x[S, B, ...], y[S, B]), weights_out,
-  task_overrides?, steps_per_call?}``: the per-step losses; final weights into ``weights_out``.
+  task_overrides?, steps_per_call?, matmul_precision?}``: the per-step losses; final weights
+  into ``weights_out``; ``matmul_precision`` (``"float32"``) overrides JAX's default (TF32 on
+  an Ampere or later GPU) while the trainer is built and run.
 - ``train`` ``{impl, task, seed, epochs, n_train}``: ``bench.convergence.train``'s loop on the
   real data: curves, training seconds, time to accuracy (``w``, ``b`` for linreg).
 """
@@ -94,6 +97,17 @@ def _peak_memory_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def peak_memory(device) -> tuple[float | None, str]:
+    """(MiB, kind): on an accelerator its allocator's peak (``memory_stats()``), which JAX
+    cannot reset, so it is the worker's peak since it started (``"jax_device_peak"``); on a CPU,
+    or where the device keeps no statistics, the process's resident high-water mark."""
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            return stats["peak_bytes_in_use"] / 2**20, "jax_device_peak"
+    return _peak_memory_mb(), "cpu_rss_hwm"
 
 
 def op_hello(request: dict, trainers: dict, root: str) -> dict:
@@ -238,22 +252,30 @@ def op_fit(request: dict, trainers: dict, root: str) -> dict:
 
 
 def op_info(request: dict, trainers: dict, root: str) -> dict:
+    import jax
+
     trainer = trainers[request["id"]]["trainer"]
+    peak_mb, kind = peak_memory(jax.devices()[0])
     return {
         "resolved": trainer.resolved(),
         "traces": trainer.traces(),
-        "peak_memory_mb": _peak_memory_mb(),
-        "peak_memory_kind": "cpu_rss_hwm",
+        "peak_memory_mb": peak_mb,
+        "peak_memory_kind": kind,
     }
 
 
 def op_step_losses(request: dict, trainers: dict, root: str) -> dict:
+    import jax
     import numpy as np
 
-    trainer = _build(request, _task(request))
     with np.load(request["batches"]) as f:
         xs, ys = f["x"], f["y"]
-    losses = trainer.step_losses(list(zip(xs, ys)))
+    # "float32": every matmul and convolution in full float32 (on a GPU JAX's default may be
+    # TF32), traced -- and so compiled -- inside the setting; None: JAX's default.
+    precision = request.get("matmul_precision")
+    with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
+        trainer = _build(request, _task(request))
+        losses = trainer.step_losses(list(zip(xs, ys)))
     weights = trainer.get_weights()
     np.savez(request["weights_out"], *weights)
     return {"losses": [float(v) for v in losses], "traces": trainer.traces()}

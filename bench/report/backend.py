@@ -6,13 +6,17 @@ loop, from the same run: ``jax_fit`` against ``keras_fit`` and ``keras_fit_xla``
 TensorFlow, no JAX: the twins are read from each JAX benchmark's ``tf_twins``. Where a JAX
 benchmark was measured interleaved with its twin (both members of one panel), the ratio is the
 inverse of its paired speedup over the twin (``extra_info.paired``), with its 95% interval;
-otherwise (older files) the ratio of the two medians.
+otherwise (older files) the ratio of the two medians. Each result records its ``device``; a JAX
+row whose twin ran on another kind of device (JAX on the CPU, TensorFlow on the GPU: jax without
+its CUDA extra) gets no ratio, and the note says which ran where: that would compare two devices,
+not two backends.
 
 Called from ``bench.report.tables.run_sections``; a run without JAX benchmarks adds nothing.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from bench.report.load import Run, _extra
@@ -41,9 +45,22 @@ def _paired(jax: StepRow | None, tf: StepRow | None) -> Ratio | None:
     return None if speedup is None else speedup.inverted()
 
 
-def _ratio(a: StepRow | None, b: StepRow | None) -> str:
+DIFFERENT_DEVICES = "other device"
+
+
+def device_kind(device: object) -> str | None:
+    """``"CPU"``, ``"GPU"`` or ``"TPU"`` from a recorded ``device`` (``/GPU:0``,
+    ``/job:localhost/replica:0/task:0/device:CPU:0``); None where it was not recorded."""
+    found = re.findall(r"(CPU|GPU|TPU)", str(device or "").upper())
+    return found[-1] if found else None
+
+
+def _ratio(a: StepRow | None, b: StepRow | None, devices: dict[str, str | None]) -> str:
     if a is None or b is None:
         return MISSING
+    kinds = devices.get(a.bench_name), devices.get(b.bench_name)
+    if None not in kinds and kinds[0] != kinds[1]:
+        return DIFFERENT_DEVICES
     paired = _paired(a, b)
     if paired is not None:
         return ratio_text(paired, number=lambda x: f"{x:.2f}", suffix="")
@@ -60,22 +77,26 @@ def backend_section(run: Run, task: str) -> list[str]:
     for row in step_rows(run, task):  # fastest first: one row per implementation
         rows.setdefault(row.implementation, row)
     extras = {_extra(b)["implementation"]: _extra(b) for b in jax_benches}
-    table, paired = [], []
+    devices = {b.get("name", ""): device_kind(_extra(b).get("device")) for b in run.benchmarks}
+    table, paired, apart = [], [], set()
     for impl in [name for name in TF_TWINS if name in extras] + sorted(set(extras) - set(TF_TWINS)):
         extra = extras[impl]
         graph, xla = extra.get("tf_twins") or TF_TWINS.get(impl, (None, None))
         mine, tf_graph, tf_xla = rows.get(impl), rows.get(graph), rows.get(xla)
         paired += [_paired(mine, tf) is not None for tf in (tf_graph, tf_xla) if mine and tf]
+        for tf in (tf_graph, tf_xla):
+            if mine and tf and _ratio(mine, tf, devices) == DIFFERENT_DEVICES:
+                apart.add((devices[mine.bench_name], devices[tf.bench_name]))
         table.append(
             [
                 impl,
                 fmt(mine.ms_median if mine else None),
                 graph or MISSING,
                 fmt(tf_graph.ms_median if tf_graph else None),
-                _ratio(mine, tf_graph),
+                _ratio(mine, tf_graph, devices),
                 xla or MISSING,
                 fmt(tf_xla.ms_median if tf_xla else None),
-                _ratio(mine, tf_xla),
+                _ratio(mine, tf_xla, devices),
                 fmt(extra.get("compile_s")),
                 fmt(tf_xla.compile_s if tf_xla else None),
                 fmt(extra.get("cold_start_s")),
@@ -116,9 +137,25 @@ def backend_section(run: Run, task: str) -> list[str]:
         f"{first.get('device')} ({first.get('device_kind')}), in its own worker process; "
         + tf_side
         + " Compile: the first call (jit tracing, XLA compilation); cold start adds importing "
-        "jax and Keras. A CPU is not a GPU: these ratios say nothing about an accelerator."
+        "jax and Keras. "
+        + devices_note(apart, {devices.get(b.get("name", "")) for b in jax_benches})
     )
     return [_table(table, headers, text=(0, 2, 5)), "", note]
+
+
+def devices_note(apart: set[tuple[str, str]], jax_kinds: set[str | None]) -> str:
+    """What the ratios can say, given where each side ran."""
+    if apart:
+        where = "; ".join(f"JAX on the {j}, TensorFlow on the {t}" for j, t in sorted(apart))
+        return (
+            f"**Different devices** ({where}): those rows have no ratio ({DIFFERENT_DEVICES!r}), "
+            "as it would compare two devices, not two backends (on a GPU host, install jax's "
+            "CUDA wheels: pip install -e '.[jax-cuda]')."
+        )
+    kinds = sorted(k for k in jax_kinds if k)
+    if kinds and kinds != ["CPU"]:
+        return f"Both sides on the {', '.join(kinds)}."
+    return "A CPU is not a GPU: these ratios say nothing about an accelerator."
 
 
 def backend_sections(runs: Sequence[Run]) -> list[str]:

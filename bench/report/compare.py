@@ -156,6 +156,11 @@ def machine(results: dict[str, Any]) -> dict[str, object]:
         "cpu_model": lb.get("cpu_model") or cpu.get("brand_raw"),
         "gpus": ", ".join(str(g.get("name")) for g in gpus if isinstance(g, dict)) or None,
         "tensorflow": lb.get("tensorflow"),
+        # GPU facts that change raw times (null on CPU, and in files older than them)
+        "tf32": lb.get("tf32") if lb.get("device") == "GPU" else None,
+        "gpu_driver": lb.get("gpu_driver"),
+        "cuda_version": lb.get("cuda_version"),
+        "cudnn_version": lb.get("cudnn_version"),
     }
 
 
@@ -302,6 +307,15 @@ def compare(
             + "; ".join(diffs)
             + "); pass --normalize to compare calibration-normalized times"
         )
+    if normalize:
+        precisions = [
+            _loopbench(r).get("calibration_precision") or "fp32" for r in (baseline, current)
+        ]
+        if precisions[0] != precisions[1]:
+            raise InputError(
+                f"--normalize: the calibration matmuls ran {precisions[0]} and {precisions[1]}; "
+                "times normalized by them are not comparable"
+            )
     base_scale = 1 / calibration_s(baseline, paths[0]) if normalize else 1.0
     cur_scale = 1 / calibration_s(current, paths[1]) if normalize else 1.0
     base_list, cur_list = counted(baseline), counted(current)

@@ -132,7 +132,11 @@ def machine_table(runs: Sequence[Run]) -> str:
             "matmul rate (GFLOP/s)": MISSING
             if rate is None
             else fmt(rate)
-            + (f" (fp32, n={lb['calibration_n']})" if lb.get("calibration_n") else ""),
+            + (
+                f" ({lb.get('calibration_precision') or 'fp32'}, n={lb['calibration_n']})"
+                if lb.get("calibration_n")
+                else ""
+            ),
         }
 
     fields = [field(r) for r in runs]

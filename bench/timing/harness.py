@@ -20,16 +20,10 @@ the group's rounds interleaved, in blocks (``bench/timing/panel.py``, ``bench/ti
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import platform
-import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +36,29 @@ from bench.host import (  # noqa: F401 (re-exported)
     steal_fraction,
 )
 from bench.tasks import Task
+from bench.timing.machine import (  # noqa: F401 (re-exported: where callers import them)
+    SMALL_MATMUL_N,
+    SMI_APP_FIELDS,
+    SMI_GPU_FIELDS,
+    best_round,
+    calibrate_matmul,
+    device_name,
+    gpu_compute_capability,
+    gpu_details,
+    gpu_processes,
+    gpu_software,
+    machine_info,
+    matmul_precision,
+    matmul_timer,
+    nvidia_smi,
+    nvidia_smi_id,
+    onednn_enabled,
+    parse_smi_line,
+    peak_memory_mb,
+    reset_peak_memory,
+    smi_gpu_facts,
+    sync,
+)
 
 
 class RetraceError(RuntimeError):
@@ -65,6 +82,9 @@ class Profile:
     # The mixed-precision step benchmarks (bench_step.py's test_precision): which
     # (implementation, task, precision) run; float32 is every other benchmark's precision.
     precision_benchmarks: tuple[tuple[str, str, str], ...] = ()
+    # Added to those on a GPU, where float16 is what mixed precision is for (a CPU has no
+    # float16 convolution kernels): the same triples, run only when the device is a GPU.
+    gpu_precision_benchmarks: tuple[tuple[str, str, str], ...] = ()
     # The M of the micro-batch sweep (bench_step.py's test_micro_batches; implementations.
     # MICRO_BATCH) on the MLP: how many parts pay on this machine's cores.
     micro_batch_sweep: tuple[int, ...] = ()
@@ -140,11 +160,17 @@ PROFILES = {
         multi_step_tasks=("mlp",),
         steps_per_call_sweep=(),
         # bfloat16 where the issue saw it matter (the CNN, 1.24x) and on the MLP's custom
-        # step (about 20 s for the three); float16 and the rest: --profile full.
+        # step (about 20 s for the three); float16 (on a CPU) and the rest: --profile full.
         precision_benchmarks=(
             ("keras_fit", "cnn", "mixed_bfloat16"),
             ("custom_graph", "cnn", "mixed_bfloat16"),
             ("custom_graph", "mlp", "mixed_bfloat16"),
+        ),
+        # float16 on a GPU: the two headline loops on both models (not verified on a GPU yet).
+        gpu_precision_benchmarks=tuple(
+            (impl, task, "mixed_float16")
+            for impl in ("keras_fit", "custom_graph")
+            for task in ("mlp", "cnn")
         ),
     ),
     "full": Profile(
@@ -176,169 +202,6 @@ PROFILES = {
         member_budget_s=150.0,
     ),
 }
-
-
-# --- device and machine ----------------------------------------------------------------
-
-
-def device_name() -> str:
-    return "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
-
-
-def sync(value: tf.Tensor) -> float:
-    # sync: fetching a value to the host waits for the step that produced it (and, on one
-    # stream, for every step before it).
-    return float(np.asarray(value).ravel()[0])
-
-
-def reset_peak_memory() -> None:
-    if tf.config.list_logical_devices("GPU"):
-        tf.config.experimental.reset_memory_stats("GPU:0")
-        return
-    # Linux >= 4.0: "5" resets the process's resident high-water mark (VmHWM).
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory_mb() -> tuple[float, str]:
-    if tf.config.list_logical_devices("GPU"):
-        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "gpu_peak"
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024, "cpu_rss_hwm"
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "cpu_rss_hwm"
-
-
-def onednn_enabled() -> bool:
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") not in ("0", "false")
-
-
-def nvidia_smi_id(tf_index: int, visible: str | None = None) -> str:
-    """nvidia-smi's ``--id`` for TensorFlow's GPU ``tf_index``. TensorFlow numbers the devices
-    that ``CUDA_VISIBLE_DEVICES`` leaves, in its order; nvidia-smi numbers all of them by PCI bus
-    (``CUDA_DEVICE_ORDER=PCI_BUS_ID``, which conftest sets, makes CUDA's order the same). So
-    the i-th visible entry (an index or a UUID, which nvidia-smi also takes), else i."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
-    entries = [e.strip() for e in (visible or "").split(",") if e.strip()]
-    if entries and tf_index < len(entries):
-        return entries[tf_index]
-    return str(tf_index)
-
-
-def gpu_details() -> list[dict]:
-    out = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(gpu)
-        cc = details.get("compute_capability")
-        entry = {
-            "name": details.get("device_name", gpu.name),
-            "compute_capability": ".".join(map(str, cc)) if cc else None,
-            "memory_mb": None,
-        }
-        try:
-            import subprocess
-
-            idx = nvidia_smi_id(int(gpu.name.rsplit(":", 1)[-1]))
-            total = subprocess.run(
-                [
-                    "nvidia-smi",
-                    f"--id={idx}",
-                    "--query-gpu=memory.total",
-                    "--format=csv,noheader,nounits",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-            entry["memory_mb"] = float(total)
-        except (OSError, ValueError, subprocess.SubprocessError):
-            pass
-        out.append(entry)
-    return out
-
-
-def matmul_timer() -> tuple[int, Callable[[], float]]:
-    """A compiled chain of square fp32 matmuls on the device, sized so one call lasts about
-    0.1 s: returns ``n`` and ``round()``, which runs the chain once, synced, and returns the
-    seconds per n x n matmul."""
-    gpu = bool(tf.config.list_logical_devices("GPU"))
-    n = 4096 if gpu else 1024
-    with tf.device(device_name()):
-        a = tf.random.stateless_uniform((n, n), seed=(1, 2))
-        b = tf.random.stateless_uniform((n, n), seed=(3, 4)) / n
-
-    @tf.function
-    def chain(a, b, reps):
-        for _ in tf.range(reps):
-            a = tf.matmul(a, b)
-        return a[0, 0]
-
-    sync(chain(a, b, tf.constant(1)))
-    reps = 1
-    while True:
-        t0 = time.perf_counter()
-        sync(chain(a, b, tf.constant(reps)))
-        dt = time.perf_counter() - t0
-        if dt > 0.1 or reps >= 1 << 14:
-            break
-        reps *= 2
-    count = tf.constant(reps)
-
-    def one_round() -> float:
-        t0 = time.perf_counter()
-        sync(chain(a, b, count))
-        return (time.perf_counter() - t0) / reps
-
-    return n, one_round
-
-
-def calibrate_matmul(seconds: float = 1.0) -> dict:
-    """The machine's sustained fp32 matmul rate: the best of several timed rounds of a
-    compiled square matmul chain (``matmul_timer``), synced at the end of each round."""
-    n, one_round = matmul_timer()
-    best = one_round()
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        best = min(best, one_round())
-    return {
-        "calibration_n": n,
-        "calibration_matmul_s": best,
-        "calibration_gflops": 2 * n**3 / best / 1e9,
-    }
-
-
-def machine_info(profile: str, calibration: dict) -> dict:
-    import keras
-
-    return {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "device": "GPU" if tf.config.list_logical_devices("GPU") else "CPU",
-        "gpus": gpu_details(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "onednn": {"env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "enabled": onednn_enabled()},
-        "threads": {
-            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-        },
-        "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
-        "xla_flags": {k: os.environ.get(k) for k in ("XLA_FLAGS", "TF_XLA_FLAGS")},
-        "profile": profile,
-        **calibration,
-    }
 
 
 # --- the fixed batch and the step measurement --------------------------------------------
