@@ -52,13 +52,16 @@ RESNET_BN = Task(
     epochs=3,
     accuracy_target=0.78,
     # Batch statistics over convolutions make training chaotic: over 12 steps XLA and not
-    # differ by 3.8e-4 in the first 5 steps' losses, 2.4e-3 over all and 0.12 in the weights,
-    # beyond the default tolerance; a learning rate x1.5 moves the first losses by 6.5e-2, and
-    # biases never updated move the weights by 1.0 (tests/test_equivalence.py).
+    # differ by up to 1.6e-3 in the first 5 steps' losses, 6.3e-3 over all, 1.2e-2 in the
+    # held-out outputs and 2.7e-2 in the variables (of how far training moved them), beyond
+    # the default tolerance; a learning rate x1.5 moves the first losses by 3.3e-2 or more,
+    # and biases never updated move the variables by 8.5e-2 or more
+    # (tests/test_equivalence.py).
     tolerance=Tolerance(
         early_rtol=1e-2,
         loss_rtol=5e-2,
-        weight_rtol=0.5,
+        weight_rtol=5e-2,
+        output_rtol=5e-2,
         why="batch norm over convolutions: rounding differences grow chaotically",
     ),
 )

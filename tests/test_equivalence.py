@@ -42,6 +42,7 @@ import tensorflow as tf
 
 import implementations
 from bench.tasks import TASKS, initial_weights
+from bench.tasks.task import new_model, seed_states
 from implementations.common import epoch_dataset, get_weights, loss_value, stack_batches
 from implementations.custom_loop import MICRO_BATCHES, check_micro_batches, make_loop, make_step
 
@@ -91,18 +92,26 @@ def run(task, trainer, data):
 
 
 def differences(a, b, tol: Tolerance) -> list[str]:
-    """What disagrees between two runs beyond the tolerance (empty: they agree)."""
+    """What disagrees between two runs beyond the tolerance (empty: they agree): the losses,
+    and each weight array relative to its own max |w| (the built-in tasks have no weight
+    without a gradient behind it; a user's model may: ``training_differences``)."""
+    problems = loss_differences(a[0], b[0], tol)
+    for i, (wa, wb) in enumerate(zip(a[1], b[1])):
+        rel = np.max(np.abs(wa - wb)) / max(np.max(np.abs(wb)), 1e-12)
+        if rel > tol.weight_rtol:
+            problems.append(f"weight {i} differs by {rel:.2e} of its max (> {tol.weight_rtol:.0e})")
+    return problems
+
+
+def loss_differences(a: np.ndarray, b: np.ndarray, tol) -> list[str]:
+    """Where two runs' per-step losses disagree beyond the tolerance."""
     problems = []
-    loss_rel = np.abs(a[0] - b[0]) / np.abs(b[0])
+    loss_rel = np.abs(a - b) / np.abs(b)
     if loss_rel[:EARLY_STEPS].max() > tol.early_rtol:
         early = loss_rel[:EARLY_STEPS].max()
         problems.append(f"first steps' losses differ by {early:.2e} (> {tol.early_rtol:.0e})")
     if loss_rel.max() > tol.loss_rtol:
         problems.append(f"losses differ by {loss_rel.max():.2e} relative (> {tol.loss_rtol:.0e})")
-    for i, (wa, wb) in enumerate(zip(a[1], b[1])):
-        rel = np.max(np.abs(wa - wb)) / max(np.max(np.abs(wb)), 1e-12)
-        if rel > tol.weight_rtol:
-            problems.append(f"weight {i} differs by {rel:.2e} of its max (> {tol.weight_rtol:.0e})")
     return problems
 
 
@@ -175,17 +184,29 @@ class FrozenBias:
     def __init__(self, trainer):
         self.trainer = trainer
         self.model = trainer.model
-        self.biases = [
-            (v, v.numpy()) for v in trainer.model.trainable_variables if len(v.shape) == 1
-        ]
+        self.optimizer = getattr(trainer, "optimizer", None) or trainer.model.optimizer
+        self.frozen = [(v, v.numpy()) for v in self.variables(trainer.model)]
+
+    @staticmethod
+    def variables(model) -> list:
+        return [v for v in model.trainable_variables if len(v.shape) == 1]
 
     def step_losses(self, batches):
         losses = []
         for x, y in batches:
             losses.append(float(self.trainer.step(x, y)))
-            for v, value in self.biases:
+            for v, value in self.frozen:
                 v.assign(value)
         return np.array(losses)
+
+
+class FrozenMasks(FrozenBias):
+    """A deliberately wrong variant: the random layers draw the same numbers every step (the
+    same dropout mask): their generators' state never advances."""
+
+    @staticmethod
+    def variables(model) -> list:
+        return seed_states(model)
 
 
 @pytest.mark.parametrize("task_name", list(TASKS))
@@ -374,22 +395,62 @@ def test_a_model_whose_parts_train_differently_is_refused(layer, why):
 
 # --- user tasks (bench/tasks/user.py) --------------------------------------------------------
 #
-# The same checks on a model the user brings: by default the two examples, or the tasks of
-# ``--tasks FILE``. Each task's tolerance is its own ``tolerance=`` or, by default,
-# ``bench.tasks.user.DEFAULT_TOLERANCE``, for every pair (the user's layers are the same in
-# every implementation, so there is no hand-written twin to hold to a tighter standard).
-# Measured on the examples (their batch size, 64; 12 steps; first 5 steps / all steps /
-# weights):
-#   resnet_bn: eager~graph 9.6e-8 / 1.1e-5 / 1.1e-3; XLA~non-XLA 3.8e-4 / 2.4e-3 / 0.12;
-#              custom_xla_loop~custom_xla 3.8e-5 / 2.3e-3 / 5.9e-2; the rest 0
-#   sequence_gru: every pair within 8.7e-8 / 8.7e-8 / 3.6e-7
-#   learning rate x1.5 (a bug): resnet_bn 6.5e-2 / 0.16 / 0.98; sequence_gru 2.2e-3 / 6e-3 / 0.50
-#   biases never updated (a bug): resnet_bn 2.7e-3 / 6.9e-3 / 1.0; sequence_gru 5.5e-4 / 1.3e-3 /
-#   1.0
-# Weights here are every variable, trainable or not: BatchNormalization's moving mean and
-# variance must follow the same path in every implementation too.
+# The same pairs on a model the user brings: by default the examples (examples/*.py), or the
+# tasks of ``--tasks FILE``, 12 steps at the task's batch size. Each task's tolerance is its
+# own ``tolerance=`` or ``bench.tasks.task.DEFAULT_TOLERANCE`` (measured there), for every
+# pair: the user's layers are the same in every implementation, so there is no hand-written
+# twin to hold to a tighter standard. What must agree (``training_differences``): the losses
+# step by step; the trained models' outputs on held-out examples; and the variables, trainable
+# and not (BatchNormalization's moving statistics), all together, relative to how far training
+# moved them. Not each variable by its own size: a bias just before BatchNormalization has no
+# gradient, Adam moves it by rounding noise in learning-rate-sized steps, and two runs' such
+# biases end up apart by more than their own size (conv_bn: up to 2.0x, XLA vs not; 1.0x,
+# eager vs tf.function) while the model's function does not change.
+#
+# Random layers (Dropout, GaussianNoise, an RNN's dropout, the random augmentation layers):
+# every instance's generators start from the same state (``bench.tasks.task.set_seed_states``).
+# From the same state eager and tf.function draw the same numbers (fit's train function and
+# the in-graph loops too), and so do all XLA functions, but XLA draws other numbers than
+# TensorFlow's kernels (test_what_draws_the_same_random_numbers); custom_xla_split draws one
+# mask per part of the batch. So a pair whose sides draw alike (``draws_alike``: the same
+# jit_compile, whole batches) is compared with the random layers on, the same masks on both
+# sides: a step that draws wrongly shows. Another pair (XLA vs not; the split vs whole
+# batches) is compared with them off on both sides (``random_layers_off``), and
+# test_random_layers_draw_anew_every_step confirms that each implementation's random layers
+# are on in training and draw new numbers every step. Measured (first 5 steps' losses / all
+# losses / held-out outputs / variables; 4 batch orders; 2-core AMD EPYC VM, TF 2.21, Keras
+# 3.15.1):
+#   convnet_dropout, random layers on:
+#     keras_fit~custom_graph, keras_fit_spe, custom_graph_loop, keras_fit_xla~custom_xla  0
+#     custom_eager~custom_graph        1.1e-7 / 1.2e-7 / 1.6e-7 / 2.0e-7
+#     custom_xla_loop~custom_xla       1.1e-7 / 1.3e-7 / 3.3e-7 / 3.2e-6
+#     XLA vs not (other masks)         4.1e-2 / 5.2e-2 / 0.24 / 0.64    -> compared off
+#     split vs whole batches           3.8e-2 / 6.8e-2 / 0.23 / 0.58    -> compared off
+#   convnet_dropout, random layers off:
+#     XLA vs not                       1.8e-7 / 1.8e-7 / 3.5e-7 / 1.9e-6
+#     custom_xla_split~custom_xla_loop 5.4e-7 / 6.9e-5 / 4.8e-4 / 3.9e-3
+#   conv_bn: eager vs graph, XLA vs    2.3e-6 / 1.8e-5 / 3.1e-4 / 1.0e-3; the rest 0
+#     not, custom_xla_loop~custom_xla
+#   sequence_gru: every pair within    8.7e-8 / 1.7e-7 / 1.3e-7 / 4.5e-7
+#   resnet_bn: XLA vs not              1.6e-3 / 6.3e-3 / 1.2e-2 / 2.7e-2 (chaotic: its own
+#                                      tolerance); eager~graph 3.8e-6 / 6.7e-4 / 3.1e-3 /
+#                                      5.4e-3; custom_xla_loop~custom_xla 3.8e-5 / 2.3e-3 /
+#                                      9.7e-3 / 1.3e-2
+#   the planted bugs, against keras_fit (the least over the batch orders, random layers on
+#   or off):
+#     learning rate x1.5               convnet_dropout 3.1e-2 / 0.13 / 0.68 / 0.44; conv_bn
+#                                      0.10 / 0.18 / 0.36 / 0.42; sequence_gru 1.0e-3 /
+#                                      3.4e-3 / 0.32 / 0.51; resnet_bn 3.3e-2 / 0.14 / 0.30 /
+#                                      0.42
+#     biases never updated             convnet_dropout 5.2e-4 / 2.2e-3 / 1.5e-2 / 6.0e-2;
+#                                      conv_bn 2.5e-3 / 4.2e-3 / 1.7e-2 / 0.11; sequence_gru
+#                                      3.0e-4 / 5.4e-4 / 7.8e-2 / 2.2e-2; resnet_bn 7.4e-4 /
+#                                      4.3e-3 / 2.6e-2 / 8.5e-2
+#     one dropout mask for every step  convnet_dropout 2.2e-2 / 3.0e-2 / 9.5e-2 / 0.43; and
+#                                      losses at rest that never change
 
 USER_STEPS = 12  # at the task's own batch size; the examples' XLA compilations cost the most
+HELD_OUT = 256  # test examples the trained models' outputs are compared on
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -403,12 +464,160 @@ def user_tasks_under_test():
     return [t for f in sorted(EXAMPLES.glob("*.py")) for t in user_tasks.load(f, False)]
 
 
-def run_all_weights(task, trainer, data):
+@dataclasses.dataclass(frozen=True)
+class UserRun:
+    """What one implementation's training of a user task produced."""
+
+    losses: np.ndarray  # each step's
+    weights: list[np.ndarray]  # every variable in ``model.weights``, trainable or not
+    trainable: list[bool]
+    outputs: np.ndarray  # the trained model's, in inference mode, on the held-out examples
+
+
+def user_batches(task, data) -> list:
     batches = list(epoch_dataset(data.x_train, data.y_train, task.batch_size, seed=0, epoch=0))
     batches = batches[:USER_STEPS]
     assert len(batches) == USER_STEPS, "a user task needs USER_STEPS batches of training data"
+    return batches
+
+
+def run_user(trainer, batches, held_out: np.ndarray) -> UserRun:
     losses = trainer.step_losses(batches)
-    return losses, [np.array(v.numpy()) for v in trainer.model.weights]
+    model = trainer.model
+    trainable = {id(v) for v in model.trainable_weights}
+    return UserRun(
+        np.asarray(losses, np.float64),
+        [np.array(v.numpy()) for v in model.weights],
+        [id(v) in trainable for v in model.weights],
+        np.asarray(model(held_out, training=False), np.float64),
+    )
+
+
+def training_differences(a: UserRun, b: UserRun, start: list, tol) -> list[str]:
+    """What disagrees between two trainings from the weights ``start`` beyond the tolerance
+    (``bench.tasks.Tolerance``; empty: the same training)."""
+    problems = loss_differences(a.losses, b.losses, tol)
+    apart = np.linalg.norm(a.outputs - b.outputs) / max(np.linalg.norm(b.outputs), 1e-12)
+    if apart > tol.output_rtol:
+        problems.append(
+            f"held-out outputs differ by {apart:.2e} of their norm (> {tol.output_rtol:.0e})"
+        )
+    for trainable, kind in ((True, "trainable"), (False, "non-trainable")):
+        index = [i for i, t in enumerate(b.trainable) if t == trainable]
+        if not index:
+            continue
+        a_b = [a.weights[i] - b.weights[i] for i in index]
+        moved = [b.weights[i] - np.asarray(start[i]) for i in index]
+        rel = global_norm(a_b) / max(global_norm(moved), 1e-12)
+        if rel > tol.weight_rtol:
+            problems.append(
+                f"{kind} variables differ by {rel:.2e} of how far training moved them "
+                f"(> {tol.weight_rtol:.0e})"
+            )
+    return problems
+
+
+def global_norm(arrays: list[np.ndarray]) -> float:
+    return float(np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in arrays)))
+
+
+# --- random layers ---------------------------------------------------------------------------
+
+
+def draws_alike(trainer) -> tuple:
+    """What decides which random numbers a trainer's step draws from a given generator state:
+    XLA or TensorFlow's kernels, and whether each batch is drawn for whole or in parts."""
+    resolved = trainer.resolved()
+    return bool(resolved["jit_compile"]), int(resolved.get("micro_batches", 1))
+
+
+def random_layers_off(model) -> int:
+    """Switch the model's random layers off: each layer that holds a random-number generator
+    (for an RNN cell's, the RNN layer, which draws the cell's dropout masks) is called in
+    inference mode, where Dropout, GaussianNoise and the random augmentation layers pass their
+    input through. Before the first step: a traced step keeps what it traced. Returns how
+    many layers it switched off."""
+    layers = list(model._flatten_layers(include_self=False))
+    rnn_of = {id(layer.cell): layer for layer in layers if getattr(layer, "cell", None)}
+    owners = {}
+    for layer in layers:
+        if getattr(layer, "_seed_generators", None):
+            owner = rnn_of.get(id(layer), layer)
+            owners[id(owner)] = owner
+    for layer in owners.values():
+        layer.call = in_inference_mode(layer.call)
+    return len(owners)
+
+
+def in_inference_mode(call):
+    def inference_call(*args, training=None, **kwargs):
+        return call(*args, training=False, **kwargs)
+
+    return inference_call
+
+
+def draws_random_numbers(task, x) -> bool:
+    """Whether the task's model draws random numbers in training: a generator's state moves
+    when it is called in training mode. (A GRU holds a generator whether or not it has
+    dropout.)"""
+    model = new_model(task, initial_weights(task))
+    before = [s.numpy() for s in seed_states(model)]
+    model(x, training=True)
+    return any((s.numpy() != b).any() for s, b in zip(seed_states(model), before))
+
+
+def losses_at_rest(trainer, batch) -> np.ndarray:
+    """The losses of N steps on the same batch at learning rate 0: the weights stay put, so
+    the losses differ only by what the random layers draw."""
+    optimizer = getattr(trainer, "optimizer", None) or trainer.model.optimizer
+    optimizer.learning_rate = 0.0
+    return np.asarray(trainer.step_losses([batch] * N), np.float64)
+
+
+def drawn_anew(losses: np.ndarray) -> bool:
+    return bool(np.ptp(losses) > 1e-6 * np.abs(losses).mean())
+
+
+def test_what_draws_the_same_random_numbers():
+    """The measurement behind ``draws_alike``: from the same generator state, Dropout and
+    GaussianNoise draw the same numbers eagerly and under tf.function, and the same in two
+    XLA functions, but XLA's are not TensorFlow's kernels' (its own stateless generator)."""
+    x = tf.ones((16, 64))
+
+    def draw(make_layer, wrap):
+        layer = make_layer()
+        layer.build(x.shape)
+        for state in seed_states(layer):
+            state.assign(np.array([1234, 0], dtype=state.dtype))
+        return wrap(lambda t: layer(t, training=True))(x).numpy()
+
+    xla = lambda f: tf.function(f, jit_compile=True)  # noqa: E731
+    for make_layer in (lambda: keras.layers.Dropout(0.5), lambda: keras.layers.GaussianNoise(1)):
+        eager = draw(make_layer, lambda f: f)
+        np.testing.assert_array_equal(draw(make_layer, tf.function), eager)
+        np.testing.assert_array_equal(draw(make_layer, xla), draw(make_layer, xla))
+        assert not np.array_equal(draw(make_layer, xla), eager), (
+            "XLA now draws TensorFlow's numbers: compare XLA pairs with random layers on"
+        )
+
+
+def test_random_layers_off_makes_training_deterministic():
+    model = keras.Sequential(
+        [
+            keras.Input((6, 4)),
+            keras.layers.GaussianNoise(0.5),
+            keras.layers.GRU(8, dropout=0.5, recurrent_dropout=0.5),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(2),
+        ]
+    )
+    x = np.ones((4, 6, 4), np.float32)
+    assert not np.array_equal(model(x, training=True), model(x, training=True))
+    assert random_layers_off(model) == 3
+    np.testing.assert_array_equal(model(x, training=True), model(x, training=False))
+
+
+# --- the checks on user tasks ----------------------------------------------------------------
 
 
 USER_TASKS = {task.name: task for task in user_tasks_under_test()}
@@ -418,19 +627,42 @@ USER_PAIRS = [(a, b) for a, b, _ in PAIRS]
 
 @pytest.fixture(scope="module")
 def user_runs(task_data):
+    """Per task: every implementation's run; for a model with random layers, also each
+    implementation's losses at rest, and the runs with the random layers off of the
+    implementations in a pair that does not draw alike (and keras_fit's, for the bugs)."""
     out = {}
     from bench.tasks.user import check
 
     for name, task in USER_TASKS.items():
         check(task)  # what loading a task file with --tasks checks (collection did not)
         data = task_data(task)
-        runs_ = {}
+        batches = user_batches(task, data)
+        held_out = data.x_test[:HELD_OUT]
+        r = {"task": task, "data": data, "batches": batches, "held_out": held_out}
+        r["random"] = draws_random_numbers(task, batches[0][0])
+        r["draws"], r["at_rest"], r["off"] = {}, {}, {}
         for impl in IMPLS:
             try:
-                runs_[impl] = run_all_weights(task, build(impl, task), data)
+                trainer = build(impl, task)
             except NotImplementedError as e:  # e.g. micro-batches on a BatchNormalization model
-                runs_[impl] = str(e)
-        out[name] = {"task": task, "data": data, **runs_}
+                r[impl] = str(e)
+                continue
+            r[impl] = run_user(trainer, batches, held_out)
+            r["draws"][impl] = draws_alike(trainer)
+            if r["random"]:
+                r["at_rest"][impl] = losses_at_rest(trainer, batches[0])
+        if r["random"]:
+            off = {"keras_fit"} | {
+                impl
+                for a, b in USER_PAIRS
+                if a in r["draws"] and b in r["draws"] and r["draws"][a] != r["draws"][b]
+                for impl in (a, b)
+            }
+            for impl in sorted(off):
+                trainer = build(impl, task)
+                assert random_layers_off(trainer.model) > 0
+                r["off"][impl] = run_user(trainer, batches, held_out)
+        out[name] = r
     return out
 
 
@@ -442,7 +674,11 @@ def test_implementations_agree_on_user_tasks(user_runs, task_name, a, b):
     for impl in (a, b):
         if isinstance(r[impl], str):
             pytest.skip(f"{impl} cannot run {task_name}: {r[impl]}")
-    assert differences(r[a], r[b], tol) == [], tol.why
+    runs, why = r, tol.why
+    if r["random"] and r["draws"][a] != r["draws"][b]:
+        runs, why = r["off"], f"{why}; random layers off: {a} and {b} draw different numbers"
+    start = initial_weights(r["task"])
+    assert training_differences(runs[a], runs[b], start, tol) == [], why
 
 
 @pytest.mark.parametrize("task_name", list(USER_TASKS))
@@ -454,18 +690,50 @@ def test_user_tasks_train_and_every_weight_moves(user_runs, task_name):
     for impl in IMPLS:
         if isinstance(r[impl], str):  # refused, with the reason (test above)
             continue
-        losses, weights = r[impl]
-        assert losses[-1] < losses[0], impl
-        moved = [not np.array_equal(w, s) for w, s in zip(weights, start)]
-        assert len(weights) == len(start) and all(moved), (impl, start.paths)
+        run_ = r[impl]
+        assert run_.losses[-1] < run_.losses[0], impl
+        moved = [not np.array_equal(w, s) for w, s in zip(run_.weights, start)]
+        assert len(run_.weights) == len(start) and all(moved), (impl, start.paths)
+
+
+@pytest.mark.parametrize("task_name", list(USER_TASKS))
+def test_random_layers_draw_anew_every_step(user_runs, task_name):
+    """Where pairs are compared with the random layers off, this is what shows that they are
+    on in training: in every implementation, steps on the same batch at learning rate 0
+    (nothing trains) have different losses."""
+    r = user_runs[task_name]
+    if not r["random"]:
+        pytest.skip(f"{task_name}'s model draws no random numbers in training")
+    assert r["at_rest"]
+    for impl, losses in r["at_rest"].items():
+        assert drawn_anew(losses), (impl, losses)
 
 
 @pytest.mark.parametrize("task_name", list(USER_TASKS))
 def test_a_bug_is_caught_on_user_tasks(user_runs, task_name):
+    """A learning rate x1.5 and biases never updated, against keras_fit (and, for a model
+    with random layers, also with them off); one dropout mask for every step, against
+    keras_fit and at rest."""
     r = user_runs[task_name]
     task, tol = r["task"], r["task"].equivalence_tolerance
+    start = initial_weights(task)
     faster = dataclasses.replace(task, learning_rate=task.learning_rate * 1.5)
-    trainer = implementations.get("custom_graph")(faster, initial_weights(task))
-    assert differences(run_all_weights(faster, trainer, r["data"]), r["keras_fit"], tol)
-    frozen = FrozenBias(implementations.get("custom_graph")(task, initial_weights(task)))
-    assert differences(run_all_weights(task, frozen, r["data"]), r["keras_fit"], tol)
+    bugs = {
+        "learning rate x1.5": lambda: implementations.get("custom_graph")(faster, start),
+        "biases never updated": lambda: FrozenBias(
+            implementations.get("custom_graph")(task, start)
+        ),
+    }
+    for random_off in (False, True) if r["random"] else (False,):
+        reference = r["off"] if random_off else r
+        for bug, make in bugs.items():
+            trainer = make()
+            if random_off:
+                random_layers_off(trainer.model)
+            wrong = run_user(trainer, r["batches"], r["held_out"])
+            assert training_differences(wrong, reference["keras_fit"], start, tol), bug
+    if r["random"]:
+        frozen = FrozenMasks(implementations.get("custom_graph")(task, start))
+        wrong = run_user(frozen, r["batches"], r["held_out"])
+        assert training_differences(wrong, r["keras_fit"], start, tol)
+        assert not drawn_anew(losses_at_rest(frozen, r["batches"][0]))

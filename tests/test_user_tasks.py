@@ -132,7 +132,7 @@ def test_a_good_file_loads_and_is_the_same_kind_of_task_as_the_builtins(tmp_path
 
 def test_the_examples_load():
     names = [t.name for f in sorted((ROOT / "examples").glob("*.py")) for t in user_tasks.load(f)]
-    assert names == ["resnet_bn", "sequence_gru"]
+    assert names == ["conv_bn", "convnet_dropout", "resnet_bn", "sequence_gru"]
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -464,3 +464,36 @@ def test_an_implementation_that_cannot_run_the_model_is_skipped_with_the_reason(
     ), str(skipped.value)
     with pytest.raises(ValueError), user_tasks.skip_unsupported("custom_xla", task):
         raise ValueError("any other error is an error")
+
+
+# --- random layers --------------------------------------------------------------------------
+
+DROPOUT = """
+def build():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dropout(0.5),
+                             keras.layers.GaussianNoise(0.3), keras.layers.Dense(3)])
+
+T = UserTask('drop', build, input_shape=(8,), loss=CE, num_classes=3, n_train=64)
+"""
+
+
+def test_random_layers_start_from_the_task_seeds_state_in_every_instance(tmp_path):
+    """Each implementation's own instance of the model draws the same dropout masks from the
+    same generator states, set by the task's seed (tests/test_equivalence.py relies on it)."""
+    import dataclasses
+
+    from bench.tasks.task import new_model, seed_states
+
+    (task,) = user_tasks.load(task_file(tmp_path, DROPOUT))
+    start = initial_weights(task)
+    a, b = new_model(task, start), new_model(task, start)
+
+    def states(model):
+        return [s.numpy() for s in seed_states(model)]
+
+    assert len(states(a)) == 2 and not np.array_equal(*states(a))  # one state per layer
+    np.testing.assert_array_equal(states(a), states(b))
+    x = np.ones((16, 8), np.float32)
+    np.testing.assert_array_equal(a(x, training=True), b(x, training=True))
+    other = new_model(dataclasses.replace(task, seed=1), start)
+    assert not np.array_equal(states(other), states(a))
