@@ -250,7 +250,10 @@ def test_keras_fit_spe_feeds_its_batches_from_the_device(task_data):
 
 
 def test_jax_peak_memory_is_the_devices_own_on_a_gpu(monkeypatch):
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)  # the worker module sets it: restored
+    # Importing the worker module sets KERAS_BACKEND=jax in this process's environment; set
+    # first through monkeypatch, the variable is restored (removed) after the test, so the
+    # subprocesses later tests start stay on TensorFlow (a fresh-clone CI run failed so).
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     from bench.jax.worker import peak_memory
 
     class Device:
@@ -265,3 +268,12 @@ def test_jax_peak_memory_is_the_devices_own_on_a_gpu(monkeypatch):
     mb, kind = peak_memory(Device("cpu", None))
     assert kind == "cpu_rss_hwm" and mb > 0
     assert peak_memory(Device("gpu", None))[1] == "cpu_rss_hwm"  # no statistics kept
+
+
+def test_no_test_leaves_the_jax_backend_in_the_environment():
+    """Runs after the test above (file order): subprocesses started by later tests inherit
+    this process's environment, and KERAS_BACKEND=jax there turns TensorFlow's benchmarks
+    into JAX's."""
+    import os
+
+    assert os.environ.get("KERAS_BACKEND") in (None, "tensorflow")
