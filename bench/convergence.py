@@ -18,7 +18,7 @@ import numpy as np
 
 import implementations
 from bench.tasks import Task, initial_weights
-from bench.tasks.data import Dataset
+from bench.tasks.data import Dataset, n_examples
 from implementations.common import epoch_dataset, evaluate, get_weights
 
 
@@ -123,7 +123,7 @@ def summarize(task: Task, data: Dataset, runs: list[dict], seeds, epochs: int) -
         "seed": seeds[0],
         "seeds": list(seeds),
         "epochs": epochs,
-        "n_train": len(data.x_train),
+        "n_train": n_examples(data.x_train),
         "final_loss": float(np.mean([r["curves"]["test_loss"][-1] for r in runs])),
         "curves": runs[0]["curves"],
         "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),

@@ -5,6 +5,10 @@ how a step is run.
 
 Every trainer holds a ``keras.Model`` whose call returns logits (or the regression output),
 so evaluation and weight handling are written once, here.
+
+A task with several inputs has ``x`` as a dict or tuple of arrays (tensors), one per input
+(``bench/tasks/data.py``): batches, stacks and evaluation handle each input alike, and one
+array goes through the very same calls as before.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.tasks import Task
-from bench.tasks.data import epoch_order
+from bench.tasks.data import epoch_order, map_inputs, n_examples, several, take
 from bench.tasks.task import correct_labels
 from implementations.keras_parts import (  # noqa: F401 (re-exported for the implementations)
     PRECISIONS,
@@ -39,7 +43,8 @@ class Trainer(Protocol):
     ``steps_per_call`` is how many training steps one ``step`` call runs. Where it is more
     than 1, ``step`` takes that many batches stacked into one tensor, ``x[N, B, ...]`` and
     ``y[N, B]`` (``stack_batches``), and runs one step on each, in order; the harness counts
-    a call as N steps, so results stay seconds per training step."""
+    a call as N steps, so results stay seconds per training step. A task with several inputs
+    has ``x`` a dict or tuple of tensors, each stacked alike."""
 
     name: str
     task: Task
@@ -94,21 +99,28 @@ def get_weights(model: keras.Model) -> list[np.ndarray]:
     return [np.array(v.numpy()) for v in model.trainable_variables]
 
 
+def stack_inputs(parts: list) -> tf.Tensor | dict | tuple:
+    """``tf.stack`` of N batches' inputs: of each input, for several (a dict or tuple each)."""
+    if several(parts[0]):
+        return map_inputs(lambda *inputs: tf.stack(inputs), *parts)
+    return tf.stack(parts)
+
+
 def stack_batches(
     batches: Iterable[tuple[tf.Tensor, tf.Tensor]], n: int
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
     """``keras_parts.group_batches`` with ``tf.stack``: groups of ``n`` batches as
-    ``(x[n, B, ...], y[n, B])``, the last group shorter; ``n == 1``: the batches as they are."""
-    return group_batches(batches, n, tf.stack)
+    ``(x[n, B, ...], y[n, B])`` (several inputs: each stacked so), the last group shorter;
+    ``n == 1``: the batches as they are."""
+    return group_batches(batches, n, stack_inputs)
 
 
-def epoch_dataset(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int
-) -> tf.data.Dataset:
+def epoch_dataset(x, y: np.ndarray, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
     """One epoch's batches in the suite's fixed order; the ragged last batch is dropped so
-    every step has the same shape (no retracing)."""
-    order = epoch_order(len(x), seed, epoch)
-    ds = tf.data.Dataset.from_tensor_slices((x[order], y[order]))
+    every step has the same shape (no retracing). ``x``: one array, or a dict or tuple of
+    them (several inputs), batched alike."""
+    order = epoch_order(n_examples(x), seed, epoch)
+    ds = tf.data.Dataset.from_tensor_slices((take(x, order), y[order]))
     return ds.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
@@ -116,20 +128,22 @@ _forward_fns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def evaluate(
-    model: keras.Model, task: Task, x: np.ndarray, y: np.ndarray, batch_size: int = 1000
+    model: keras.Model, task: Task, x, y: np.ndarray, batch_size: int = 1000
 ) -> tuple[float, float | None]:
     """(mean loss, accuracy) of ``model`` on (x, y); accuracy is None for regression.
-    The same code for every implementation, so evaluation is not what differs."""
+    The same code for every implementation, so evaluation is not what differs. ``x``: one
+    array, or a dict or tuple of them (several inputs)."""
     if model not in _forward_fns:
         _forward_fns[model] = tf.function(lambda inp: model(inp, training=False))
     forward = _forward_fns[model]
     total_loss, correct, labels = 0.0, 0, 0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        out = forward(tf.constant(xb))
-        total_loss += float(loss_value(task, tf.constant(yb), out)) * len(xb)
+    n = n_examples(x)
+    for start in range(0, n, batch_size):
+        xb, yb = take(x, slice(start, start + batch_size)), y[start : start + batch_size]
+        out = forward(map_inputs(tf.constant, xb))
+        total_loss += float(loss_value(task, tf.constant(yb), out)) * len(yb)
         if task.kind == "classification":
             right, count = correct_labels(task, out.numpy(), yb)
             correct, labels = correct + right, labels + count
     accuracy = correct / labels if task.kind == "classification" else None
-    return total_loss / len(x), accuracy
+    return total_loss / n, accuracy

@@ -61,6 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.tasks import Task
+from bench.tasks.data import input_list, map_inputs, several
 from implementations.common import (
     STEPS_PER_CALL,
     check_precision,
@@ -100,7 +101,7 @@ def make_step(
     def forward_loss(x, y):
         if micro_batches == 1:
             return loss_fn(task, y, model(x, training=True))
-        b = x.shape[0]
+        b = input_list(x)[0].shape[0]
         if b is None or b < micro_batches:
             raise ValueError(
                 f"micro_batches={micro_batches} needs a static batch of at least that size "
@@ -108,7 +109,7 @@ def make_step(
             )
         sizes = [b // micro_batches] * (micro_batches - 1)
         sizes.append(b - sum(sizes))
-        parts = zip(tf.split(x, sizes), tf.split(y, sizes), sizes, strict=True)
+        parts = zip(split_inputs(x, sizes), tf.split(y, sizes), sizes, strict=True)
         return tf.add_n(
             [loss_fn(task, yp, model(xp, training=True)) * (n / b) for xp, yp, n in parts]
         )
@@ -127,6 +128,15 @@ def make_step(
     return train_step
 
 
+def split_inputs(x, sizes: list[int]) -> list:
+    """``tf.split(x, sizes)``: the parts of a batch; of several inputs (a dict or tuple), each
+    part holds the same rows of every input."""
+    if not several(x):
+        return tf.split(x, sizes)
+    pieces = map_inputs(lambda a: tf.split(a, sizes), x)
+    return [map_inputs(lambda p, i=i: p[i], pieces) for i in range(len(sizes))]
+
+
 def make_loop(
     train_step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], stacked: bool = True
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
@@ -135,15 +145,16 @@ def make_loop(
     ``tf.while_loop``); returns the N losses. N is the stacked tensor's static first
     dimension, so each N is one trace. ``stacked=False``: the function takes one batch
     ``x[B, ...]`` and runs the loop once (N = 1, the loop's own overhead with nothing to
-    amortise it)."""
+    amortise it). Several inputs (a dict or tuple): each is stacked, and indexed, alike."""
 
     def train_loop(xs, ys):
         if not stacked:
-            xs, ys = xs[tf.newaxis], ys[tf.newaxis]
-        n = xs.shape[0]
+            xs, ys = map_inputs(lambda a: a[tf.newaxis], xs), ys[tf.newaxis]
+        n = input_list(xs)[0].shape[0]
         losses = tf.TensorArray(tf.float32, size=n)
         for i in tf.range(n):
-            losses = losses.write(i, train_step(xs[i], ys[i]))
+            x = map_inputs(lambda a, i=i: a[i], xs) if several(xs) else xs[i]
+            losses = losses.write(i, train_step(x, ys[i]))
         return losses.stack()
 
     return train_loop

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.tasks import Task
+from bench.tasks.data import input_list
 from implementations.common import (
     STEPS_PER_CALL,
     check_precision,
@@ -137,7 +138,7 @@ class KerasFitTrainer:
         function, record, count = self._recording_train_function()
         losses = []
         for x, y in stack_batches(batches, self.steps_per_call):
-            expected = int(x.shape[0]) if self.steps_per_call > 1 else 1
+            expected = int(input_list(x)[0].shape[0]) if self.steps_per_call > 1 else 1
             count.assign(0)
             self._recording = True
             try:

@@ -42,6 +42,7 @@ import tensorflow as tf
 
 import implementations
 from bench.tasks import TASKS, initial_weights
+from bench.tasks.data import take
 from bench.tasks.task import new_model, seed_states
 from implementations.common import epoch_dataset, get_weights, loss_value, stack_batches
 from implementations.custom_loop import MICRO_BATCHES, check_micro_batches, make_loop, make_step
@@ -637,7 +638,7 @@ def user_runs(task_data):
         check(task)  # what loading a task file with --tasks checks (collection did not)
         data = task_data(task)
         batches = user_batches(task, data)
-        held_out = data.x_test[:HELD_OUT]
+        held_out = take(data.x_test, slice(None, HELD_OUT))  # of each input, for several
         r = {"task": task, "data": data, "batches": batches, "held_out": held_out}
         r["random"] = draws_random_numbers(task, batches[0][0])
         r["draws"], r["at_rest"], r["off"] = {}, {}, {}

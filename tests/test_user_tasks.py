@@ -497,3 +497,254 @@ def test_random_layers_start_from_the_task_seeds_state_in_every_instance(tmp_pat
     np.testing.assert_array_equal(a(x, training=True), b(x, training=True))
     other = new_model(dataclasses.replace(task, seed=1), start)
     assert not np.array_equal(states(other), states(a))
+
+
+# --- several inputs -------------------------------------------------------------------------
+
+TWO_INPUTS = """
+def build_dict():
+    image = keras.Input((6, 6, 1), name='image')
+    meta = keras.Input((4,), name='meta')
+    h = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation='relu')(image))
+    h = keras.layers.Concatenate()([h, keras.layers.Dense(8, activation='relu')(meta)])
+    return keras.Model({'image': image, 'meta': meta}, keras.layers.Dense(3)(h))
+
+def build_list():
+    values = keras.Input((5,))
+    tokens = keras.Input((7,), dtype='int32')
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 4)(tokens))
+    h = keras.layers.Concatenate()([keras.layers.Dense(8, activation='relu')(values), pooled])
+    return keras.Model([values, tokens], keras.layers.Dense(3)(h))
+
+SHAPES = {'image': (6, 6, 1), 'meta': (4,)}
+"""
+
+MULTI = TWO_INPUTS + (
+    "DICT = UserTask('two_dict', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+    "                n_train=256, n_test=128, learning_rate=1e-2)\n"
+    "LIST = UserTask('two_list', build_list, input_shape=[(5,), (7,)],\n"
+    "                input_dtype=['float32', 'int32'], input_range=[None, (0, 10)], loss=CE,\n"
+    "                num_classes=3, n_train=256, n_test=128, learning_rate=1e-2)\n"
+)
+
+MULTI_STEPS = 6  # batches trained; N = 3 per call for the multi-step trainers: two calls
+# Every implementation on the dict task; on the list task, those that stack (keras_fit_spe's
+# tf.data iterator, the in-graph loop) or split (micro-batches) its tuple of inputs.
+MULTI_RUNS = [(impl, "two_dict") for impl in implementations.REGISTRY] + [
+    (impl, "two_list")
+    for impl in ("keras_fit_spe", "custom_graph_loop", "custom_xla_split", "custom_eager")
+]
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):
+    """The two tasks, their data and batches, and keras_fit's run on each (filled lazily)."""
+    from implementations.common import epoch_dataset
+
+    path = task_file(tmp_path_factory.mktemp("multi"), MULTI)
+    out = {}
+    for task in user_tasks.load(path):
+        ds = user_tasks.load_data(task)
+        batches = list(epoch_dataset(ds.x_train, ds.y_train, task.batch_size, 0, 0))
+        out[task.name] = {"task": task, "data": ds, "batches": batches[:MULTI_STEPS]}
+    return out
+
+
+def multi_run(r: dict, impl: str):
+    """(trainer, per-step losses) of ``impl`` on the task's batches, from its initial weights."""
+    task = r["task"]
+    options = {"steps_per_call": 3} if impl in implementations.MULTI_STEP else {}
+    trainer = implementations.get(impl)(task, initial_weights(task), **options)
+    return trainer, trainer.step_losses(r["batches"])
+
+
+def test_a_task_with_several_inputs_loads_and_gets_synthetic_data_per_input(multi):
+    d = multi["two_dict"]["data"]
+    assert isinstance(d.x_train, dict) and list(d.x_train) == ["image", "meta"]
+    assert d.x_train["image"].shape == (256, 6, 6, 1) and d.x_test["meta"].shape == (128, 4)
+    assert d.x_train["image"].dtype == np.float32 and d.y_train.shape == (256,)
+    lst = multi["two_list"]["data"]
+    assert isinstance(lst.x_train, tuple) and lst.x_train[0].shape == (256, 5)
+    values, tokens = lst.x_test
+    assert values.dtype == np.float32 and tokens.shape == (128, 7) and tokens.dtype == np.int32
+    assert tokens.min() >= 0 and tokens.max() <= 9 and set(np.unique(lst.y_train)) == {0, 1, 2}
+    # The labels are a linear function of both inputs' features: a least-squares linear
+    # classifier on both predicts the test split better than on either input alone.
+    import dataclasses
+
+    big = user_tasks.load_data(dataclasses.replace(multi["two_dict"]["task"], n_train=2048))
+
+    def accuracy(keys):
+        def features(x):
+            parts = [x[k].reshape(len(x[k]), -1) for k in keys]
+            return np.concatenate([*parts, np.ones((len(parts[0]), 1))], axis=1)
+
+        w, *_ = np.linalg.lstsq(features(big.x_train), np.eye(3)[big.y_train], rcond=None)
+        return np.mean((features(big.x_test) @ w).argmax(1) == big.y_test)
+
+    both, image, meta = accuracy(["image", "meta"]), accuracy(["image"]), accuracy(["meta"])
+    assert both > 0.9 and both > image + 0.05 and both > meta + 0.3, (both, image, meta)
+
+
+SEVERAL_ARRAYS = TWO_INPUTS + (
+    "import tensorflow as tf\n"
+    "rng = np.random.default_rng(0)\n"
+    "IMAGE, META = rng.standard_normal((100, 6, 6, 1)), rng.standard_normal((100, 4))\n"
+    "VALUES, TOKENS = rng.standard_normal((100, 5)), rng.integers(0, 10, (100, 7))\n"
+    "Y = np.arange(100) % 3\n"
+    "ARRAYS = UserTask('dict_arrays', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+    "                  data=({'meta': META, 'image': IMAGE}, Y))\n"
+    "STREAM = UserTask('list_stream', build_list, input_shape=[(5,), (7,)], loss=CE,\n"
+    "                  input_dtype=['float32', 'int32'], num_classes=3, n_train=64, n_test=16,\n"
+    "                  data=tf.data.Dataset.from_tensor_slices(((VALUES, TOKENS), Y)).batch(16))\n"
+)
+
+
+def test_several_inputs_from_arrays_and_from_a_stream(tmp_path):
+    """x as a dict of arrays (any key order: input_shape's is kept), and a tf.data stream of
+    ((values, tokens), y) batches; each input cast to its own dtype."""
+    rng = np.random.default_rng(0)
+    image, meta = rng.standard_normal((100, 6, 6, 1)), rng.standard_normal((100, 4))
+    values, tokens = rng.standard_normal((100, 5)), rng.integers(0, 10, (100, 7))
+    tasks = user_tasks.load(task_file(tmp_path, SEVERAL_ARRAYS))
+    got = {t.name: user_tasks.load_data(t) for t in tasks}
+    a = got["dict_arrays"]
+    assert list(a.x_train) == ["image", "meta"] and len(a.y_train) == 80  # the last 20%: test
+    np.testing.assert_array_equal(a.x_test["meta"], meta[80:].astype(np.float32))
+    np.testing.assert_array_equal(a.x_train["image"], image[:80].astype(np.float32))
+    assert a.x_train["image"].dtype == np.float32
+    s = got["list_stream"]
+    assert isinstance(s.x_train, tuple) and s.x_train[1].dtype == np.int32
+    np.testing.assert_array_equal(s.x_train[1], tokens[:64])
+    np.testing.assert_array_equal(s.x_test[0], values[64:80].astype(np.float32))
+
+
+BAD_SEVERAL = {
+    "x_without_an_input": (
+        "T = UserTask('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+        "             data=({'image': np.zeros((64, 6, 6, 1))}, np.zeros(64, int)))\n",
+        "task 'bad': data arrays: x must be a dict of arrays with input_shape's keys "
+        "['image', 'meta'], got ['image']",
+    ),
+    "an_input_of_the_wrong_shape": (
+        "T = UserTask('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+        "             data=({'image': np.zeros((64, 6, 6, 1)), 'meta': np.zeros((64, 3))},\n"
+        "                   np.zeros(64, int)))\n",
+        "task 'bad': data: x_train['meta'] has shape (52, 3), expected (n, 4) "
+        "(input_shape['meta'])",
+    ),
+    "a_list_of_the_wrong_length": (
+        "T = UserTask('bad', build_list, input_shape=[(5,), (7,)], loss=CE, num_classes=3,\n"
+        "             input_dtype=['float32', 'int32'],\n"
+        "             data=([np.zeros((64, 5))], np.zeros(64)))\n",
+        "task 'bad': data arrays: x must be a list of 2 arrays, one per input, got 1",
+    ),
+    "a_dtype_for_an_input_that_does_not_exist": (
+        "T = UserTask('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+        "             input_dtype={'other': 'int32'})\n",
+        "task 'bad': input_dtype names inputs ['other'] that input_shape does not have",
+    ),
+    "integer_inputs_without_a_range": (
+        "T = UserTask('bad', build_list, input_shape=[(5,), (7,)], loss=CE, num_classes=3,\n"
+        "             input_dtype=['float32', 'int32'])\n",
+        "task 'bad': integer inputs need input_range",
+    ),
+    "inputs_the_model_does_not_have": (
+        "T = UserTask('bad', build_dict, input_shape={'image': (6, 6, 1), 'extra': (4,)},\n"
+        "             loss=CE, num_classes=3)\n",
+        "task 'bad': build() or its first call on inputs {'image': (None, 6, 6, 1) float32, "
+        "'extra': (None, 4) float32} failed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SEVERAL))
+def test_a_bad_task_with_several_inputs_is_one_line(tmp_path, case):
+    body, expected = BAD_SEVERAL[case]
+    path = task_file(tmp_path, TWO_INPUTS + body)
+    with pytest.raises(TaskError) as err:
+        user_tasks.load(path)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("impl, task_name", MULTI_RUNS, ids=[f"{i}-{t}" for i, t in MULTI_RUNS])
+def test_every_implementation_trains_several_inputs_as_keras_fit_does(multi, impl, task_name):
+    """From the same weights on the same batches: the same losses and weights as keras_fit
+    (float32 rounding: XLA and the micro-batches measured at most 1.2e-7 apart)."""
+    r = multi[task_name]
+    if "keras_fit" not in r:
+        r["keras_fit"] = multi_run(r, "keras_fit")
+    reference, ref_losses = r["keras_fit"]
+    assert ref_losses[-1] < ref_losses[0]  # it trains
+    trainer, losses = multi_run(r, impl)
+    assert len(losses) == MULTI_STEPS
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for v, w in zip(trainer.model.weights, reference.model.weights):
+        np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-4, atol=1e-6, err_msg=v.path)
+
+
+@pytest.mark.parametrize("task_name", ["two_dict", "two_list"])
+def test_the_fixed_batch_of_a_multi_step_trainer_stacks_each_input(multi, task_name):
+    """N distinct batches of every input, stacked as x[N, B, ...] (tiled past the data's
+    end), that a multi-step trainer runs in one call."""
+    from bench.tasks.data import input_list, take
+    from bench.timing.harness import fixed_batch
+
+    r = multi[task_name]
+    small = r["data"].subset(40)
+    x, y = fixed_batch(r["task"], 16, small, steps_per_call=4)
+    assert type(x) is type(small.x_train) and y.shape == (4, 16)
+    expected = take(small.x_train, np.arange(64) % 40)
+    for got, want in zip(input_list(x), input_list(expected)):
+        assert tuple(got.shape) == (4, 16, *want.shape[1:])
+        np.testing.assert_array_equal(got.numpy().reshape(want.shape), want)
+    trainer = implementations.get("custom_graph_loop")(
+        r["task"], initial_weights(r["task"]), steps_per_call=4
+    )
+    losses = np.asarray(trainer.step(x, y))
+    assert losses.shape == (4,) and np.isfinite(losses).all() and trainer.traces() == 1
+
+
+@pytest.mark.parametrize("task_name", ["two_dict", "two_list"])
+def test_evaluation_of_several_inputs(multi, task_name):
+    """``evaluate`` in batches (the last one shorter) agrees with one call on every example."""
+    from implementations.common import evaluate
+
+    r = multi[task_name]
+    model = user_tasks.new_model(r["task"], initial_weights(r["task"]))
+    ds = r["data"]
+    loss, accuracy = evaluate(model, r["task"], ds.x_test, ds.y_test, batch_size=50)
+    out = model(ds.x_test, training=False).numpy()
+    assert accuracy == pytest.approx(np.mean(out.argmax(-1) == ds.y_test))
+    assert loss == pytest.approx(float(user_tasks.keras_loss(r["task"])(ds.y_test, out)), 1e-5)
+
+
+def test_bench_ab_skips_a_task_with_several_inputs(tmp_path):
+    """HEAD's worker cannot write the batch of several inputs as one array ``x``: the
+    benchmark is skipped with the reason, not an error that ends the run."""
+    from types import SimpleNamespace
+
+    from bench.ab import cli
+    from bench.ab import worker as ab_worker
+    from bench.workers.process import WorkerAnswerError
+
+    path = task_file(tmp_path, MULTI.replace("'two_", "'ab_two_"))
+    saved = user_tasks.selected_tasks()
+    fake = SimpleNamespace(name="head worker 0", side=SimpleNamespace(describe=lambda: "tree"))
+
+    def request(message, timeout):  # the worker's op, answered as the protocol answers it
+        try:
+            return ab_worker.op_write_batch(message, {}, str(ROOT))
+        except Exception as e:
+            answer = {"error": f"{type(e).__name__}: {e}"}
+            raise WorkerAnswerError(fake, message["op"], answer) from None
+
+    fake.request = request
+    try:
+        ab_worker.op_hello({"op": "hello", "tasks": [str(path)]}, {}, str(ROOT))
+        for task in ("ab_two_dict", "ab_two_list"):
+            bench = cli.Benchmark("custom_graph", task, 32, True)
+            with pytest.raises(cli.Unsupported, match="bench ab times single-input tasks only"):
+                cli.write_batch(bench, tmp_path, {}, fake)
+    finally:
+        user_tasks._selected[:] = saved

@@ -24,6 +24,8 @@ Statistics: ``bench/stats/paired.py``.
 ``--tasks FILE`` (or ``$LOOPBENCH_TASKS``): the tasks of a user's task file instead of the
 built-in ones (``builtin`` adds those), loaded by every worker with its own side's code
 (``bench/tasks/user.py``); a side whose code predates user tasks skips them with the reason.
+A task with several inputs (a dict or list of shapes) is skipped with the reason: the workers
+trade one batch as the arrays ``x`` and ``y``.
 
 Exit codes: 0 no regression, 1 a SLOWER verdict, 2 bad input (unknown revision, a side
 without the implementation registry, a bad task file, a worker that crashed or hung: its own
@@ -66,6 +68,7 @@ from bench.ab.sides import (
     InputError,
     Side,
     Worker,
+    WorkerAnswerError,
     numerics_rtol,
     resolve_side,
     side_tasks,
@@ -164,13 +167,23 @@ def write_batch(
 ) -> Path:
     """The fixed batch both sides train on (the harness's: the first ``batch_size`` training
     examples, tiled if fewer), written once for every worker. A task that is not built in (a
-    user task: loading its data may need TensorFlow) is written by ``worker`` (HEAD's)."""
+    user task: loading its data may need TensorFlow) is written by ``worker`` (HEAD's); one
+    with several inputs, whose ``x`` is a dict or tuple of arrays the worker cannot index as
+    one array (a TypeError), is ``Unsupported``."""
     from bench.tasks import TASKS, load_for_task
 
     path = directory / f"{bench.name}.npz"
     if bench.task not in TASKS:
         request = {"op": "write_batch", "task": bench.task, "batch_size": bench.batch_size}
-        worker.request({**request, "path": str(path)}, SETUP_TIMEOUT_S)
+        try:
+            worker.request({**request, "path": str(path)}, SETUP_TIMEOUT_S)
+        except WorkerAnswerError as e:
+            if not e.error.startswith("TypeError"):
+                raise
+            raise Unsupported(
+                f"bench ab times single-input tasks only: {bench.task}'s inputs are not one "
+                f"array (a task with several inputs; writing its batch failed: {e.error})"
+            ) from None
         return path
     task = TASKS[bench.task]
     if task.name not in cache:
@@ -491,9 +504,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             if bench.name in skips:
                 results.append(skipped(bench, skips[bench.name]))
                 continue
-            batch = write_batch(bench, tmp, cache, grid[0][1])
             workers = ab_jax.grid_for(bench.implementation, grid, jax)
             try:
+                batch = write_batch(bench, tmp, cache, grid[0][1])
                 sampled[bench.name] = measure(bench, batch, workers, settings, rng)
             except Unsupported as e:
                 results.append(skipped(bench, str(e)))

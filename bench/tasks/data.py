@@ -10,6 +10,11 @@ Where the IDX files are looked for, in order:
 A directory that is named explicitly (1 or 2) but lacks the files is an error; the
 standard places (3, 4) are simply skipped. When none has the files, scikit-learn's bundled
 8x8 digits are upsampled to 28x28 and used instead, with a one-line notice.
+
+A task with several inputs (``Task.input_shape`` a dict or list of shapes) has its inputs
+``x`` as a dict or a tuple of arrays, one per input, each with the examples along its first
+axis; ``map_inputs``, ``take`` and ``n_examples`` work on either kind of ``x``, and on one
+array exactly as NumPy indexing does.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,13 +48,55 @@ class DatasetError(ValueError):
     """A dataset file is missing, truncated or not what it claims to be."""
 
 
+# --- inputs: one array, or a dict / tuple of arrays (a task with several inputs) ------------
+
+Inputs = Any  # np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...] (or tensors)
+
+
+def several(x: Inputs) -> bool:
+    """Whether ``x`` is several inputs (a dict, tuple or list of them), not one array."""
+    return isinstance(x, dict | tuple | list)
+
+
+def map_inputs(fn, *xs: Inputs) -> Inputs:
+    """``fn`` applied to each input (to the same input of each of ``xs``, which share one
+    structure), in the structure of the first: a dict stays a dict, a tuple or list becomes a
+    tuple (what ``tf.data`` takes for a structure); one array: ``fn(*xs)``. One level: the
+    inputs themselves are arrays (or tensors), whatever ``fn`` returns for them."""
+    first = xs[0]
+    if isinstance(first, dict):
+        return {k: fn(*(x[k] for x in xs)) for k in first}
+    if isinstance(first, tuple | list):
+        return tuple(fn(*parts) for parts in zip(*xs, strict=True))
+    return fn(*xs)
+
+
+def input_list(x: Inputs) -> list:
+    """The inputs of ``x`` in order (a dict's in its key order); one array: ``[x]``."""
+    if isinstance(x, dict):
+        return list(x.values())
+    return list(x) if isinstance(x, tuple | list) else [x]
+
+
+def n_examples(x: Inputs) -> int:
+    """How many examples ``x`` holds (the first input's first dimension)."""
+    return len(x) if not several(x) else len(input_list(x)[0])
+
+
+def take(x: Inputs, index) -> Inputs:
+    """``x[index]`` of every input (a slice, or an array of example indices)."""
+    if not several(x):
+        return x[index]
+    return map_inputs(lambda a: a[index], x)
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str  # "fashion-mnist", "mnist", "digits-28x28" or "synthetic-linear"
     source: str  # directory the files came from, or a description
-    x_train: np.ndarray
+    x_train: Inputs  # one array, or a dict / tuple of arrays (several inputs)
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Inputs
     y_test: np.ndarray
 
     def subset(self, n_train: int | None, n_test: int | None = None) -> Dataset:
@@ -56,9 +104,9 @@ class Dataset:
         return Dataset(
             self.name,
             self.source,
-            self.x_train[:n_train],
+            take(self.x_train, slice(None, n_train)),
             self.y_train[:n_train],
-            self.x_test[:n_test],
+            take(self.x_test, slice(None, n_test)),
             self.y_test[:n_test],
         )
 

@@ -15,6 +15,10 @@ same number of variables with the same shapes (and, for another build() of the s
 the same names). Its random-number generators (Dropout's, GaussianNoise's) start from states
 set by the task's seed (``set_seed_states``), the same in every instance.
 
+Several inputs: ``input_shape`` a dict of shapes (keyed by the model's input names) or a list
+of shapes, ``input_dtype`` and ``input_range`` one for all or one per input (``input_specs``);
+the model is then called on a dict or a tuple of arrays (``bench/tasks/data.py``).
+
 Equivalence tolerance: ``DEFAULT_TOLERANCE`` unless the task sets ``tolerance=``
 (tests/test_equivalence.py; docs/tasks.md).
 
@@ -24,6 +28,7 @@ Importing this module imports no TensorFlow and no Keras; building a model does.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import re
 import weakref
 from collections.abc import Callable
@@ -31,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from bench.tasks.data import map_inputs
 
 
 class TaskError(ValueError):
@@ -88,7 +95,9 @@ class Task:
 
     name: str
     build: Callable[[], Any]  # () -> keras.Model: functional, Sequential or subclassed
-    input_shape: tuple[int, ...]  # one example's shape, without the batch dimension
+    # One example's shape, without the batch dimension; several inputs: a dict of shapes (keyed
+    # by the model's input names) or a list of shapes (input_specs).
+    input_shape: Any
     loss: Any  # a Keras loss (name or object) or a callable (y_true, y_pred) -> loss
     num_classes: int | None = None  # class-index labels in [0, num_classes); None: regression
     # What the labels are: "classes" (class indices, the default with num_classes), "binary"
@@ -98,8 +107,9 @@ class Task:
     # "binary": whether the model outputs logits (right at 0) or probabilities (at 0.5); None:
     # read from the loss (its from_logits; "binary_crossentropy": probabilities).
     from_logits: bool | None = None
-    input_dtype: str = "float32"
-    input_range: tuple[float, float] | None = None  # synthetic integer inputs: [low, high)
+    input_dtype: Any = "float32"  # several inputs: one for all, or a dict / list of them
+    # synthetic integer inputs: [low, high); several inputs: one for all, or a dict / list
+    input_range: Any = None
     optimizer: str = "adam"  # "adam" or "sgd"
     learning_rate: float = 1e-3
     batch_size: int = 32
@@ -167,9 +177,88 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of a task: one example's shape, its dtype, its synthetic range (or None)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    range: tuple[float, float] | None = None
+
+    def describe(self) -> str:
+        return f"{(None, *self.shape)} {self.dtype}"
+
+
+def multi_input(task: Task) -> bool:
+    """Whether the task's model takes several inputs: ``input_shape`` is a dict of shapes or a
+    list (tuple) of shapes, not one shape."""
+    shape = task.input_shape
+    if isinstance(shape, dict):
+        return True
+    return (
+        isinstance(shape, tuple | list)
+        and len(shape) > 0
+        and all(isinstance(d, tuple | list) for d in shape)
+    )
+
+
+def _is_range(value) -> bool:
+    return value is None or (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(isinstance(v, numbers.Real) for v in value)
+    )
+
+
+def _per_input(task: Task, field: str, value, one, default):
+    """``value`` (``input_dtype`` or ``input_range``) for each input, in ``input_shape``'s
+    structure: one value for all (``one(value)``), or a dict (keys: some of input_shape's;
+    a missing one gets ``default``) or a list of the same length."""
+    shape = task.input_shape
+    if one(value):
+        return map_inputs(lambda _: value, shape)
+    if isinstance(shape, dict) and isinstance(value, dict):
+        unknown = [k for k in value if k not in shape]
+        if unknown:
+            raise TaskError(f"{field} names inputs {unknown} that input_shape does not have")
+        return {k: value.get(k, default) for k in shape}
+    if not isinstance(shape, dict) and isinstance(value, tuple | list):
+        if len(value) != len(shape):
+            raise TaskError(f"{field} has {len(value)} entries for {len(shape)} inputs")
+        return tuple(value)
+    kind = "a dict" if isinstance(shape, dict) else "a list"
+    raise TaskError(f"{field} must be one for all inputs or {kind} like input_shape, got {value!r}")
+
+
+def input_specs(task: Task):
+    """The task's input(s): one ``InputSpec``, or a dict / tuple of them (``multi_input``)."""
+    if not multi_input(task):
+        return InputSpec(tuple(task.input_shape), str(task.input_dtype), task.input_range)
+    dtypes = _per_input(
+        task, "input_dtype", task.input_dtype, lambda v: isinstance(v, str), "float32"
+    )
+    ranges = _per_input(task, "input_range", task.input_range, _is_range, None)
+    return map_inputs(
+        lambda shape, dtype, low_high: InputSpec(tuple(shape), str(dtype), low_high),
+        task.input_shape,
+        dtypes,
+        ranges,
+    )
+
+
+def describe_inputs(task: Task) -> str:
+    """The input(s) a model is called on, for messages: ``(None, 8) float32``, or per input."""
+    specs = input_specs(task)
+    if isinstance(specs, InputSpec):
+        return f"input {specs.describe()}"
+    if isinstance(specs, dict):
+        return "inputs {" + ", ".join(f"{k!r}: {v.describe()}" for k, v in specs.items()) + "}"
+    return "inputs [" + ", ".join(v.describe() for v in specs) + "]"
+
+
 def _call_built(task: Task, model) -> Any:
-    """Build the model's variables by calling it once on zeros of the task's input."""
-    x = np.zeros((1, *task.input_shape), dtype=task.input_dtype)
+    """Build the model's variables by calling it once on zeros of the task's input(s)."""
+    x = map_inputs(lambda s: np.zeros((1, *s.shape), dtype=s.dtype), input_specs(task))
     return model(x, training=False)
 
 
@@ -358,7 +447,7 @@ def train_flops_per_sample(task: Task) -> int:
     import tensorflow as tf
 
     model = reference_model(task)[0]
-    spec = tf.TensorSpec((1, *task.input_shape), task.input_dtype)
+    spec = map_inputs(lambda s: tf.TensorSpec((1, *s.shape), s.dtype), input_specs(task))
     try:
         graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
         opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()

@@ -24,6 +24,10 @@ learned: the argmax over the classes, or a tanh for regression); a tuple of arra
 ``keras.utils.PyDataset`` of ``(x, y)`` (its first ``n_train + n_test`` examples are taken); or
 a ``bench.tasks.data.DataSource`` (``ImageData``: Fashion-MNIST as the built-ins read it).
 
+Several inputs (``input_shape`` a dict or list of shapes): synthetic data per input, the labels
+a fixed random linear function of all of them; arrays and streams give ``x`` as a dict (keyed
+as ``input_shape``) or a list/tuple of arrays, one per input (not a ``.npz`` file).
+
 Everything is checked when the file is loaded, before any benchmark runs; the first problem
 raises one ``TaskError`` naming the file, the task and the problem.
 """
@@ -40,10 +44,19 @@ from pathlib import Path
 import numpy as np
 
 from bench.tasks.builtin import TASKS
-from bench.tasks.data import Dataset, DataSource
+from bench.tasks.data import (
+    Dataset,
+    DataSource,
+    input_list,
+    map_inputs,
+    n_examples,
+    several,
+    take,
+)
 from bench.tasks.task import (  # noqa: F401 (this module's names before bench/tasks/task.py)
     DEFAULT_TOLERANCE,
     HEADS,
+    InputSpec,
     Task,
     TaskError,
     Tolerance,
@@ -53,8 +66,11 @@ from bench.tasks.task import (  # noqa: F401 (this module's names before bench/t
     _call_built,
     _first_line,
     binary_threshold,
+    describe_inputs,
     initial_weights,
+    input_specs,
     keras_loss,
+    multi_input,
     new_model,
     reference_model,
     skip_unsupported,
@@ -76,23 +92,36 @@ def _output_shape(task: Task) -> tuple[int, ...]:
     return tuple(int(d) for d in _call_built(task, model).shape[1:])
 
 
-def synthetic(task: Task) -> Dataset:
-    """Inputs of the task's shape and dtype, and labels a fixed random linear function of
-    them (of the token counts, for integer inputs), so that a model can learn them."""
-    rng = np.random.default_rng(task.seed)
-    n = task.n_train + task.n_test
-    dtype = np.dtype(task.input_dtype)
+def _synthetic_input(spec: InputSpec, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples of one input, and the features the labels are a linear function of."""
+    dtype = np.dtype(spec.dtype)
     if np.issubdtype(dtype, np.integer):
-        low, high = (int(v) for v in task.input_range)
-        x = rng.integers(low, high, size=(n, *task.input_shape)).astype(dtype)
+        low, high = (int(v) for v in spec.range)
+        x = rng.integers(low, high, size=(n, *spec.shape)).astype(dtype)
         flat = x.reshape(n, -1) - low
         features = np.stack([np.bincount(row, minlength=high - low) for row in flat])
     else:
-        x = rng.standard_normal((n, *task.input_shape)).astype(dtype)
-        if task.input_range is not None:
-            low, high = task.input_range
+        x = rng.standard_normal((n, *spec.shape)).astype(dtype)
+        if spec.range is not None:
+            low, high = spec.range
             x = (low + (high - low) * rng.random(x.shape)).astype(dtype)
         features = x.reshape(n, -1)
+    return x, features
+
+
+def synthetic(task: Task) -> Dataset:
+    """Inputs of the task's shape(s) and dtype(s), and labels a fixed random linear function
+    of them -- of every input's, for several -- (of the token counts, for integer inputs), so
+    that a model can learn them."""
+    rng = np.random.default_rng(task.seed)
+    n = task.n_train + task.n_test
+    specs = input_specs(task)
+    if isinstance(specs, InputSpec):
+        x, features = _synthetic_input(specs, n, rng)
+    else:  # input by input, in input_shape's order; the labels see every input's features
+        drawn = map_inputs(lambda spec: _synthetic_input(spec, n, rng), specs)
+        x = map_inputs(lambda pair: pair[0], drawn)
+        features = np.concatenate([f for _, f in input_list(drawn)], axis=1)
     features = features.astype(np.float64)
     features = (features - features.mean(0)) / (features.std(0) + 1e-8)
     out = _output_shape(task)
@@ -108,7 +137,30 @@ def synthetic(task: Task) -> Dataset:
         w = rng.standard_normal((features.shape[1], math.prod(out))) / math.sqrt(features.shape[1])
         y = np.tanh(features @ w).reshape(n, *out).astype(np.float32)
     m = task.n_train
-    return _split(task, "synthetic", f"seed {task.seed}", (x[:m], y[:m], x[m:], y[m:]))
+    x_train, x_test = take(x, slice(None, m)), take(x, slice(m, None))
+    return _split(task, "synthetic", f"seed {task.seed}", (x_train, y[:m], x_test, y[m:]))
+
+
+def _inputs(task: Task, name: str, x):
+    """``x`` as the task's inputs: one array; or, for several, a dict with input_shape's keys
+    (in its order) or a tuple with one array per input."""
+    if not multi_input(task):
+        return np.asarray(x)
+    shape = task.input_shape
+    if isinstance(shape, dict):
+        if not isinstance(x, dict) or set(x) != set(shape):
+            got = sorted(x) if isinstance(x, dict) else type(x).__name__
+            raise TaskError(
+                f"data {name}: x must be a dict of arrays with input_shape's keys "
+                f"{sorted(shape)}, got {got}"
+            )
+        return {k: np.asarray(x[k]) for k in shape}
+    if not isinstance(x, tuple | list) or len(x) != len(shape):
+        got = len(x) if isinstance(x, tuple | list) else type(x).__name__
+        raise TaskError(
+            f"data {name}: x must be a list of {len(shape)} arrays, one per input, got {got}"
+        )
+    return tuple(np.asarray(a) for a in x)
 
 
 def _split(task: Task, name: str, source: str, arrays) -> Dataset:
@@ -128,21 +180,26 @@ def _split(task: Task, name: str, source: str, arrays) -> Dataset:
             f"data {name}: expected (x_train, y_train, x_test, y_test) or (x, y), "
             f"got {type(arrays).__name__}"
         )
-    arrays = [np.asarray(a) for a in arrays]
+    arrays = [_inputs(task, name, a) if i % 2 == 0 else np.asarray(a) for i, a in enumerate(arrays)]
     if len(arrays) == 2:
         x, y = arrays
-        if len(x) != len(y):
-            raise TaskError(f"data {name}: {len(x)} inputs but {len(y)} labels")
-        cut = len(x) - max(1, int(len(x) * TEST_FRACTION))
-        arrays = [x[:cut], y[:cut], x[cut:], y[cut:]]
+        if n_examples(x) != len(y):
+            raise TaskError(f"data {name}: {n_examples(x)} inputs but {len(y)} labels")
+        cut = n_examples(x) - max(1, int(n_examples(x) * TEST_FRACTION))
+        arrays = [take(x, slice(None, cut)), y[:cut], take(x, slice(cut, None)), y[cut:]]
     x_train, y_train, x_test, y_test = arrays
     y_dtype = np.int32 if task.head == "classes" else np.float32
+    specs = input_specs(task)
+
+    def cast(x):
+        return map_inputs(lambda a, spec: a.astype(spec.dtype, copy=False), x, specs)
+
     return Dataset(
         name,
         source,
-        x_train.astype(task.input_dtype, copy=False),
+        cast(x_train),
         y_train.astype(y_dtype, copy=False),
-        x_test.astype(task.input_dtype, copy=False),
+        cast(x_test),
         y_test.astype(y_dtype, copy=False),
     )
 
@@ -219,39 +276,44 @@ def _take(task: Task, name: str, stream) -> tuple:
         elements = stream.as_numpy_iterator()
     else:  # a PyDataset: batches by index
         elements = (stream[i] for i in range(len(stream)))
+    first = input_list(input_specs(task))[0]
     for element in elements:
         if not isinstance(element, tuple | list) or len(element) < 2:
             raise TaskError(f"data {name}: elements must be (x, y), got {type(element).__name__}")
-        x, y = (np.asarray(a) for a in element[:2])
-        if x.shape == tuple(task.input_shape):  # one example
-            x, y = x[None], y[None]
+        x, y = _inputs(task, name, element[0]), np.asarray(element[1])
+        if input_list(x)[0].shape == first.shape:  # one example
+            x, y = take(x, None), y[None]
         xs.append(x)
         ys.append(y)
-        have += len(x)
+        have += n_examples(x)
         if have >= want:
             break
     if not xs:
         raise TaskError(f"data {name}: the stream is empty")
-    x, y = np.concatenate(xs)[:want], np.concatenate(ys)[:want]
-    if len(x) < want:
+    x = map_inputs(lambda *parts: np.concatenate(parts)[:want], *xs)
+    y = np.concatenate(ys)[:want]
+    if n_examples(x) < want:
         return x, y
     m = task.n_train
-    return x[:m], y[:m], x[m:], y[m:]
+    return take(x, slice(None, m)), y[:m], take(x, slice(m, None)), y[m:]
 
 
 def check_data(task: Task, ds: Dataset, whole: bool = True) -> None:
     """Shapes, counts, finite inputs, label range; and, for the ``whole`` data (not a subset
     cut for a test), at least one batch of training examples."""
+    specs = input_specs(task)
     for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
-        if x.shape[1:] != tuple(task.input_shape):
-            raise TaskError(
-                f"data: x_{split} has shape {x.shape}, expected "
-                f"(n, {', '.join(map(str, task.input_shape))}) (input_shape)"
-            )
-        if len(x) != len(y):
-            raise TaskError(f"data: {len(x)} x_{split} inputs but {len(y)} labels")
-        if not np.isfinite(np.asarray(x, np.float64)).all():
-            raise TaskError(f"data: x_{split} holds NaN or infinite values")
+        for key, a, spec in _each_input(x, specs, f"x_{split}"):
+            what = f"x_{split}{key}"
+            if a.shape[1:] != spec.shape:
+                raise TaskError(
+                    f"data: {what} has shape {a.shape}, expected "
+                    f"(n, {', '.join(map(str, spec.shape))}) (input_shape{key})"
+                )
+            if len(a) != len(y):
+                raise TaskError(f"data: {len(a)} {what} inputs but {len(y)} labels")
+            if not np.isfinite(np.asarray(a, np.float64)).all():
+                raise TaskError(f"data: {what} holds NaN or infinite values")
         if task.head == "binary" and len(y) and not np.isin(y, (0, 1)).all():
             bad = y[~np.isin(y, (0, 1))].ravel()[0]
             raise TaskError(f"data: y_{split} has label {bad:g}; a binary head's labels are 0 or 1")
@@ -263,10 +325,27 @@ def check_data(task: Task, ds: Dataset, whole: bool = True) -> None:
                     f"data: y_{split} has label {bad}, outside 0..{task.num_classes - 1} "
                     f"(num_classes={task.num_classes})"
                 )
-    if whole and len(ds.x_train) < task.batch_size:
+    if whole and n_examples(ds.x_train) < task.batch_size:
         raise TaskError(
-            f"data: {len(ds.x_train)} training examples, fewer than one batch ({task.batch_size})"
+            f"data: {n_examples(ds.x_train)} training examples, fewer than one batch "
+            f"({task.batch_size})"
         )
+
+
+def _each_input(x, specs, what: str) -> list[tuple[str, np.ndarray, InputSpec]]:
+    """(how the input is named in messages -- ``['image']``, ``[1]``, ``''`` for one --, its
+    array, its spec) for each input, or a TaskError where ``x`` is not the task's inputs."""
+    if isinstance(specs, InputSpec):
+        if several(x):
+            raise TaskError(f"data: {what} is {type(x).__name__}, not one array (input_shape)")
+        return [("", x, specs)]
+    if isinstance(specs, dict):
+        if not isinstance(x, dict) or set(x) != set(specs):
+            raise TaskError(f"data: {what} is not a dict of arrays keyed {list(specs)}")
+        return [(f"[{k!r}]", x[k], spec) for k, spec in specs.items()]
+    if not isinstance(x, tuple | list) or len(x) != len(specs):
+        raise TaskError(f"data: {what} is not {len(specs)} arrays, one per input")
+    return [(f"[{i}]", a, spec) for i, (a, spec) in enumerate(zip(x, specs))]
 
 
 # --- checking a task ------------------------------------------------------------------------
@@ -275,10 +354,19 @@ def check_data(task: Task, ds: Dataset, whole: bool = True) -> None:
 def check(task: Task) -> None:
     """Everything a benchmark will need, tried once: build, data, one forward pass and the
     loss on a batch. Raises TaskError (without the file and task name: ``load`` adds them)."""
-    if not isinstance(task.input_shape, tuple) or not all(
-        isinstance(d, int) and d > 0 for d in task.input_shape
-    ):
-        raise TaskError(f"input_shape must be a tuple of positive ints, got {task.input_shape!r}")
+    shape = task.input_shape
+    if isinstance(shape, dict) and not all(isinstance(k, str) for k in shape):
+        raise TaskError(f"input_shape's keys must be the model's input names, got {list(shape)}")
+    shapes = input_list(shape) if multi_input(task) else [shape]
+    well_formed = (multi_input(task) or isinstance(shape, tuple)) and all(
+        isinstance(s, tuple | list) and all(isinstance(d, int) and d > 0 for d in s) for s in shapes
+    )
+    if not shapes or not well_formed:
+        raise TaskError(
+            "input_shape must be a tuple of positive ints, or a dict or list of them (several "
+            f"inputs), got {task.input_shape!r}"
+        )
+    specs = input_list(input_specs(task))  # input_dtype and input_range fit input_shape
     if task.optimizer not in ("adam", "sgd"):
         raise TaskError(f"optimizer must be 'adam' or 'sgd', got {task.optimizer!r}")
     if not task.learning_rate > 0 or task.batch_size < 1 or task.epochs < 1:
@@ -293,17 +381,17 @@ def check(task: Task) -> None:
         raise TaskError("accuracy_target needs labels to be right about (num_classes, or head)")
     if task.head == "binary":
         binary_threshold(task)  # logits or probabilities: known, or one line saying so
-    integer = np.issubdtype(np.dtype(task.input_dtype), np.integer)
-    if integer and task.data is None and task.input_range is None:
-        raise TaskError("integer inputs need input_range=(low, high) for synthetic data")
+    for spec in specs:
+        integer = np.issubdtype(np.dtype(spec.dtype), np.integer)
+        if integer and task.data is None and spec.range is None:
+            raise TaskError("integer inputs need input_range=(low, high) for synthetic data")
     try:
         model = reference_model(task)[0]
     except TaskError:
         raise
     except Exception as e:
         raise TaskError(
-            f"build() or its first call on input {(None, *task.input_shape)} "
-            f"{task.input_dtype} failed: {_first_line(e)}"
+            f"build() or its first call on {describe_inputs(task)} failed: {_first_line(e)}"
         ) from None
     if task.build_custom is not None or task.init_weights is not None:
         try:
@@ -316,8 +404,8 @@ def check(task: Task) -> None:
             what = "init_weights()" if task.init_weights is not None else "build_custom()"
             raise TaskError(f"{what} failed: {_first_line(e)}") from None
     ds = load_data(task)
-    n = min(len(ds.x_train), task.batch_size)
-    x, y = ds.x_train[:n], ds.y_train[:n]
+    n = min(n_examples(ds.x_train), task.batch_size)
+    x, y = take(ds.x_train, slice(None, n)), ds.y_train[:n]
     out = model(x, training=False)
     out_shape = tuple(out.shape)
     if task.head == "classes":

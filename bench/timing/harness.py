@@ -36,6 +36,7 @@ from bench.host import (  # noqa: F401 (re-exported)
     steal_fraction,
 )
 from bench.tasks import Task
+from bench.tasks.data import map_inputs, n_examples, take
 from bench.timing.machine import (  # noqa: F401 (re-exported: where callers import them)
     SMALL_MATMUL_N,
     SMI_APP_FIELDS,
@@ -212,14 +213,15 @@ def fixed_batch(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """The first ``batch_size`` training examples (tiled if the set is smaller), on device.
     ``steps_per_call`` N > 1: the first N x ``batch_size`` examples as N distinct batches,
-    stacked: ``x[N, batch_size, ...]``, ``y[N, batch_size]``."""
-    idx = np.arange(steps_per_call * batch_size) % len(dataset.x_train)
-    x, y = dataset.x_train[idx], dataset.y_train[idx]
+    stacked: ``x[N, batch_size, ...]``, ``y[N, batch_size]``. Several inputs: ``x`` is a dict
+    or tuple of such tensors, one per input."""
+    idx = np.arange(steps_per_call * batch_size) % n_examples(dataset.x_train)
+    x, y = take(dataset.x_train, idx), dataset.y_train[idx]
     if steps_per_call > 1:
-        x = x.reshape(steps_per_call, batch_size, *x.shape[1:])
+        x = map_inputs(lambda a: a.reshape(steps_per_call, batch_size, *a.shape[1:]), x)
         y = y.reshape(steps_per_call, batch_size, *y.shape[1:])
     with tf.device(device_name()):
-        return tf.constant(x), tf.constant(y)
+        return map_inputs(tf.constant, x), tf.constant(y)
 
 
 def steps_per_call(trainer) -> int:
@@ -252,7 +254,7 @@ def count_graph_ops(trainer, x: tf.Tensor, y: tf.Tensor) -> int | None:
     if not isinstance(trainer, CustomLoopTrainer):
         return None
     if steps_per_call(trainer) > 1:
-        x, y = x[0], y[0]
+        x, y = map_inputs(lambda a: a[0], x), y[0]
     fn = tf.function(make_step(trainer.model, trainer.optimizer, trainer.task))
     graph = fn.get_concrete_function(x, y).graph
     return sum(1 for op in graph.get_operations() if op.type not in ("Placeholder", "NoOp"))
