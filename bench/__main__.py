@@ -1,18 +1,19 @@
-"""Command line: ``python -m bench report ...``, ``compare ...`` and ``ab ...``.
+"""Command line: ``python -m bench report ...``, ``compare ...``, ``ab ...`` and ``bisect ...``.
 
 ``report`` and ``compare`` read pytest-benchmark JSON files and import no TensorFlow; ``ab``
-starts worker processes that do.
+and ``bisect`` start worker processes that do.
 """
 
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m bench {report,compare,ab} ...
+USAGE = """usage: python -m bench {report,compare,ab,bisect} ...
 
   report   RESULTS.json [MORE.json ...] --out DIR   tables (markdown, CSV) and plots
   compare  BASELINE.json CURRENT.json [--threshold 10%] [--normalize]   cross-run check
   ab       [--base REV|DIR] [--head REV|DIR] [-k EXPR]   interleaved A/B regression check
+  bisect   GOOD BAD [-k EXPR] [bench ab options]   the commit(s) that made it slower
 
 'python -m bench COMMAND --help' for a command's options."""
 
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench.report.compare import main as run
     elif command == "ab":
         from bench.ab.cli import main as run
+    elif command == "bisect":
+        from bench.ab.bisect import main as run
     else:
         print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

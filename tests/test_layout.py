@@ -40,6 +40,7 @@ TF_FREE = [
 ]
 TF_FREE_MODULES = [
     "bench.ab.cli",
+    "bench.ab.bisect",
     "bench.ab.sides",
     "bench.ab.output",
     "bench.ab.jax_sides",

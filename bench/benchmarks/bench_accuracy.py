@@ -109,7 +109,7 @@ def test_convergence(benchmark, impl, task_name, profile, task_data):
             _baseline_accuracy[task_name] = info["final_accuracy"]
         delta = _parity_delta_pp(task_name, info["final_accuracy"])
         if delta is not None:
-            info.update(parity_delta_pp=delta, parity_ok=abs(delta) <= PARITY_PP)
+            info.update(parity_delta_pp=delta, parity_ok=_parity_ok(profile, delta))
     benchmark.extra_info.update(info)
     problems = failures(f"{impl}/{task_name}", task, info, f"{BASELINE}'s")
     if problems:
@@ -175,7 +175,7 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
     info.update(
         parity_baseline=f"{impl} (float32)",
         parity_delta_pp=delta,
-        parity_ok=abs(delta) <= PARITY_PP,
+        parity_ok=_parity_ok(profile, delta),
     )
     benchmark.extra_info.update(info)
     problems = failures(f"{impl}/{task_name} in {precision}", task, info, "its float32 run's")
@@ -187,6 +187,14 @@ def _gpu() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))
+
+
+def _parity_ok(profile, delta_pp: float) -> bool | None:
+    """Within PARITY_PP of the reference; not judged (None) in the smoke profile, whose one
+    epoch on a subset is no training to compare: two runs of a model with dropout, one under
+    XLA (which draws other masks), ended 2.7 points apart there (examples/convnet_dropout.py,
+    2026-12-01) and agree to the step elsewhere (tests/test_equivalence.py)."""
+    return None if profile.name == "smoke" else abs(delta_pp) <= PARITY_PP
 
 
 def _parity_delta_pp(task_name: str, accuracy: float) -> float | None:

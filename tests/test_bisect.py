@@ -1,0 +1,327 @@
+"""``python -m bench bisect``: the search on a fake measurement (one slowdown, two steps,
+noisy and misread steps, skipped commits, nothing to find), the command's report and exit
+codes on a real git history with the measurement faked, and one end-to-end bisection of a
+planted history on linreg (the only test here that starts processes).
+
+The budget (16 commits, one ~10% slowdown in the middle, on the MLP) is measured by
+``experiments/bisect_budget.py``, not here: timed assertions flake on a shared machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.ab import bisect as B
+from bench.ab.sides import InputError
+from bench.stats import paired as S
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_experiment():
+    path = ROOT / "experiments" / "bisect_budget.py"
+    spec = importlib.util.spec_from_file_location("bisect_budget", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the search, on a fake measurement ------------------------------------------------------
+
+
+class Fake:
+    """``measure(base, head)`` of a history whose commit i multiplies the step time by
+    ``factors[i]``, read with an interval of +-``halfwidth`` and, as noise, times ``bias``
+    (by head commit, or by (base, head)); a commit in ``broken`` cannot be measured. Records
+    what was measured."""
+
+    def __init__(self, n, factors, broken=(), commits=None, halfwidth=0.02, bias=None):
+        self.commits = commits or [f"c{i:02d}" for i in range(n + 1)]
+        self.halfwidth, self.bias = halfwidth, bias or {}
+        self.time, t = [], 1.0
+        for i in range(n + 1):
+            t *= factors.get(i, 1.0)
+            self.time.append(t)
+        self.broken = set(broken)
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, base: str, head: str) -> B.Measurement:
+        b, h = self.commits.index(base), self.commits.index(head)
+        self.calls.append((b, h))
+        if h in self.broken:
+            return B.Measurement(base, head, B.FAILED, error=f"c{h:02d} does not build\ntrace")
+        ratio = self.time[h] / self.time[b] * self.bias.get(h, self.bias.get((b, h), 1.0))
+        low, high = ratio / (1 + self.halfwidth), ratio * (1 + self.halfwidth)
+        verdict = S.verdict(S.Estimate(ratio, low, high, 30), 0.04)
+        bench = {"name": "custom_graph-mlp", "verdict": verdict, "ratio": ratio}
+        bench |= {"ci_low": low, "ci_high": high}
+        outcome = B.SLOW if bench["verdict"] == "SLOWER" else B.SAME
+        return B.Measurement(base, head, outcome, [bench], seconds=1.0)
+
+
+def positions(result: B.Bisection) -> list[int]:
+    return [result.commits.index(c.commit) for c in result.culprits]
+
+
+def test_one_slowdown_in_16_commits_is_found_in_5_measurements_then_checked_with_2():
+    fake = Fake(16, {8: 1.10})
+    result = B.bisect(fake.commits, fake)
+    assert result.status == "found" and result.exit_code == 0 and positions(result) == [8]
+    culprit = result.culprits[0]
+    assert culprit.found_after == 5  # BAD vs GOOD, then four halvings
+    assert culprit.measurement.head == "c08" and culprit.measurement.base == "c00"
+    assert culprit.parent.base == "c07" and culprit.confirmed
+    # halving against GOOD; the culprit against its parent; BAD against it: no second step
+    assert fake.calls == [(0, 16), (0, 8), (0, 4), (0, 6), (0, 7), (7, 8), (8, 16)]
+
+
+@pytest.mark.parametrize("at", [1, 2, 9, 15, 16])
+def test_the_culprit_is_found_wherever_it_is(at):
+    fake = Fake(16, {at: 1.5})
+    result = B.bisect(fake.commits, fake)
+    assert positions(result) == [at]
+    assert len(fake.calls) <= 7  # 1 + log2(16) + the culprit's step + BAD against it
+    assert result.culprits[0].confirmed
+    assert (fake.calls[-1] == (at, 16)) == (at != 16)  # BAD itself: nothing after it to check
+
+
+def test_a_slowdown_in_two_steps_finds_the_second_against_the_first():
+    """The larger step first: it is found, BAD is still SLOWER than it, and the rest of the
+    range is bisected with it as the base."""
+    fake = Fake(16, {3: 1.12, 11: 1.08})
+    result = B.bisect(fake.commits, fake)
+    assert result.status == "found" and positions(result) == [3, 11]
+    first, second = result.culprits
+    assert first.base == "c00" and second.base == "c03"
+    assert second.measurement.benchmarks[0]["ratio"] == pytest.approx(1.08)
+    assert (3, 16) in fake.calls and fake.calls[-1] == (11, 16)
+
+
+def test_a_smaller_first_step_is_found_first_as_it_is_slower_than_good():
+    fake = Fake(16, {3: 1.08, 11: 1.12})
+    result = B.bisect(fake.commits, fake)
+    assert result.status == "found" and positions(result) == [3, 11]
+    first, second = result.culprits
+    assert first.base == "c00" and second.base == "c03"
+
+
+def test_a_commit_slower_than_good_goes_with_bad_though_bad_read_too_slow():
+    """BAD read +25% for a +10% step (the A/B estimate that opened the bisection is the one
+    chosen for being SLOWER): the planted commit shows under half of that, but is SLOWER."""
+    fake = Fake(16, {8: 1.10}, bias={(0, 16): 1.14})
+    assert (
+        fake("c00", "c08").benchmarks[0]["ratio"] ** 2 < fake("c00", "c16").benchmarks[0]["ratio"]
+    )
+    result = B.bisect(fake.commits, fake)
+    assert positions(result) == [8] and result.culprits[0].measurement.part[0] < 0.5
+
+
+def test_a_misread_commit_is_not_confirmed_and_the_real_one_is_found_after_it():
+    """Commit 4 read +10% against GOOD (noise): the halving ends on it, but against commit 3
+    it is not slower; BAD is still SLOWER than it, so the rest is bisected: commit 8."""
+    fake = Fake(16, {8: 1.10}, bias={(0, 4): 1.10})
+    result = B.bisect(fake.commits, fake)
+    assert result.status == "found" and positions(result) == [4, 8]
+    assert [c.confirmed for c in result.culprits] == [False, True]
+    assert result.culprits[1].base == "c04"
+
+
+def test_no_confirmed_culprit_is_undecided():
+    fake = Fake(4, {3: 1.10}, bias={(0, 2): 1.10, (2, 4): 1 / 1.10})
+    result = B.bisect(fake.commits, fake)
+    assert positions(result) == [2] and not result.culprits[0].confirmed
+    assert result.status == "undecided" and result.exit_code == 3
+
+
+def test_a_commit_with_most_of_the_slowdown_counts_though_its_interval_is_wide():
+    """A noisy step (bench ab: "no change", its interval across 1) that shows more than half
+    of BAD's slowdown goes with BAD: the search decides between two levels."""
+    fake = Fake(16, {8: 1.13}, halfwidth=0.09, bias={(0, 8): 1 / 1.06})
+    assert fake("c00", "c08").outcome == B.SAME  # +6.6% [-2.1%, +16.2%]
+    result = B.bisect(fake.commits, fake)
+    assert positions(result) == [8]
+    assert 0.5 < result.culprits[0].measurement.part[0] < 0.6
+
+
+def test_the_part_of_the_slowdown_is_a_log_ratio_share_over_the_slower_benchmarks():
+    def m(*rows):
+        keys = ("name", "verdict", "ratio", "ci_low", "ci_high")
+        return B.Measurement("a", "b", B.SAME, [dict(zip(keys, r)) for r in rows])
+
+    end = m(("x", "SLOWER", 1.21, 1.1, 1.3), ("y", "no change", 1.01, 0.9, 1.1))
+    est, low, high = B.part_of(m(("x", "no change", 1.1, 1.0, 1.21), ("y", "-", 3, 3, 3)), end)
+    assert est == pytest.approx(0.5) and low == pytest.approx(0) and high == pytest.approx(1)
+    assert B.part_of(m(("y", "no change", 1.1, 1.0, 1.2)), end) is None
+
+
+def test_bad_not_slower_is_nothing_to_bisect_after_one_measurement():
+    fake = Fake(16, {5: 1.02})  # under the threshold
+    result = B.bisect(fake.commits, fake)
+    assert result.status == "nothing" and result.exit_code == 0 and result.culprits == []
+    assert fake.calls == [(0, 16)]
+
+
+def test_a_commit_that_cannot_run_is_skipped_for_its_neighbour():
+    fake = Fake(16, {11: 1.2}, broken={8, 9})
+    result = B.bisect(fake.commits, fake)
+    assert result.status == "found" and positions(result) == [11]
+    assert result.skipped == {"c08": "c08 does not build", "c09": "c09 does not build"}
+    # 8 is the middle, then its nearest neighbour; later 9, and 10 instead
+    assert fake.calls == [(0, 16), (0, 8), (0, 7), (0, 11), (0, 9), (0, 10), (10, 11), (11, 16)]
+
+
+def test_a_culprit_hidden_among_skipped_commits_is_undecided_with_exit_3():
+    fake = Fake(8, {5: 1.2}, broken={4, 5})
+    result = B.bisect(fake.commits, fake)
+    assert result.status == "undecided" and result.exit_code == 3
+    assert result.undecided == [["c04", "c05", "c06"]]  # c06 was measured slower, c03 not
+    assert set(result.skipped) == {"c04", "c05"}
+
+
+def test_every_candidate_skipped_is_undecided():
+    fake = Fake(4, {2: 1.2}, broken={1, 2, 3})
+    result = B.bisect(fake.commits, fake)
+    assert result.status == "undecided" and result.undecided == [["c01", "c02", "c03", "c04"]]
+
+
+def test_good_against_bad_that_cannot_run_is_bad_input():
+    fake = Fake(4, {2: 1.2}, broken={4})
+    with pytest.raises(InputError, match="GOOD against BAD could not be measured: c04 does"):
+        B.bisect(fake.commits, fake)
+
+
+def test_the_followed_benchmarks_narrow_the_users_selection():
+    assert B.followed_selection(None, ["custom_graph-mlp"]) == "custom_graph-mlp"
+    assert (
+        B.followed_selection("mlp and not xla", ["a-mlp", "b-mlp"])
+        == "(mlp and not xla) and (a-mlp or b-mlp)"
+    )
+
+
+# --- the command on a real history, the measurement faked ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """GOOD and 6 commits of notes; only the commit graph matters here."""
+    repo = tmp_path_factory.mktemp("history") / "repo"
+    return repo, load_experiment().make_history(repo, [None] * 6, keep=("pyproject.toml",))
+
+
+def fake_ab(monkeypatch, fake):
+    def ab_measure(args, repo, workdir):
+        def measure(base, head, follow=None):
+            return fake(base, head)
+
+        return measure
+
+    monkeypatch.setattr(B, "ab_measure", ab_measure)
+
+
+def test_the_command_reports_the_culprit_and_writes_json(history, monkeypatch, tmp_path, capsys):
+    repo, commits = history
+    fake_ab(monkeypatch, Fake(6, {4: 1.3}, commits=commits))
+    out = tmp_path / "bisect.json"
+    argv = [commits[0], commits[-1], "--repo", str(repo), "--json", str(out)]
+    assert B.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f'slower commit: {commits[4][:10]} "commit 4: a note" (#4 of 6' in printed
+    assert (
+        f"against the commit before it, #3 {commits[3][:10]}: custom_graph-mlp +30.0% "
+        "[+27.5%, +32.6%], SLOWER: confirmed" in printed
+    )
+    assert f"BAD {commits[6][:10]} against it: not slower" in printed
+    assert "no further step" in printed
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == B.SCHEMA and doc["status"] == "found" and doc["exit_code"] == 0
+    assert [c["position"] for c in doc["culprits"]] == [4]
+    assert doc["culprits"][0]["measurement"]["benchmarks"][0]["ratio"] == pytest.approx(1.3)
+    assert doc["culprits"][0]["confirmed"] and doc["culprits"][0]["parent"]["base"] == commits[3]
+    assert len(doc["measurements"]) == doc["culprits"][0]["found_after_measurements"] + 2
+
+
+def test_the_command_says_when_there_is_nothing_to_bisect(history, monkeypatch, capsys):
+    repo, commits = history
+    fake_ab(monkeypatch, Fake(6, {}, commits=commits))
+    assert B.main([commits[0], commits[-1], "--repo", str(repo)]) == 0
+    assert "is not slower than GOOD" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["no-such-rev", "{bad}"], "GOOD 'no-such-rev': not a git revision of"),
+        (["{bad}", "{good}"], "is not on BAD '{good}''s first-parent line"),
+        (["{good}", "{good}"], "are the same commit"),
+        (["{good}", "{bad}", "--base", "x"], "--base: not an option of bisect"),
+    ],
+    ids=["unknown", "reversed", "same", "base"],
+)
+def test_bad_input_is_one_line_and_exit_2(history, capsys, argv, message):
+    repo, commits = history
+    fill = {"good": commits[0], "bad": commits[-1]}
+    argv = [a.format(**fill) for a in argv] + ["--repo", str(repo)]
+    assert B.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message.format(**fill) in err[0]
+
+
+# --- end to end: a planted history, measured --------------------------------------------------
+
+STEP = "        return self._step(x, y)\n"
+# a millisecond of sleep on a step of a quarter of one: a slowdown CPU contention cannot hide
+SLEEP = "        __import__('time').sleep(0.001)  # planted slowdown\n"
+
+
+def slept_step(tree: Path) -> str:
+    path = tree / "implementations" / "custom_loop.py"
+    text = path.read_text()
+    assert STEP in text, "the patched line changed: update the test"
+    path.write_text(text.replace(STEP, SLEEP + STEP, 1))
+    return "sleep a millisecond per step"
+
+
+def broken_registry(tree: Path) -> str:
+    with open(tree / "implementations" / "__init__.py", "a") as f:
+        f.write("\nraise ImportError('planted: this commit does not build')\n")
+    return "break the registry"
+
+
+def fixed_registry(tree: Path) -> str:
+    path = tree / "implementations" / "__init__.py"
+    path.write_text(path.read_text().split("\nraise ImportError")[0])
+    return "fix the registry"
+
+
+@pytest.mark.subprocess
+def test_end_to_end_a_planted_history_skipping_a_broken_commit(tmp_path, capsys):
+    """GOOD, a commit that does not build, its fix, a slower step: the broken commit (the
+    first middle) is skipped, its neighbour measured not slower, the last commit found and
+    confirmed against its parent, in four A/B measurements (5-15 s each here, most of it the
+    workers importing TensorFlow)."""
+    edits = [broken_registry, fixed_registry, slept_step]
+    repo = tmp_path / "repo"
+    commits = load_experiment().make_history(repo, edits, keep=("bench", "implementations"))
+    out = tmp_path / "bisect.json"
+    argv = [commits[0], commits[-1], "--repo", str(repo), "--json", str(out)]
+    argv += ["-k", "custom_graph-linreg", "--pairs", "1", "--min-pairs", "10"]
+    argv += ["--max-seconds", "3", "--round-seconds", "0.02", "--no-confirm"]
+    argv += ["--threshold", "25%"]  # a step several times slower; no false alarm from 3 s
+    assert B.main(argv) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    steps = [
+        (commits.index(m["base"]), commits.index(m["head"]), m["outcome"])
+        for m in doc["measurements"]
+    ]
+    assert steps == [(0, 3, B.SLOW), (0, 1, B.FAILED), (0, 2, B.SAME), (2, 3, B.SLOW)], printed
+    assert [c["position"] for c in doc["culprits"]] == [3] and doc["culprits"][0]["confirmed"]
+    assert doc["culprits"][0]["measurement"]["benchmarks"][0]["ratio"] > 1.5
+    assert list(doc["skipped"]) == [commits[1]]
+    assert "planted: this commit does not build" in doc["skipped"][commits[1]]
+    assert f'skipped {commits[1][:10]} "commit 1: break the registry"' in printed
+    assert f'slower commit: {commits[3][:10]} "commit 3: sleep' in printed
