@@ -41,7 +41,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from bench.ab import cli
 from bench.ab.sides import InputError, resolve_revision
 from bench.report.compare import write_json_atomic
 from bench.stats import paired as S
+from bench.workers.process import run_command
 
 SCHEMA = "loopbench-bisect/1"
 SLOW, SAME, FAILED = "SLOWER", "not slower", "could not run"
@@ -520,19 +520,4 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-
-    def terminate(signum, frame):  # SIGTERM: unwind, so every worker is killed on the way out
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        return run(args, argv)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("bisect: interrupted; workers stopped", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_command("bisect", run, build_parser().parse_args(argv), argv)

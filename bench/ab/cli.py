@@ -43,7 +43,6 @@ import contextlib
 import math
 import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -78,6 +77,7 @@ from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
 from bench.report.compare import parse_threshold, write_json_atomic, write_text_atomic
 from bench.stats import paired as S
 from bench.tasks.user import specs_from
+from bench.workers.process import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "loopbench-ab/1"
@@ -593,19 +593,4 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-
-    def terminate(signum, frame):  # SIGTERM: unwind, so every worker is killed on the way out
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        return run(args, argv)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ab: interrupted; workers stopped", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_command("ab", run, build_parser().parse_args(argv), argv)

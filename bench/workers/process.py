@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,27 @@ from pathlib import Path
 
 class InputError(Exception):
     """Bad input or a failed worker: one message on stderr, exit code 2."""
+
+
+def run_command(label: str, run, args, argv: list[str]) -> int:
+    """``run(args, argv)`` for a command that starts workers (``bench ab``, ``bench bisect``):
+    SIGTERM unwinds as Ctrl-C does, so every worker is killed on the way out; an
+    ``InputError`` is one line and exit code 2; an interruption, 130."""
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return run(args, argv)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{label}: interrupted; workers stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
