@@ -12,10 +12,13 @@ does not change what is measured.
 - ``aa``: BASE and HEAD are the same exported code; every SLOWER or FASTER verdict is a false
   alarm.
 - ``planted``: HEAD is the same code with extra work inside the custom loop's step (a forward
-  pass over the first ``fraction`` of the batch, whose result joins the returned loss times
-  0.0, so it cannot be pruned and the numbers do not change). A forward pass is about a third
-  of a step's FLOPs, so a fraction of 0.30 plants about 10% and 0.15 about 5%; the A/B
-  check's own estimate over the runs says what was actually planted.
+  pass over the first ``fraction`` of the batch, the batch repeated where it is above 1, whose
+  result joins the returned loss times 0.0, so it cannot be pruned and the numbers do not
+  change). A forward pass is about a third of a step's FLOPs, so a fraction of 0.30 plants
+  about 10% and 0.15 about 5%, but not on every benchmark alike (XLA's CNN forward pass is a
+  smaller share of its step, linreg's step is mostly overhead): ``--fraction
+  0.14,custom_xla-cnn=0.21`` gives benchmarks (``custom_<graph|xla>-<task>``) their own. The
+  A/B check's own estimate over the runs says what was actually planted.
 
 Each run's verdicts, ratios and intervals, and a summary, go to ``--out`` (JSON).
 """
@@ -46,17 +49,51 @@ STEP_END = (
 PLANTED = (
     "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"
     "        # planted slowdown (experiments/ab_budget.py): extra forward work, result unused\n"
-    "        extra = model(x[: max(1, int({fraction} * x.shape[0]))], training=False)\n"
+    "        n = max(1, int(planted_fraction * x.shape[0]))\n"
+    "        xx = tf.concat([x] * math.ceil(planted_fraction), 0)[:n]\n"
+    "        extra = model(xx, training=False)\n"
     "        return loss + 0.0 * tf.reduce_sum(extra)\n"
+)
+BUILD = "        step = make_step(self.model, self.optimizer, task, micro_batches=micro_batches)\n"
+KEYED = (
+    "        global PLANT_KEY  # planted (experiments/ab_budget.py): the fraction to take\n"
+    "        PLANT_KEY = f'custom_{mode}-{task.name}'\n" + BUILD
+)
+STEP_START = "    def forward_loss(x, y):\n"
+FRACTION = (
+    "    planted_fraction = {fractions!r}.get(PLANT_KEY, {default!r})  # planted\n" + STEP_START
 )
 
 
-def plant(tree: Path, fraction: float) -> None:
+def parse_fractions(text: str) -> tuple[float, dict[str, float]]:
+    """``0.15`` or ``0.15,custom_xla-cnn=0.21,...``: the default fraction and per-benchmark
+    ones (``custom_<graph|xla>-<task>``)."""
+    default, per = None, {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" in part:
+            name, value = part.split("=", 1)
+            per[name.strip()] = float(value)
+        else:
+            default = float(part)
+    if default is None:
+        raise SystemExit(f"--fraction {text!r}: give a default fraction, e.g. 0.15,name=0.2")
+    return default, per
+
+
+def plant(tree: Path, fraction: str) -> None:
+    """Extra forward work in the custom loops' step: ``fraction`` of the batch (above 1: the
+    batch repeated), per benchmark where ``fraction`` names it."""
+    default, per = parse_fractions(fraction)
     path = tree / "implementations" / "custom_loop.py"
     text = path.read_text()
-    if STEP_END not in text:
-        raise SystemExit(f"{path}: the step's last lines changed; update STEP_END")
-    path.write_text(text.replace(STEP_END, PLANTED.format(fraction=fraction)))
+    for needle in (STEP_END, BUILD, STEP_START):
+        if text.count(needle) != 1:
+            raise SystemExit(f"{path}: the lines planting relies on changed; update ab_budget.py")
+    text = text.replace(STEP_END, PLANTED).replace(BUILD, KEYED)
+    text = text.replace(STEP_START, FRACTION.format(fractions=per, default=default))
+    future = "from __future__ import annotations\n"
+    text = text.replace(future, future + "import math\n\nPLANT_KEY = ''\n", 1)
+    path.write_text(text)
 
 
 def one_run(tree: Path, base: Path, head: Path, select: str | None, seed: int, extra: list[str]):
@@ -140,7 +177,12 @@ def main() -> int:
     p.add_argument("mode", choices=("aa", "planted"))
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--rev", default="HEAD")
-    p.add_argument("--fraction", type=float, default=0.30)
+    p.add_argument(
+        "--fraction",
+        default="0.30",
+        help="planted work: a fraction of the batch's forward pass (0.30 ~ 10%%, 0.15 ~ 5%%), "
+        "with per-benchmark ones after it: 0.14,custom_xla-cnn=0.21",
+    )
     p.add_argument("-k", dest="select", default=None)
     p.add_argument("--out")
     p.add_argument("ab_args", nargs="*", help="more arguments for bench ab (after --)")

@@ -15,7 +15,9 @@ How it measures (docs/regression.md): long-lived worker processes
 side's code, compiling and warming it up. The coordinator then takes turns: for each process
 pair, one round of K steps + host sync on one side, then the same on the other, in random
 order, so both versions share the same fraction of a second of a noisy machine. A benchmark
-is sampled until its interval is decisive or ``--max-seconds`` have passed. A SLOWER or FASTER
+is sampled until its interval is decisive or its share of ``--budget-seconds`` (the run's
+deadline, shared out by ``bench/ab/budget.py``: leftovers go to the widest intervals) has
+passed. A SLOWER or FASTER
 verdict is then checked by fresh worker processes (a process carries a bias of its own): the
 benchmark is measured again by them and judged on all its rounds. Steal
 (``/proc/stat``) is read around every round; pairs with a contended round are dropped.
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import random
 import sys
@@ -53,6 +54,21 @@ from pathlib import Path
 import numpy as np
 
 from bench.ab import jax_sides as ab_jax
+from bench.ab.budget import Plan, run_plan
+from bench.ab.measure import (  # noqa: F401 (Unsupported, WARMUP_STEPS: part of this module's API)
+    SETUP_TIMEOUT_S,
+    WARMUP_STEPS,
+    Sampled,
+    Settings,
+    Unsupported,
+    drop,
+    estimate,
+    measure,
+    result,
+    sample,
+    set_up,
+    skipped,
+)
 from bench.ab.output import (
     format_sides,
     format_table,
@@ -63,7 +79,7 @@ from bench.ab.output import (
     side_record,
     summary_line,
 )
-from bench.ab.sides import (
+from bench.ab.sides import (  # noqa: F401 (numerics_rtol: re-exported for the tests)
     InputError,
     Side,
     Worker,
@@ -85,10 +101,10 @@ SCHEMA = "loopbench-ab/1"
 # The eager loop (10x slower, and not what a regression gate is for) and any variants added
 # to the registry later run only when -k selects them, so the CI gate keeps its time.
 HEADLINE = ("keras_fit", "keras_fit_xla", "custom_graph", "custom_xla")
-# From A/A runs (docs/regression.md): at 3%, 2 of 120 A/A comparisons were flagged.
-DEFAULT_THRESHOLD = "4%"
-WARMUP_STEPS = 5
-SETUP_TIMEOUT_S = 900.0
+# From A/A and planted runs (docs/regression.md, experiments/ab_budget.py).
+DEFAULT_THRESHOLD = "3%"
+DEFAULT_BUDGET_S = 200.0  # the whole run's sampling deadline: CI's check stays within 4 min
+EXTEND = 3.0  # an undecided benchmark's sampling, over both passes, is at most this x --max-seconds
 
 
 # --- what is measured ---------------------------------------------------------------------
@@ -197,196 +213,6 @@ def write_batch(
 # --- measuring one benchmark --------------------------------------------------------------
 
 
-@dataclass
-class Settings:
-    threshold: float
-    confidence: float
-    round_seconds: float
-    pairs: int
-    min_pairs: int
-    max_seconds: float
-    seed: int
-    interval_scale: float
-    confirm: bool
-
-
-def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[float, float]:
-    """(seconds per step, steal fraction) of one round, steal read around the request."""
-    before = cpu_steal_counters()
-    answer = worker.request({"op": "round", "id": bench_id, "k": k}, timeout)
-    stolen = steal_fraction(before, cpu_steal_counters())
-    if answer["retraced"]:
-        raise InputError(
-            f"{worker.name} ({worker.side.describe()}): {bench_id}'s step was traced again "
-            f"{answer['retraced']} time(s) during a timed round; the timing would include it"
-        )
-    return answer["seconds"] / k, math.nan if stolen is None else stolen
-
-
-@dataclass
-class Sampled:
-    """What has been measured of one benchmark: its rounds over every process pair so far."""
-
-    k: int  # steps per round, the same for every worker
-    rounds: list[dict]
-    setups: dict[Worker, dict]  # each worker's setup answer (compile_s, loss after warm-up)
-    grid: list[list[Worker]]  # the process pairs, in the order of the rounds' "pair" index
-    seconds: float
-
-
-def measure(
-    bench: Benchmark,
-    batch: Path,
-    grid: list[list[Worker]],
-    settings: Settings,
-    rng: random.Random,
-    prior: Sampled | None = None,
-) -> Sampled:
-    """Set up the benchmark in every worker of ``grid``, then alternate rounds until the
-    interval over all rounds (``prior``'s too) is decisive, or for at most ``max_seconds``,
-    and at least ``min_pairs`` new pairs."""
-    request = {
-        "op": "setup",
-        "id": bench.name,
-        "impl": bench.implementation,
-        "task": bench.task,
-        "batch": str(batch),
-        "warmup": WARMUP_STEPS,
-    }
-    workers = [w for row in grid for w in row]
-    for w in workers:
-        w.send(request)
-    setups = {w: w.receive(SETUP_TIMEOUT_S, f"setup of {bench.name}") for w in workers}
-    unsupported = [s["unsupported"] for s in setups.values() if s.get("unsupported")]
-    if unsupported:
-        for w in workers:
-            w.request({"op": "drop", "id": bench.name}, 60)
-        raise Unsupported(unsupported[0])
-    per_step = float(np.median([s["per_step_s"] for s in setups.values()]))
-    k = prior.k if prior else max(1, min(100_000, math.ceil(settings.round_seconds / per_step)))
-    round_timeout = max(120.0, 100 * k * per_step)
-    for w in workers:  # one untimed round at the round's own length
-        timed_round(w, bench.name, k, round_timeout)
-
-    offset = len(prior.grid) if prior else 0
-    rounds: list[dict] = list(prior.rounds) if prior else []
-    new = 0
-    started = time.monotonic()
-    while True:
-        for p, (base, head) in enumerate(grid):
-            first = rng.choice(("base", "head"))
-            order = (base, head) if first == "base" else (head, base)
-            times = {}
-            for w in order:
-                times[w.side.label] = timed_round(w, bench.name, k, round_timeout)
-            rounds.append(
-                {
-                    "pair": offset + p,
-                    "first": first,
-                    "base_s": times["base"][0],
-                    "head_s": times["head"][0],
-                    "base_steal_pct": 100 * times["base"][1],
-                    "head_steal_pct": 100 * times["head"][1],
-                }
-            )
-            new += 1
-        if new < settings.min_pairs:
-            continue
-        _, est = estimate(rounds, settings)
-        if S.decided(est, settings.threshold) or time.monotonic() - started > settings.max_seconds:
-            break
-    for w in workers:
-        w.request({"op": "drop", "id": bench.name}, 60)
-    seconds = time.monotonic() - started + (prior.seconds if prior else 0.0)
-    all_setups = {**(prior.setups if prior else {}), **setups}
-    return Sampled(k, rounds, all_setups, (prior.grid if prior else []) + grid, seconds)
-
-
-class Unsupported(Exception):
-    """A worker cannot run the implementation on this (user's) model: skipped, with why."""
-
-
-def skipped(bench: Benchmark, reason: str) -> dict:
-    return {
-        "name": bench.name,
-        "implementation": bench.implementation,
-        "task": bench.task,
-        "batch_size": bench.batch_size,
-        "verdict": S.SKIPPED,
-        "skip_reason": reason,
-        "ratio": None,
-        "ci_low": None,
-        "ci_high": None,
-    }
-
-
-def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Estimate]:
-    keys = ("base_s", "head_s", "base_steal_pct", "head_steal_pct")
-    col = {key: np.array([r[key] for r in rounds], dtype=float) for key in keys}
-    keep = S.kept_pairs(
-        col["base_s"],
-        col["head_s"],
-        col["base_steal_pct"] / 100,
-        col["head_steal_pct"] / 100,
-        STEAL_LIMIT,
-        settings.min_pairs // 2,
-    )
-    logr = np.log(col["head_s"][keep] / col["base_s"][keep])
-    return keep, S.hodges_lehmann(logr, settings.confidence, settings.interval_scale)
-
-
-def result(
-    bench: Benchmark, sampled: Sampled, settings: Settings, sides: list[Side] | None = None
-) -> dict:
-    """The benchmark's record in the JSON: verdict, interval, both sides, every round."""
-    rounds, setups, grid = sampled.rounds, sampled.setups, sampled.grid
-    keep, est = estimate(rounds, settings)
-    for r, kept in zip(rounds, keep):
-        r["kept"] = bool(kept)
-    side_info = {}
-    for label, col in (("base", 0), ("head", 1)):
-        ws = [row[col] for row in grid]
-        times = [r[f"{label}_s"] for r, kept in zip(rounds, keep) if kept]
-        side_info[label] = {
-            "median_s": float(np.median(times)),
-            "compile_s": float(np.median([setups[w]["compile_s"] for w in ws])),
-            "loss_after_warmup": setups[ws[0]]["loss_after_warmup"],
-            "losses_after_warmup": [setups[w]["loss_after_warmup"] for w in ws],
-        }
-    b, h = side_info["base"]["loss_after_warmup"], side_info["head"]["loss_after_warmup"]
-    rel = abs(h - b) / max(abs(b), 1e-12) if math.isfinite(b) and math.isfinite(h) else math.inf
-    tol = numerics_rtol(bench.task, sides or [])
-    per_pair = []
-    for p in range(len(grid)):
-        sel = [i for i, r in enumerate(rounds) if r["pair"] == p and keep[i]]
-        lr = [math.log(rounds[i]["head_s"] / rounds[i]["base_s"]) for i in sel]
-        per_pair.append(float(math.exp(np.median(lr))) if lr else None)
-    return {
-        "name": bench.name,
-        "implementation": bench.implementation,
-        "task": bench.task,
-        "batch_size": bench.batch_size,
-        "steps_per_round": sampled.k,
-        "verdict": S.verdict(est, settings.threshold),
-        "first_verdict": None,
-        "skip_reason": None,
-        "ratio": est.ratio,
-        "ci_low": est.low,
-        "ci_high": est.high,
-        "detectable_pct": est.detectable_pct,
-        "missed_pct": S.missed_pct(est),
-        "pairs": int(keep.sum()),
-        "pairs_dropped_steal": int(len(rounds) - keep.sum()),
-        "process_pairs": len(grid),
-        "process_pair_ratios": per_pair,
-        "seconds": sampled.seconds,
-        "base": side_info["base"],
-        "head": side_info["head"],
-        "numerics": {"rel_diff": rel, "tolerance": tol, "changed": bool(rel > tol)},
-        "rounds": rounds,
-    }
-
-
 # --- the command ----------------------------------------------------------------------------
 
 
@@ -434,7 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-seconds",
         type=float,
         default=20.0,
-        help="sampling time cap per benchmark (default 20)",
+        help="sampling time cap of a benchmark's first pass (default 20); an undecided one may "
+        f"get up to {EXTEND:g}x that in all while the budget lasts",
+    )
+    p.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        help="the run's deadline for sampling, counted from its start: shared out over the "
+        "benchmarks, leftovers to the widest intervals (bench/ab/budget.py; default "
+        "%(default)g; 0: none, each benchmark gets --max-seconds)",
     )
     p.add_argument(
         "--no-confirm",
@@ -466,6 +301,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise InputError("--pairs must be >= 1, --min-pairs >= 6, --round-seconds > 0")
     if not 0.5 <= args.confidence < 1:
         raise InputError("--confidence must be in [0.5, 1)")
+    if args.budget_seconds < 0 or args.max_seconds <= 0:
+        raise InputError("--budget-seconds must be >= 0 (0: none), --max-seconds > 0")
     if not 1 <= args.interval_scale <= 10:
         raise InputError("--interval-scale must be in [1, 10]")
     settings = Settings(
@@ -478,6 +315,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         args.seed,
         args.interval_scale,
         not args.no_confirm,
+        args.budget_seconds or None,
     )
     repo = Path(args.repo).resolve()
     t0 = time.monotonic()
@@ -498,21 +336,46 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(format_sides(sides), flush=True)
         benches, skips = select_benchmarks(sides, args.select, args.batch)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
-        rng, cache, results = random.Random(args.seed), {}, []
+        rng, cache = random.Random(args.seed), {}
+        done: dict[str, dict] = {}
         sampled: dict[str, Sampled] = {}
-        for bench in benches:
+
+        def start(bench: Benchmark) -> Sampled | None:
             if bench.name in skips:
-                results.append(skipped(bench, skips[bench.name]))
-                continue
+                done[bench.name] = skipped(bench, skips[bench.name])
+                return None
             workers = ab_jax.grid_for(bench.implementation, grid, jax)
             try:
                 batch = write_batch(bench, tmp, cache, grid[0][1])
-                sampled[bench.name] = measure(bench, batch, workers, settings, rng)
+                sampled[bench.name] = set_up(bench, batch, workers, settings)
             except Unsupported as e:
-                results.append(skipped(bench, str(e)))
-                continue
-            results.append(result(bench, sampled[bench.name], settings, sides))
-            progress(results[-1])
+                done[bench.name] = skipped(bench, str(e))
+                return None
+            return sampled[bench.name]
+
+        def width(state: Sampled) -> float | None:
+            est = estimate(state.rounds, settings)[1]
+            return None if S.decided(est, settings.threshold) else est.detectable_pct
+
+        def finish(bench: Benchmark, state: Sampled) -> None:
+            drop(state)
+            done[bench.name] = result(bench, state, settings, sides)
+            progress(done[bench.name])
+
+        run_plan(
+            benches,
+            Plan(
+                deadline=t0 + settings.budget_s if settings.budget_s else None,
+                max_seconds=settings.max_seconds,
+                extend_to=EXTEND * settings.max_seconds,
+                min_pairs=settings.min_pairs,
+            ),
+            start,
+            lambda state, cap, min_new: sample(state, settings, rng, cap, min_new),
+            width,
+            finish,
+        )
+        results = [done[b.name] for b in benches]
         flagged = [i for i, r in enumerate(results) if r["verdict"] in (S.SLOWER, S.FASTER)]
         if flagged and settings.confirm:
             # A worker process carries a bias of its own (docs/regression.md): before a verdict
@@ -555,6 +418,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "process_pairs": args.pairs,
             "min_pairs": args.min_pairs,
             "max_seconds": args.max_seconds,
+            "budget_seconds": settings.budget_s,
+            "extend_to_seconds": EXTEND * args.max_seconds,
             "order": "random",
             "seed": args.seed,
             "select": args.select if args.select is not None else "headline",

@@ -1,0 +1,106 @@
+"""How ``python -m bench ab`` spends its time: a deadline for the whole run, shared out.
+
+A CI check has a fixed budget (docs/regression.md: 4 minutes), and its benchmarks differ in
+how long they take to decide: on a quiet machine a linreg step is known to +-1% in seconds,
+while a graph-mode MLP step (bimodal on this project's machine) can use its whole cap and
+still be undecided. A fixed cap per benchmark either wastes the time the quick ones leave or
+runs past the budget on a slow CPU. So:
+
+1. **First pass**, in order: each benchmark is set up and sampled until its interval is
+   decisive (``bench.stats.paired.decided``), or for its share of the time left: what remains
+   until the deadline, less the setups still to come (guessed from those so far), split evenly
+   over the benchmarks not yet started, and never more than ``max_seconds``. A decided
+   benchmark is dropped from its workers at once; an undecided one stays set up ("live").
+2. **Second pass**: while time remains, the live benchmark with the **widest interval** gets
+   another slice of rounds, on top of the rounds it has (same workers, same steps per round),
+   until it is decided, reaches ``extend_to`` seconds of sampling in all, or the deadline
+   comes. Time the quick benchmarks saved goes where the noise is.
+
+At most ``max_live`` benchmarks stay set up at once (the narrowest is finished when one more
+would be kept), so a user's big models do not pile up in the workers. Without a deadline
+(``--budget-seconds 0``) every benchmark gets ``max_seconds``, as before.
+
+The plan takes the measuring as functions, so it is tested with fakes (tests/test_ab.py).
+No TensorFlow, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from statistics import median
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    deadline: float | None  # clock time by which sampling should end; None: no budget
+    max_seconds: float  # the first pass's cap per benchmark
+    extend_to: float  # the most sampling seconds one benchmark gets over both passes
+    min_pairs: int  # new pairs every first pass takes, cap or not
+    slice_s: float = 2.0  # one second-pass turn
+    max_live: int = 6
+
+
+def first_pass_cap(plan: Plan, now: float, left: int, setup_s: float) -> float:
+    """The sampling cap of the next benchmark's first pass (it and ``left - 1`` more to go,
+    each of the others still to be set up in about ``setup_s``)."""
+    if plan.deadline is None:
+        return plan.max_seconds
+    share = (plan.deadline - now - (left - 1) * setup_s) / max(left, 1)
+    return max(0.0, min(plan.max_seconds, share))
+
+
+def widest(widths: dict[Any, float]) -> Any:
+    """The key with the widest interval (first of equals)."""
+    return max(widths, key=lambda key: widths[key])
+
+
+def run_plan(
+    benches: Sequence[Any],
+    plan: Plan,
+    start: Callable[[Any], Any | None],
+    sample: Callable[[Any, float, int], None],
+    width: Callable[[Any], float | None],
+    finish: Callable[[Any, Any], None],
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Measure ``benches`` within ``plan``.
+
+    ``start(bench)``: set it up; the sampled state, or None where it was skipped.
+    ``sample(state, cap_s, min_new)``: take rounds until decided (after ``min_new`` new pairs)
+    or ``cap_s`` seconds; ``state.seconds`` adds up the time spent sampling.
+    ``width(state)``: the interval's half-width while undecided, None once decided.
+    ``finish(bench, state)``: drop it from the workers and record its result (called once per
+    started benchmark, in any order)."""
+    live: dict[Any, Any] = {}
+    setups: list[float] = []
+    for i, bench in enumerate(benches):
+        t0 = clock()
+        state = start(bench)
+        if state is None:
+            continue
+        setups.append(clock() - t0)
+        cap = first_pass_cap(plan, clock(), len(benches) - i, median(setups))
+        sample(state, cap, plan.min_pairs)
+        if plan.deadline is None or width(state) is None:
+            finish(bench, state)
+            continue
+        live[bench] = state
+        if len(live) > plan.max_live:
+            narrowest = min(live, key=lambda b: width(live[b]) or 0.0)
+            finish(narrowest, live.pop(narrowest))
+    while live:
+        room = plan.deadline - clock()
+        if room < plan.slice_s / 2:
+            break
+        bench = widest({b: width(s) or 0.0 for b, s in live.items()})
+        state = live[bench]
+        cap = min(plan.slice_s, room, plan.extend_to - state.seconds)
+        if cap > 0:
+            sample(state, cap, 0)
+        if cap <= 0 or width(state) is None or state.seconds >= plan.extend_to:
+            finish(bench, live.pop(bench))
+    for bench, state in live.items():  # the deadline came
+        finish(bench, state)

@@ -1,0 +1,268 @@
+"""Measuring one benchmark of ``python -m bench ab``: set it up in both sides' workers, take
+rounds in turn, estimate HEAD/BASE with its interval (``bench/stats/paired.py``), and the
+benchmark's record in the JSON. The order in which a run's benchmarks get their time is
+``bench/ab/budget.py``'s. Imports no TensorFlow (the workers do).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bench.ab.sides import InputError, Side, Worker, numerics_rtol
+from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
+from bench.stats import paired as S
+
+if TYPE_CHECKING:
+    from bench.ab.cli import Benchmark
+
+WARMUP_STEPS = 5
+SETUP_TIMEOUT_S = 900.0
+
+
+@dataclass
+class Settings:
+    threshold: float
+    confidence: float
+    round_seconds: float
+    pairs: int
+    min_pairs: int
+    max_seconds: float
+    seed: int
+    interval_scale: float
+    confirm: bool
+    budget_s: float | None = None  # the run's sampling deadline, from its start (budget.py)
+
+
+def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[float, float]:
+    """(seconds per step, steal fraction) of one round, steal read around the request."""
+    before = cpu_steal_counters()
+    answer = worker.request({"op": "round", "id": bench_id, "k": k}, timeout)
+    stolen = steal_fraction(before, cpu_steal_counters())
+    if answer["retraced"]:
+        raise InputError(
+            f"{worker.name} ({worker.side.describe()}): {bench_id}'s step was traced again "
+            f"{answer['retraced']} time(s) during a timed round; the timing would include it"
+        )
+    return answer["seconds"] / k, math.nan if stolen is None else stolen
+
+
+@dataclass
+class Sampled:
+    """What has been measured of one benchmark: its rounds over every process pair so far.
+    While ``live`` (set up in the workers of ``grid[offset:]``), more rounds can be taken."""
+
+    k: int  # steps per round, the same for every worker
+    rounds: list[dict]
+    setups: dict[Worker, dict]  # each worker's setup answer (compile_s, loss after warm-up)
+    grid: list[list[Worker]]  # the process pairs, in the order of the rounds' "pair" index
+    seconds: float  # time spent taking rounds
+    bench_id: str = ""
+    offset: int = 0  # the first pair index of the live grid
+    round_timeout: float = 120.0
+    live: bool = False
+    setup_s: float = 0.0  # time the (last) setup took: requests, compile, warm-up, first round
+
+
+def set_up(
+    bench: Benchmark,
+    batch: Path,
+    grid: list[list[Worker]],
+    settings: Settings,
+    prior: Sampled | None = None,
+) -> Sampled:
+    """Set up the benchmark in every worker of ``grid`` (build, compile, warm up, one untimed
+    round at the round's own length); the result holds ``prior``'s rounds, if any, and is
+    live until ``drop``."""
+    t0 = time.monotonic()
+    request = {
+        "op": "setup",
+        "id": bench.name,
+        "impl": bench.implementation,
+        "task": bench.task,
+        "batch": str(batch),
+        "warmup": WARMUP_STEPS,
+    }
+    workers = [w for row in grid for w in row]
+    for w in workers:
+        w.send(request)
+    setups = {w: w.receive(SETUP_TIMEOUT_S, f"setup of {bench.name}") for w in workers}
+    unsupported = [s["unsupported"] for s in setups.values() if s.get("unsupported")]
+    if unsupported:
+        for w in workers:
+            w.request({"op": "drop", "id": bench.name}, 60)
+        raise Unsupported(unsupported[0])
+    per_step = float(np.median([s["per_step_s"] for s in setups.values()]))
+    k = prior.k if prior else max(1, min(100_000, math.ceil(settings.round_seconds / per_step)))
+    round_timeout = max(120.0, 100 * k * per_step)
+    for w in workers:  # one untimed round at the round's own length
+        timed_round(w, bench.name, k, round_timeout)
+    return Sampled(
+        k=k,
+        rounds=list(prior.rounds) if prior else [],
+        setups={**(prior.setups if prior else {}), **setups},
+        grid=(prior.grid if prior else []) + grid,
+        seconds=prior.seconds if prior else 0.0,
+        bench_id=bench.name,
+        offset=len(prior.grid) if prior else 0,
+        round_timeout=round_timeout,
+        live=True,
+        setup_s=time.monotonic() - t0,
+    )
+
+
+def sample(
+    sampled: Sampled, settings: Settings, rng: random.Random, cap_s: float, min_new: int
+) -> None:
+    """Take rounds of the live benchmark, one pair per process pair in turn (the side that
+    goes first drawn at random), until its interval over all its rounds is decisive and at
+    least ``min_new`` pairs are new, or (once they are) ``cap_s`` seconds have passed."""
+    grid = sampled.grid[sampled.offset :]
+    new = 0
+    started = time.monotonic()
+    while True:
+        for p, (base, head) in enumerate(grid):
+            first = rng.choice(("base", "head"))
+            order = (base, head) if first == "base" else (head, base)
+            times = {}
+            for w in order:
+                times[w.side.label] = timed_round(
+                    w, sampled.bench_id, sampled.k, sampled.round_timeout
+                )
+            sampled.rounds.append(
+                {
+                    "pair": sampled.offset + p,
+                    "first": first,
+                    "base_s": times["base"][0],
+                    "head_s": times["head"][0],
+                    "base_steal_pct": 100 * times["base"][1],
+                    "head_steal_pct": 100 * times["head"][1],
+                }
+            )
+            new += 1
+        if new < min_new:
+            continue
+        if time.monotonic() - started > cap_s or decided(sampled, settings):
+            break
+    sampled.seconds += time.monotonic() - started
+
+
+def drop(sampled: Sampled) -> None:
+    """Free the benchmark in its workers; no more rounds can be taken."""
+    if sampled.live:
+        for w in (w for row in sampled.grid[sampled.offset :] for w in row):
+            w.request({"op": "drop", "id": sampled.bench_id}, 60)
+        sampled.live = False
+
+
+def measure(
+    bench: Benchmark,
+    batch: Path,
+    grid: list[list[Worker]],
+    settings: Settings,
+    rng: random.Random,
+    prior: Sampled | None = None,
+) -> Sampled:
+    """Set up, sample until decisive (at least ``min_pairs`` new pairs, at most
+    ``max_seconds``) and drop: one benchmark, measured on its own."""
+    sampled = set_up(bench, batch, grid, settings, prior)
+    try:
+        sample(sampled, settings, rng, settings.max_seconds, settings.min_pairs)
+    finally:
+        drop(sampled)
+    return sampled
+
+
+def decided(sampled: Sampled, settings: Settings) -> bool:
+    return S.decided(estimate(sampled.rounds, settings)[1], settings.threshold)
+
+
+class Unsupported(Exception):
+    """A worker cannot run the implementation on this (user's) model: skipped, with why."""
+
+
+def skipped(bench: Benchmark, reason: str) -> dict:
+    return {
+        "name": bench.name,
+        "implementation": bench.implementation,
+        "task": bench.task,
+        "batch_size": bench.batch_size,
+        "verdict": S.SKIPPED,
+        "skip_reason": reason,
+        "ratio": None,
+        "ci_low": None,
+        "ci_high": None,
+    }
+
+
+def estimate(rounds: list[dict], settings: Settings) -> tuple[np.ndarray, S.Estimate]:
+    keys = ("base_s", "head_s", "base_steal_pct", "head_steal_pct")
+    col = {key: np.array([r[key] for r in rounds], dtype=float) for key in keys}
+    keep = S.kept_pairs(
+        col["base_s"],
+        col["head_s"],
+        col["base_steal_pct"] / 100,
+        col["head_steal_pct"] / 100,
+        STEAL_LIMIT,
+        settings.min_pairs // 2,
+    )
+    logr = np.log(col["head_s"][keep] / col["base_s"][keep])
+    return keep, S.hodges_lehmann(logr, settings.confidence, settings.interval_scale)
+
+
+def result(
+    bench: Benchmark, sampled: Sampled, settings: Settings, sides: list[Side] | None = None
+) -> dict:
+    """The benchmark's record in the JSON: verdict, interval, both sides, every round."""
+    rounds, setups, grid = sampled.rounds, sampled.setups, sampled.grid
+    keep, est = estimate(rounds, settings)
+    for r, kept in zip(rounds, keep):
+        r["kept"] = bool(kept)
+    side_info = {}
+    for label, col in (("base", 0), ("head", 1)):
+        ws = [row[col] for row in grid]
+        times = [r[f"{label}_s"] for r, kept in zip(rounds, keep) if kept]
+        side_info[label] = {
+            "median_s": float(np.median(times)),
+            "compile_s": float(np.median([setups[w]["compile_s"] for w in ws])),
+            "loss_after_warmup": setups[ws[0]]["loss_after_warmup"],
+            "losses_after_warmup": [setups[w]["loss_after_warmup"] for w in ws],
+        }
+    b, h = side_info["base"]["loss_after_warmup"], side_info["head"]["loss_after_warmup"]
+    rel = abs(h - b) / max(abs(b), 1e-12) if math.isfinite(b) and math.isfinite(h) else math.inf
+    tol = numerics_rtol(bench.task, sides or [])
+    per_pair = []
+    for p in range(len(grid)):
+        sel = [i for i, r in enumerate(rounds) if r["pair"] == p and keep[i]]
+        lr = [math.log(rounds[i]["head_s"] / rounds[i]["base_s"]) for i in sel]
+        per_pair.append(float(math.exp(np.median(lr))) if lr else None)
+    return {
+        "name": bench.name,
+        "implementation": bench.implementation,
+        "task": bench.task,
+        "batch_size": bench.batch_size,
+        "steps_per_round": sampled.k,
+        "verdict": S.verdict(est, settings.threshold),
+        "first_verdict": None,
+        "skip_reason": None,
+        "ratio": est.ratio,
+        "ci_low": est.low,
+        "ci_high": est.high,
+        "detectable_pct": est.detectable_pct,
+        "missed_pct": S.missed_pct(est),
+        "pairs": int(keep.sum()),
+        "pairs_dropped_steal": int(len(rounds) - keep.sum()),
+        "process_pairs": len(grid),
+        "process_pair_ratios": per_pair,
+        "seconds": sampled.seconds,
+        "base": side_info["base"],
+        "head": side_info["head"],
+        "numerics": {"rel_diff": rel, "tolerance": tol, "changed": bool(rel > tol)},
+        "rounds": rounds,
+    }

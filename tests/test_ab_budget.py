@@ -1,0 +1,133 @@
+"""bench ab's time plan (bench/ab/budget.py), on fake benchmarks and a fake clock: whose
+interval shrinks as 1/sqrt(seconds sampled), decided once it is narrower than 1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from bench.ab.budget import Plan, first_pass_cap, run_plan
+
+
+@dataclass
+class State:
+    name: str
+    noise: float  # the interval's half-width after one second of sampling
+    seconds: float = 0.0
+    turns: list[float] = field(default_factory=list)  # each sample call's cap
+
+    def width(self) -> float:
+        return self.noise / max(self.seconds, 1e-9) ** 0.5
+
+
+class Fake:
+    """Benchmarks with known noise; setting one up takes ``setup_s`` of the fake clock."""
+
+    def __init__(self, noise: dict[str, float], setup_s: float = 2.0, skip=()):
+        self.noise, self.setup_s, self.skip = noise, setup_s, set(skip)
+        self.now = 0.0
+        self.states: dict[str, State] = {}
+        self.finished: list[str] = []
+        self.live_max = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def start(self, name: str) -> State | None:
+        if name in self.skip:
+            return None
+        self.now += self.setup_s
+        self.states[name] = State(name, self.noise[name])
+        self.live_max = max(self.live_max, len(self.states) - len(self.finished))
+        return self.states[name]
+
+    def sample(self, state: State, cap: float, min_new: int) -> None:
+        state.turns.append(cap)
+        step = 0.25  # a pass over the process pairs
+        spent = 0.0
+        while True:
+            spent += step
+            if min_new and spent < 1.0:  # min_new pairs take a second, cap or not
+                continue
+            if spent >= cap or state.noise / (state.seconds + spent) ** 0.5 < 1:
+                break
+        state.seconds += spent
+        self.now += spent
+
+    def width(self, state: State) -> float | None:
+        w = state.width()
+        return None if w < 1 else w
+
+    def finish(self, name: str, state: State) -> None:
+        assert name not in self.finished, f"{name} finished twice"
+        self.finished.append(name)
+
+    def run(self, plan: Plan) -> None:
+        run_plan(
+            list(self.noise), plan, self.start, self.sample, self.width, self.finish, self.clock
+        )
+
+
+def plan(deadline=None, max_seconds=20.0, extend=3.0, max_live=6) -> Plan:
+    return Plan(deadline, max_seconds, extend * max_seconds, min_pairs=30, max_live=max_live)
+
+
+def test_the_first_pass_cap_shares_what_is_left_and_stays_within_max_seconds():
+    assert first_pass_cap(plan(), now=0, left=12, setup_s=3) == 20  # no budget
+    # 200 s for 12 benchmarks, 11 more setups of 3 s: (200 - 33) / 12
+    assert first_pass_cap(plan(200), now=0, left=12, setup_s=3) == pytest.approx(167 / 12)
+    assert first_pass_cap(plan(200), now=190, left=1, setup_s=3) == pytest.approx(10)
+    assert first_pass_cap(plan(200), now=0, left=1, setup_s=3) == 20  # never above max_seconds
+    assert first_pass_cap(plan(200), now=250, left=3, setup_s=3) == 0  # late: min pairs only
+
+
+def test_without_a_budget_each_benchmark_gets_max_seconds_and_no_second_pass():
+    fake = Fake({"a": 10.0, "b": 2.0, "c": 0.5})
+    fake.run(plan(None, max_seconds=20))
+    assert fake.finished == ["a", "b", "c"]
+    assert [s.turns for s in fake.states.values()] == [[20], [20], [20]]
+    assert fake.states["a"].seconds == pytest.approx(20)  # undecided at its cap
+    assert fake.states["c"].seconds == pytest.approx(1.0)  # decided after its minimum
+
+
+def test_time_the_quick_ones_leave_goes_to_the_widest_intervals_within_the_deadline():
+    noise = {"quick1": 0.5, "wide": 9.0, "quick2": 0.5, "medium": 6.5, "quick3": 0.5}
+    fake = Fake(noise, setup_s=2.0)
+    fake.run(plan(deadline=150.0, max_seconds=40))
+    assert sorted(fake.finished) == sorted(noise)  # each once (Fake.finish asserts)
+    assert fake.now <= 150.0 + 2.0  # the deadline, give or take one slice
+    s = fake.states
+    # first pass: an even share of what was left when it started (at 5 s: 145 s, less the
+    # three setups to come), at most max_seconds
+    assert s["wide"].turns[0] == pytest.approx((145 - 3 * 2) / 4)
+    # the quick ones took a second each, and their time went to the two noisy ones, the
+    # widest first
+    assert all(s[q].seconds == pytest.approx(1.0) for q in ("quick1", "quick2", "quick3"))
+    assert s["medium"].seconds > s["medium"].turns[0] and s["wide"].seconds > 40
+    assert s["medium"].width() < 1  # decided in the second pass
+    assert s["wide"].seconds > s["medium"].seconds
+    assert s["wide"].seconds <= 120.0 + 1e-9  # at most extend_to
+
+
+def test_no_benchmark_gets_more_than_extend_to_even_with_time_left():
+    fake = Fake({"hopeless": 100.0})
+    fake.run(plan(deadline=1000.0, max_seconds=10, extend=3.0))
+    assert fake.states["hopeless"].seconds == pytest.approx(30.0, abs=0.5)
+    assert fake.finished == ["hopeless"]
+
+
+def test_a_late_run_takes_only_the_minimum_pairs_and_still_finishes_everything():
+    fake = Fake({"a": 10.0, "b": 10.0, "c": 10.0}, setup_s=60.0)  # a very slow machine
+    fake.run(plan(deadline=100.0, max_seconds=20))
+    assert sorted(fake.finished) == ["a", "b", "c"]
+    assert fake.states["c"].turns == [0.0]  # past the deadline: its minimum pairs only
+    assert fake.states["c"].seconds == pytest.approx(1.0)
+
+
+def test_skipped_benchmarks_are_not_finished_and_at_most_max_live_stay_set_up():
+    noise = {f"b{i}": 50.0 for i in range(5)} | {"skipme": 1.0}
+    fake = Fake(noise, setup_s=0.5, skip={"skipme"})
+    fake.run(plan(deadline=300.0, max_seconds=5, max_live=2))
+    assert "skipme" not in fake.finished and len(fake.finished) == 5
+    assert fake.live_max <= 3  # two kept plus the one being measured
