@@ -254,7 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {S.INTERVAL_SCALE}, measured here: bench/stats/paired.py)",
     )
     p.add_argument("--pairs", type=int, default=2, help="worker processes per side (default 2)")
-    p.add_argument("--round-seconds", type=float, default=0.1)
+    p.add_argument(
+        "--round-seconds",
+        type=float,
+        default=0.01,
+        help="a round's length, K steps (default 0.01: the shorter, the closer in time the "
+        "two rounds of a pair, docs/regression.md)",
+    )
     p.add_argument("--min-pairs", type=int, default=30, help="round pairs before stopping early")
     p.add_argument(
         "--max-seconds",
