@@ -162,6 +162,9 @@ def summarize(runs: list[dict], planted: bool) -> dict:
         "wall_s": [min(walls), float(np.median(walls)), max(walls)],
         "per_benchmark": per,
     }
+    rows = [b for r in runs for b in r["benchmarks"] if b["ratio"]]
+    out["intervals_excluding_1"] = sum(b["ci_low"] > 1 or b["ci_high"] < 1 for b in rows)
+    out["comparisons"] = len(rows)
     if not planted:
         out["false_alarms"] = sum(v["SLOWER"] + v["FASTER"] for v in per.values())
         out["runs_with_false_alarm"] = sum(

@@ -270,6 +270,20 @@ def test_a_base_without_the_registry_gives_exit_2(tmp_path, capsys):
     assert "base worker 0" in err and "no implementation registry" in err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--budget-seconds", "-5"], "--budget-seconds must be >= 0"),
+        (["--max-seconds", "0"], "--max-seconds > 0"),
+        (["--threshold", "0%"], "--threshold must be between 0 and 100%"),
+    ],
+)
+def test_bad_time_and_threshold_options_are_one_line_and_exit_2(argv, message, capsys):
+    assert main([*argv, "-k", "custom_graph-linreg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
 def test_a_bad_interpreter_is_refused(capsys):
     assert main(["--base-python", "/nonexistent/venv", "-k", "linreg"]) == 2
     assert "--base-python /nonexistent/venv: not a Python interpreter" in capsys.readouterr().err
