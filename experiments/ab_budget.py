@@ -188,8 +188,9 @@ def main() -> int:
     )
     p.add_argument("-k", dest="select", default=None)
     p.add_argument("--out")
-    p.add_argument("ab_args", nargs="*", help="more arguments for bench ab (after --)")
-    args = p.parse_args()
+    # anything else (after --) goes to bench ab: -- --budget-seconds 100
+    args, rest = p.parse_known_args()
+    args.ab_args = [a for a in rest if a != "--"]
     with tempfile.TemporaryDirectory(prefix="ab-budget-") as tmp:
         tree, other = Path(tmp) / "tree", Path(tmp) / "other"
         revision = resolve_revision(ROOT, args.rev)
