@@ -325,3 +325,12 @@ def test_end_to_end_a_planted_history_skipping_a_broken_commit(tmp_path, capsys)
     assert "planted: this commit does not build" in doc["skipped"][commits[1]]
     assert f'skipped {commits[1][:10]} "commit 1: break the registry"' in printed
     assert f'slower commit: {commits[3][:10]} "commit 3: sleep' in printed
+
+
+def test_a_bisection_step_has_no_second_pass_unless_asked_while_bench_ab_has_its_deadline():
+    from bench.ab import cli
+
+    assert cli.build_parser().parse_args([]).budget_seconds == cli.DEFAULT_BUDGET_S > 0
+    assert B.build_parser().parse_args(["a", "b"]).budget_seconds == 0
+    given = B.build_parser().parse_args(["a", "b", "--budget-seconds", "90"])
+    assert given.budget_seconds == 90

@@ -293,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
         elif action.dest == "repo":
             action.help = "repository GOOD and BAD belong to (default: this one)"
     p.set_defaults(**dict.fromkeys(NOT_PASSED_ON))
+    # A step judges a range, for which the estimate suffices (slower, or over half of BAD's
+    # slowdown): its benchmarks get --max-seconds each and no second pass (bench/ab/budget.py),
+    # unless --budget-seconds is given.
+    p.set_defaults(budget_seconds=0.0)
     return p
 
 
