@@ -47,7 +47,6 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,6 +57,7 @@ from bench.ab.budget import Plan, run_plan
 from bench.ab.measure import (  # noqa: F401 (Unsupported, WARMUP_STEPS: part of this module's API)
     SETUP_TIMEOUT_S,
     WARMUP_STEPS,
+    Benchmark,
     Sampled,
     Settings,
     Unsupported,
@@ -108,19 +108,6 @@ EXTEND = 3.0  # an undecided benchmark's sampling, over both passes, is at most 
 
 
 # --- what is measured ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    implementation: str
-    task: str
-    batch_size: int
-    default_batch: bool
-
-    @property
-    def name(self) -> str:
-        base = f"{self.implementation}-{self.task}"
-        return base if self.default_batch else f"{base}-b{self.batch_size}"
 
 
 def keyword_match(expression: str | None, name: str) -> bool:

@@ -11,7 +11,6 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,11 +18,21 @@ from bench.ab.sides import InputError, Side, Worker, numerics_rtol
 from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
 from bench.stats import paired as S
 
-if TYPE_CHECKING:
-    from bench.ab.cli import Benchmark
-
 WARMUP_STEPS = 5
 SETUP_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    implementation: str
+    task: str
+    batch_size: int
+    default_batch: bool
+
+    @property
+    def name(self) -> str:
+        base = f"{self.implementation}-{self.task}"
+        return base if self.default_batch else f"{base}-b{self.batch_size}"
 
 
 @dataclass
