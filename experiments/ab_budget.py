@@ -80,10 +80,11 @@ def parse_fractions(text: str) -> tuple[float, dict[str, float]]:
     return default, per
 
 
-def plant(tree: Path, fraction: str) -> None:
+def plant(tree: Path, fraction: str | float) -> None:
     """Extra forward work in the custom loops' step: ``fraction`` of the batch (above 1: the
-    batch repeated), per benchmark where ``fraction`` names it."""
-    default, per = parse_fractions(fraction)
+    batch repeated), per benchmark where ``fraction`` names it (bisect_budget.py passes a
+    plain number)."""
+    default, per = parse_fractions(str(fraction))
     path = tree / "implementations" / "custom_loop.py"
     text = path.read_text()
     for needle in (STEP_END, BUILD, STEP_START):

@@ -9,11 +9,11 @@ The budget (16 commits, one ~10% slowdown in the middle, on the MLP) is measured
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from experiment_loader import load_experiment as load_script
 
 from bench.ab import bisect as B
 from bench.ab.sides import InputError
@@ -23,11 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_experiment():
-    path = ROOT / "experiments" / "bisect_budget.py"
-    spec = importlib.util.spec_from_file_location("bisect_budget", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bisect_budget")
 
 
 # --- the search, on a fake measurement ------------------------------------------------------
@@ -334,3 +330,19 @@ def test_a_bisection_step_has_no_second_pass_unless_asked_while_bench_ab_has_its
     assert B.build_parser().parse_args(["a", "b"]).budget_seconds == 0
     given = B.build_parser().parse_args(["a", "b", "--budget-seconds", "90"])
     assert given.budget_seconds == 90
+
+
+@pytest.mark.parametrize("fraction", [0.4, "0.14,custom_xla-cnn=0.25"])
+def test_the_planted_slowdown_takes_a_number_or_per_benchmark_fractions(tmp_path, fraction):
+    """bisect_budget.py plants with a number, ab_budget.py with a per-benchmark text: both
+    edit the custom loop's step (and the result still compiles)."""
+    load_experiment()  # puts experiments/ on the path for ab_budget
+    ab_budget = load_script("ab_budget")
+    (tmp_path / "implementations").mkdir()
+    source = ROOT / "implementations" / "custom_loop.py"
+    target = tmp_path / "implementations" / "custom_loop.py"
+    target.write_text(source.read_text())
+    ab_budget.plant(tmp_path, fraction)
+    text = target.read_text()
+    assert "planted slowdown" in text and "PLANT_KEY = f'custom_{mode}-{task.name}'" in text
+    compile(text, str(target), "exec")

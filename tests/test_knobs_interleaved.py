@@ -3,24 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
+from experiment_loader import load_experiment as load_script
 
 from bench.timing.harness import calibrate_matmul, matmul_timer
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def load_experiment():
-    path = ROOT / "experiments" / "knobs_interleaved.py"
-    spec = importlib.util.spec_from_file_location("knobs_interleaved", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("knobs_interleaved")
 
 
 def test_the_calibration_is_the_best_round_of_the_matmul_chain():
