@@ -10,6 +10,10 @@ every line that is not one of those known ones. On a machine with an NVIDIA driv
 (``/proc/driver/nvidia`` or ``/dev/nvidiactl``) nothing is filtered: there a CUDA line may be
 a real error. ``LOOPBENCH_TF_LOGS=1`` keeps every line. What the lines said is recorded with
 every result instead (device, oneDNN: ``bench/timing/harness.py``'s machine info).
+
+Worker processes (the A/B, bisect, JAX, panel and ``tf.distribute`` workers) write their
+stderr to a file that is shown only when one fails; ``shown`` takes the same lines out of it
+there, under the same rules, so a failure's message starts with the failure.
 """
 
 from __future__ import annotations
@@ -41,10 +45,22 @@ def quiet_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not NOISE.search(line)]
 
 
+def filtering() -> bool:
+    """Whether the start-up lines are taken out here: not with ``LOOPBENCH_TF_LOGS=1`` nor on
+    a machine with an NVIDIA driver."""
+    return not os.environ.get(ENV_KEEP) and not nvidia_driver()
+
+
+def shown(text: str) -> str:
+    """A worker's stderr as a failure message shows it: without the known start-up lines
+    (where ``filtering()``)."""
+    return "\n".join(quiet_lines(text)) if filtering() else text.strip()
+
+
 def import_tensorflow():
     """``import tensorflow`` (and its device initialisation), without the start-up lines
     above on a machine with no NVIDIA driver; every other line is written back to stderr."""
-    if "tensorflow" in sys.modules or os.environ.get(ENV_KEEP) or nvidia_driver():
+    if "tensorflow" in sys.modules or not filtering():
         import tensorflow as tf
 
         return tf

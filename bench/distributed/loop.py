@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.tasks import Task
+from bench.tfimport import shown
 from bench.workers.process import kill_group
 
 STRATEGIES = ("mirrored", "multiworker")
@@ -478,7 +479,7 @@ def run_workers(
         results.append(WorkerResult(i, proc.returncode, out, err, output))
     if timed_out or any(r.returncode != 0 or r.output is None for r in results):
         detail = "\n".join(
-            f"--- worker {r.index}: exit {r.returncode}\n{r.stderr[-3000:]}" for r in results
+            f"--- worker {r.index}: exit {r.returncode}\n{shown(r.stderr)[-3000:]}" for r in results
         )
         what = f"timed out after {timeout:.0f}s" if timed_out else "failed"
         raise WorkerError(f"bench.distributed.worker {' '.join(args)} {what}\n{detail}")

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.tfimport import shown
+
 
 class InputError(Exception):
     """Bad input or a failed worker: one message on stderr, exit code 2."""
@@ -134,8 +136,10 @@ class Worker:
         return self.receive(timeout, repr(request.get("op")))
 
     def stderr_tail(self, lines: int = 25) -> str:
+        """The last ``lines`` of the worker's stderr, without TensorFlow's CPU-only start-up
+        lines (``bench.tfimport.shown``)."""
         self._err.seek(0)
-        return "\n".join(self._err.read().strip().splitlines()[-lines:])
+        return "\n".join(shown(self._err.read()).splitlines()[-lines:])
 
     def _failure(self, what: str) -> InputError:
         tail = self.stderr_tail()
