@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -45,8 +46,11 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from bench.pytest_plugin import SESSION_START
     from bench.tasks import user as user_tasks
     from bench.tfimport import import_tensorflow
+
+    config.stash[SESSION_START] = time.monotonic()
 
     # Before any test module imports it: without its CPU-only start-up lines (bench/tfimport.py)
     import_tensorflow()
@@ -54,6 +58,9 @@ def pytest_configure(config: pytest.Config) -> None:
     processes = config.getoption("--panel-processes", default=None)
     if processes is not None and processes < 1:
         raise pytest.UsageError(f"--panel-processes must be 1 or more, not {processes}")
+    budget = config.getoption("--run-budget", default=None)
+    if budget is not None and not budget >= 0:
+        raise pytest.UsageError(f"--run-budget must be 0 (none) or more seconds, not {budget}")
 
     specs = user_tasks.specs_from(config.getoption("--tasks", default=None))
     if specs:
@@ -92,6 +99,9 @@ def profile(request: pytest.FixtureRequest):
     processes = request.config.getoption("--panel-processes")
     if processes is not None:
         profile = replace(profile, panel_processes=processes)
+    budget = request.config.getoption("--run-budget")
+    if budget is not None:
+        profile = replace(profile, run_budget_s=budget or None)
     return profile
 
 

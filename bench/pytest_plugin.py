@@ -23,6 +23,8 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
 REEXEC = "LOOPBENCH_PYTEST_REEXEC"  # set on the re-run, so it can happen only once
+# When the session started (time.monotonic()), set by conftest.py: the run budget counts from it.
+SESSION_START = pytest.StashKey[float]()
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -40,6 +42,15 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="P",
         help="spread each panel's blocks over P processes (block b in process b mod P; "
         "default: the profile's, 1). docs/timing.md",
+    )
+    parser.addoption(
+        "--run-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the run's wall time, from pytest's start, that the panels fit their sampling "
+        "into; 0: none, each panel samples to its cap (default: the profile's, 270 s for "
+        "quick). docs/timing.md",
     )
     parser.addoption(
         "--tasks",

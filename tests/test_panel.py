@@ -128,6 +128,60 @@ def test_sampling_stops_at_the_target_or_at_the_time_cap():
     assert capped.info()["stopped_by"] == "time_cap"
 
 
+def test_a_panels_cap_is_its_share_of_the_run_budget_left():
+    """A slow CPU (convergence and builds take longer) leaves less of the run's budget: each
+    panel's cap shrinks to its share, in proportion to the caps of the panels to come, after
+    their building is set aside; never above its own cap."""
+    from bench.timing.blocks import budgeted_cap
+
+    assert budgeted_cap(40.0, 1000.0, [40.0, 8.0], 0.0) == 40.0  # a fast machine: its cap
+    assert budgeted_cap(40.0, 96.0, [40.0, 8.0], 0.0) == pytest.approx(40.0)
+    assert budgeted_cap(40.0, 62.0, [40.0, 8.0], 18.0) == pytest.approx(20.0)  # 44 s shared
+    assert budgeted_cap(8.0, 12.0, [8.0, 8.0], 0.0) == pytest.approx(4.0)
+    assert budgeted_cap(40.0, 30.0, [], 0.0) == 30.0  # the last panel: what is left
+    assert budgeted_cap(40.0, -5.0, [8.0], 0.0) == 0.0  # past the deadline: its first blocks
+
+
+def test_the_run_budget_counts_the_panels_still_to_come(monkeypatch):
+    """``Panels.budget``: the deadline from pytest's start, and the caps and member counts of
+    the session's other panels not yet measured; none without a budget (``--run-budget 0``)."""
+    from dataclasses import replace
+
+    from bench.pytest_plugin import SESSION_START
+    from bench.timing.harness import PROFILES
+    from bench.timing.panel import Panels
+
+    def quick(members):
+        return [replace(s, profile=PROFILES["quick"]) for s in members]
+
+    panels = Panels()
+    linreg = quick(specs("keras_fit", "custom_graph"))
+    mlp = quick(specs("keras_fit", "custom_graph", "custom_xla", task="mlp"))
+    sweep = [replace(s, panel="sweep-mlp-b32", kind="sweep") for s in quick(specs("custom_graph"))]
+    panels.members = {"linreg": linreg, "mlp": mlp, "sweep-mlp-b32": sweep}
+    panels.outcomes = {"linreg": {}}  # measured already
+
+    class Config:
+        stash = pytest.Stash()
+
+    Config.stash[SESSION_START] = 100.0
+    budget = panels.budget(Config, mlp[0])
+    profile = mlp[0].profile
+    assert profile.run_budget_s and budget.deadline == 100.0 + profile.run_budget_s
+    assert budget.later_caps == [profile.sweep_panel_cap_s] and budget.later_members == 1
+    unbudgeted = replace(mlp[0], profile=replace(profile, run_budget_s=None))
+    assert panels.budget(Config, unbudgeted) is None
+
+
+def test_a_bad_run_budget_is_one_usage_error():
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--run-budget", "-1", "--co", "-q", __file__],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 4
+    assert "--run-budget must be 0 (none) or more seconds, not -1" in proc.stderr
+
+
 def test_contended_blocks_are_left_out_of_a_ratio():
     a, b = Rounds(), Rounds()
     for i in range(20):
@@ -154,6 +208,44 @@ def test_blocks_where_a_neighbour_in_the_vm_ran_are_left_out():
     assert est.n == 20 and est.ratio == pytest.approx(1.0)
     assert a.quiet() == [i for i in range(30) if i % 3] and len(b.quiet()) == 30
     assert 0.02 < FOREIGN_LIMIT < 0.5
+
+
+def test_contention_is_judged_over_the_whole_block():
+    """Counters are read around each block, not each round (a 20 ms round is 4 clock ticks on
+    2 cores: one tick of a kernel thread would mark it contended): a neighbour that ran during
+    one member's round leaves the whole block out, for every member alike."""
+    from bench.host import FOREIGN_LIMIT
+
+    state = {"ticks": 0, "busy": 0, "own": 0, "reads": 0}
+
+    def counters():
+        state["reads"] += 1
+        return (0, state["ticks"], state["busy"], state["own"])
+
+    class Member(Synthetic):
+        def run_round(self):
+            block = len(log) // 3
+            state["ticks"] += 8  # 2 cores x 4 ticks: a 20 ms round
+            state["own"] += 4
+            # the neighbour takes a tick of the block's 24 (4%, under the limit), or in
+            # every third block 6 ticks, all during member c's round (25%: contended)
+            state["busy"] += 4 + (1 if self.name == "a" else 0)
+            if block % 3 == 0 and self.name == "c":
+                state["busy"] += 5
+            log.append(self.name)
+            return super().run_round()
+
+    rng, clock, log = np.random.default_rng(0), FakeClock(), []
+    members = [Member(n, 1.0, lambda: 1.0, rng, clock) for n in "abc"]
+    result = run_blocks(
+        members, [], min_blocks=12, max_blocks=12, time_cap_s=1e9, target_pct=0.0,
+        counters=counters, clock=clock,
+    )  # fmt: skip
+    assert state["reads"] == 2 * 12  # before and after each block
+    for name in "abc":
+        assert result.rounds[name].quiet() == [i for i in range(12) if i % 3], name
+        flags = result.rounds[name].foreign
+        assert all(f > FOREIGN_LIMIT for f in flags[::3]) and max(flags[1::3]) < FOREIGN_LIMIT
 
 
 def test_cpu_counters_tell_this_process_from_others():

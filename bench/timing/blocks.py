@@ -9,9 +9,9 @@ moved by 3% (issue "The comparison table, measured interleaved"). So every compa
 measured here the way ``bench ab`` compares two versions of the code:
 
 - every member is built and warmed up first (``bench/timing/panel.py``);
-- then blocks run, each one round of every member in a fresh random order; around each round
+- then blocks run, each one round of every member in a fresh random order; around each block
   the hypervisor's steal and the CPU time other processes of the machine took are read
-  (``bench.host.cpu_counters``);
+  (``bench.host.cpu_counters``), and every round of the block carries the block's figures;
 - a ratio between two members is the Hodges-Lehmann estimate of their within-block
   log-ratios, with its 95% signed-rank interval (``bench/stats/paired.py``), from the blocks in
   which neither round was contended (steal above ``STEAL_LIMIT``, or other processes above
@@ -70,7 +70,8 @@ class Member(Protocol):
 @dataclass
 class Rounds:
     """What one member did in the blocks: per round, its block, seconds per step, the fraction
-    of CPU time the hypervisor stole and the fraction other processes took."""
+    of CPU time the hypervisor stole and the fraction other processes took (both over the
+    round's block)."""
 
     block: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
@@ -181,15 +182,21 @@ def run_blocks(
             break
         rng.shuffle(order)
         orders.append([m.name for m in order])
+        # Contention is read over the whole block, not round by round: /proc/stat counts in
+        # clock ticks (10 ms), a 20 ms round on 2 cores is 4 ticks, and one tick of a kernel
+        # thread would mark it contended. A block of a dozen rounds is dozens of ticks. A
+        # contended block is left out whole, which pairing within blocks needs anyway.
+        before = counters()
         for member in order:
-            before = counters()
             seconds = member.run_round()
             rec = rounds[member.name]
             rec.block.append(block)
             rec.seconds.append(float(seconds))
-            after = counters()
-            rec.steal.append(steal_fraction(before, after))
-            rec.foreign.append(foreign_fraction(before, after))
+        after = counters()
+        steal, foreign = steal_fraction(before, after), foreign_fraction(before, after)
+        for member in order:
+            rounds[member.name].steal.append(steal)
+            rounds[member.name].foreign.append(foreign)
         done = block + 1
         if done >= min_blocks and all(
             half_width_pct(paired_ratio(rounds[a], rounds[b])) <= target_pct for a, b in targets
@@ -210,6 +217,18 @@ def run_blocks(
         order_seed=seed,
         orders=orders,
     )
+
+
+def budgeted_cap(
+    cap_s: float, left_s: float, later_caps: Sequence[float], later_build_s: float
+) -> float:
+    """A panel's time cap under the run's budget (``Profile.run_budget_s``): its share of the
+    time left (``left_s``, less ``later_build_s``, the estimated building of the panels still
+    to come), in proportion to its own cap against those of the panels still to come
+    (``later_caps``); never above its own cap, never below 0 (the panel then takes only its
+    first few blocks: ``run_blocks`` never stops before an interval exists)."""
+    spare = max(0.0, left_s - later_build_s)
+    return max(0.0, min(cap_s, spare * cap_s / (cap_s + sum(later_caps))))
 
 
 def _cap(member: Member) -> float:

@@ -24,6 +24,7 @@ import gc
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,14 @@ import numpy as np
 import pytest
 
 from bench.host import cpu_counters
-from bench.timing.blocks import PanelResult, Rounds, baseline_of, ratio_fields, run_blocks
+from bench.timing.blocks import (
+    PanelResult,
+    Rounds,
+    baseline_of,
+    budgeted_cap,
+    ratio_fields,
+    run_blocks,
+)
 from bench.timing.harness import Profile
 from bench.timing.members import (  # noqa: F401 (re-exported)
     BUILD_TIMEOUT_S,
@@ -153,6 +161,16 @@ def choose_baseline(specs: list[Spec]) -> Spec | None:
     return None if i is None else plain[i]
 
 
+@dataclass
+class Budget:
+    """The run budget's terms for one panel: the deadline (``time.monotonic()``), and the
+    caps and member counts of the session's panels still to come after it."""
+
+    deadline: float
+    later_caps: list[float]
+    later_members: int
+
+
 class Panels:
     """The session's panels: each measured once, when its first benchmark runs."""
 
@@ -217,19 +235,45 @@ class Panels:
             members = list(self.members.get(spec.panel, []))
             if spec.name not in {s.name for s in members}:
                 members.append(spec)
-            self.outcomes[spec.panel] = self.measure(members, task_data)
+            self.outcomes[spec.panel] = self.measure(
+                members, task_data, self.budget(request.config, spec)
+            )
         found = self.outcomes[spec.panel].pop(spec.name, None)
         if found is None:  # not gathered (run twice?): measure it alone
             found = self.measure([spec], task_data)[spec.name]
         return found
 
-    def measure(self, specs: list[Spec], task_data) -> dict[str, Outcome]:
-        """Build, warm up and time ``specs`` interleaved; each member's outcome."""
+    def budget(self, config: pytest.Config, spec: Spec) -> Budget | None:
+        """The run budget's terms for ``spec``'s panel (None without a budget): the deadline,
+        and the panels of the session still to come after it."""
+        from bench.pytest_plugin import SESSION_START
+
+        budget_s = spec.profile.run_budget_s
+        start = config.stash.get(SESSION_START, None)
+        if not budget_s or start is None:
+            return None
+        later = [
+            members
+            for key, members in (self.members or {}).items()
+            if key not in self.outcomes and key != spec.panel
+        ]
+        return Budget(
+            deadline=start + budget_s,
+            later_caps=[panel_limits(m[0])["time_cap_s"] for m in later],
+            later_members=sum(len(m) for m in later),
+        )
+
+    def measure(
+        self, specs: list[Spec], task_data, budget: Budget | None = None
+    ) -> dict[str, Outcome]:
+        """Build, warm up and time ``specs`` interleaved; each member's outcome. With a
+        ``budget``, the panel's time cap is its share of the time left (``budgeted_cap``)."""
         from bench.tasks import get_task
 
         outcomes = {s.name: Outcome() for s in specs}
         built, live = [], []
         start_mb = resident_mb()
+        build_start = time.monotonic()
         try:
             for s in specs:
                 try:
@@ -251,6 +295,16 @@ class Panels:
                 live.append(s)
             baseline = choose_baseline(live)
             limits = panel_limits(specs[0])
+            own_cap = limits["time_cap_s"]
+            if budget is not None:
+                # Building the panels still to come is guessed from this one's, per member.
+                per_member = (time.monotonic() - build_start) / max(1, len(specs))
+                limits["time_cap_s"] = budgeted_cap(
+                    own_cap,
+                    budget.deadline - time.monotonic(),
+                    budget.later_caps,
+                    per_member * budget.later_members,
+                )
             # Whose CPU time is the panel's own: this process and its workers'.
             pids = (os.getpid(), *self.worker_pids())
             # A member capped to a few rounds (too slow for the panel's pace) has no interval to
@@ -276,6 +330,9 @@ class Panels:
                 kept = rounds.quiet()
                 out.info = {**info, **panel_fields(result, rounds, kept), **ratios[s.name]}
                 out.info["panel_info"]["processes"] = len(getattr(member, "instances", [0]))
+                out.info["panel_info"]["round_seconds"] = s.profile.panel_round
+                out.info["panel_info"]["run_budget_s"] = s.profile.run_budget_s
+                out.info["panel_info"]["profile_cap_s"] = own_cap
                 out.seconds = [rounds.seconds[i] for i in kept]
         finally:
             for member in built:
