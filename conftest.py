@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import pytest
 
@@ -46,11 +45,8 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from bench.pytest_plugin import SESSION_START
     from bench.tasks import user as user_tasks
     from bench.tfimport import import_tensorflow
-
-    config.stash[SESSION_START] = time.monotonic()
 
     # Before any test module imports it: without its CPU-only start-up lines (bench/tfimport.py)
     import_tensorflow()

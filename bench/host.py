@@ -91,6 +91,18 @@ def foreign_fraction(start, end) -> float | None:
     return max(0, (end[2] - start[2]) - (end[3] - start[3])) / total
 
 
+def process_age_s() -> float | None:
+    """How long ago this process started, in seconds (/proc/self/stat against /proc/uptime);
+    None where Linux's /proc cannot tell."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        start_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22: starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

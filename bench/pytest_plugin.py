@@ -23,8 +23,6 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
 REEXEC = "LOOPBENCH_PYTEST_REEXEC"  # set on the re-run, so it can happen only once
-# When the session started (time.monotonic()), set by conftest.py: the run budget counts from it.
-SESSION_START = pytest.StashKey[float]()
 
 
 def add_options(parser: pytest.Parser) -> None:

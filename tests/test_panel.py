@@ -144,10 +144,10 @@ def test_a_panels_cap_is_its_share_of_the_run_budget_left():
 
 def test_the_run_budget_counts_the_panels_still_to_come(monkeypatch):
     """``Panels.budget``: the deadline from pytest's start, and the caps and member counts of
-    the session's other panels not yet measured; none without a budget (``--run-budget 0``)."""
+    the session's other panels not yet measured; none without a budget (``--run-budget 0``).
+    The start is the process's (/proc), not the panel module's import."""
     from dataclasses import replace
 
-    from bench.pytest_plugin import SESSION_START
     from bench.timing.harness import PROFILES
     from bench.timing.panel import Panels
 
@@ -161,16 +161,26 @@ def test_the_run_budget_counts_the_panels_still_to_come(monkeypatch):
     panels.members = {"linreg": linreg, "mlp": mlp, "sweep-mlp-b32": sweep}
     panels.outcomes = {"linreg": {}}  # measured already
 
-    class Config:
-        stash = pytest.Stash()
-
-    Config.stash[SESSION_START] = 100.0
-    budget = panels.budget(Config, mlp[0])
+    panels.started = 100.0
+    budget = panels.budget(mlp[0])
     profile = mlp[0].profile
     assert profile.run_budget_s and budget.deadline == 100.0 + profile.run_budget_s
     assert budget.later_caps == [profile.sweep_panel_cap_s] and budget.later_members == 1
     unbudgeted = replace(mlp[0], profile=replace(profile, run_budget_s=None))
-    assert panels.budget(Config, unbudgeted) is None
+    assert panels.budget(unbudgeted) is None
+
+
+def test_the_run_budget_counts_from_the_process_start():
+    import time
+
+    from bench.host import process_age_s
+    from bench.timing.panel import Panels
+
+    age = process_age_s()
+    if age is None:
+        pytest.skip("no /proc here")
+    assert 0.5 < age < 24 * 3600  # pytest itself ran (importing TensorFlow) before this test
+    assert Panels().started == pytest.approx(time.monotonic() - age, abs=0.5)
 
 
 def test_a_bad_run_budget_is_one_usage_error():

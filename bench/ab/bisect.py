@@ -54,7 +54,7 @@ from tabulate import tabulate
 
 from bench.ab import cli
 from bench.ab.sides import InputError, resolve_revision
-from bench.report.compare import write_json_atomic
+from bench.report.files import write_json_atomic
 from bench.stats import paired as S
 from bench.workers.process import run_command
 

@@ -40,11 +40,8 @@ Reads JSON only: no TensorFlow import.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +51,7 @@ from scipy.stats import mannwhitneyu
 from tabulate import tabulate
 
 from bench.report.cli import ResultsError, _extra, _is_number, read_results
+from bench.report.files import write_json_atomic
 
 COUNTED_KINDS = ("step", "convergence")
 ACCURACY_DROP_PP = 1.0
@@ -454,31 +452,6 @@ def github_benchmark_entries(current: dict[str, Any]) -> list[dict[str, str | fl
             }
         )
     return entries
-
-
-def write_json_atomic(path: str | Path, obj: object) -> None:
-    """Write to a temporary file in the same directory, then rename it over ``path``."""
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """``text`` into a temporary file in the same directory, renamed over ``path``: nothing
-    half-written. Readable as the user's umask allows (``mkstemp`` makes 0600 files, which a
-    later CI step running as another user, or in a container, could not read)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- command line --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.host import cpu_counters
+from bench.host import cpu_counters, process_age_s
 from bench.timing.blocks import (
     PanelResult,
     Rounds,
@@ -182,6 +182,8 @@ class Panels:
         self._tmp: Path | None = None
         self._workers: list = []
         self.tasks: list[str] | None = None  # the session's --tasks values, for the workers
+        # When pytest started (time.monotonic()): the run budget counts from it.
+        self.started = time.monotonic() - (process_age_s() or 0.0)
 
     def close(self) -> None:
         self.stack.close()
@@ -235,23 +237,19 @@ class Panels:
             members = list(self.members.get(spec.panel, []))
             if spec.name not in {s.name for s in members}:
                 members.append(spec)
-            self.outcomes[spec.panel] = self.measure(
-                members, task_data, self.budget(request.config, spec)
-            )
+            self.outcomes[spec.panel] = self.measure(members, task_data, self.budget(spec))
         found = self.outcomes[spec.panel].pop(spec.name, None)
         if found is None:  # not gathered (run twice?): measure it alone
             found = self.measure([spec], task_data)[spec.name]
         return found
 
-    def budget(self, config: pytest.Config, spec: Spec) -> Budget | None:
+    def budget(self, spec: Spec) -> Budget | None:
         """The run budget's terms for ``spec``'s panel (None without a budget): the deadline,
-        and the panels of the session still to come after it."""
-        from bench.pytest_plugin import SESSION_START
-
+        counted from the process's start, and the panels of the session still to come."""
         budget_s = spec.profile.run_budget_s
-        start = config.stash.get(SESSION_START, None)
-        if not budget_s or start is None:
+        if not budget_s:
             return None
+        start = self.started
         later = [
             members
             for key, members in (self.members or {}).items()
