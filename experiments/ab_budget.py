@@ -166,7 +166,12 @@ def summarize(runs: list[dict], planted: bool) -> dict:
     rows = [b for r in runs for b in r["benchmarks"] if b["ratio"]]
     out["intervals_excluding_1"] = sum(b["ci_low"] > 1 or b["ci_high"] < 1 for b in rows)
     out["comparisons"] = len(rows)
-    if not planted:
+    if planted:
+        # The plant is in the custom loops only: every other benchmark is an A/A comparison.
+        same = {k: v for k, v in per.items() if not k.startswith("custom_")}
+        out["unplanted_benchmarks"] = sorted(same)
+        out["false_alarms_unplanted"] = sum(v["SLOWER"] + v["FASTER"] for v in same.values())
+    else:
         out["false_alarms"] = sum(v["SLOWER"] + v["FASTER"] for v in per.values())
         out["runs_with_false_alarm"] = sum(
             r["exit_code"] != 0

@@ -346,3 +346,24 @@ def test_the_planted_slowdown_takes_a_number_or_per_benchmark_fractions(tmp_path
     text = target.read_text()
     assert "planted slowdown" in text and "PLANT_KEY = f'custom_{mode}-{task.name}'" in text
     compile(text, str(target), "exec")
+
+
+def test_a_planted_runs_summary_counts_false_alarms_on_the_benchmarks_without_the_plant():
+    """ab_budget.py plants in the custom loops only: in a planted run of the CI selection the
+    keras_fit benchmarks are A/A comparisons, and their verdicts are false alarms."""
+    ab_budget = load_script("ab_budget")
+
+    def bench(name, verdict, ratio):
+        return {"name": name, "verdict": verdict, "ratio": ratio, "ci_low": 0.98 * ratio,
+                "ci_high": 1.02 * ratio}  # fmt: skip
+
+    runs = [
+        {"wall_s": 200.0, "exit_code": 1, "benchmarks": [
+            bench("keras_fit-mlp", "no change", 1.0), bench("custom_graph-mlp", "SLOWER", 1.05)]},
+        {"wall_s": 210.0, "exit_code": 1, "benchmarks": [
+            bench("keras_fit-mlp", "FASTER", 0.96), bench("custom_graph-mlp", "SLOWER", 1.06)]},
+    ]  # fmt: skip
+    out = ab_budget.summarize(runs, planted=True)
+    assert out["unplanted_benchmarks"] == ["keras_fit-mlp"]
+    assert out["false_alarms_unplanted"] == 1
+    assert out["per_benchmark"]["custom_graph-mlp"]["SLOWER"] == 2
