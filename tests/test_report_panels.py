@@ -109,9 +109,21 @@ def test_a_member_without_an_estimate_falls_back_to_the_medians(tmp_path):
             {"stopped_by": "max_blocks", "blocks": 60, "target_pct": 1.5},
             "Panel mlp stopped at its limit of 60 blocks, before every interval was within ±1.5%.",
         ),
+        (
+            {
+                "stopped_by": "time_cap",
+                "blocks": 14,
+                "time_cap_s": 12.345,
+                "target_pct": 2.0,
+                "profile_cap_s": 40.0,
+                "run_budget_s": 270.0,
+            },
+            "Panel mlp stopped at its 12.3 s cap (its share of the run's 270 s budget; 40 s "
+            "without it) after 14 blocks, before every interval was within ±2%.",
+        ),
         ({"stopped_by": "target"}, None),
     ],
-    ids=["time-cap", "max-blocks", "target"],
+    ids=["time-cap", "max-blocks", "run-budget", "target"],
 )
 def test_a_panel_that_stopped_before_its_target_is_named_once(tmp_path, info, line):
     data = raw(KNOBS)

@@ -85,7 +85,11 @@ def panel_notes(benches: Iterable[dict[str, Any]]) -> list[str]:
     for panel, info in _panels(benches).items():
         stopped, cap = info.get("stopped_by"), info.get("time_cap_s")
         if stopped == "time_cap":
-            cap_text = f"its {cap:g} s cap" if _is_number(cap) else "its time cap"
+            cap_text = f"its {cap:.3g} s cap" if _is_number(cap) else "its time cap"
+            own, budget = info.get("profile_cap_s"), info.get("run_budget_s")
+            if _is_number(cap) and _is_number(own) and cap < own:
+                of = f" {budget:g} s" if _is_number(budget) else ""
+                cap_text += f" (its share of the run's{of} budget; {own:g} s without it)"
             where = f"at {cap_text} after {_blocks(info)}"
         elif stopped == "max_blocks":
             where = f"at its limit of {_blocks(info)}"
