@@ -221,8 +221,8 @@ def test_blocks_where_a_neighbour_in_the_vm_ran_are_left_out():
 
 
 def test_contention_is_judged_over_the_whole_block():
-    """Counters are read around each block, not each round (a 20 ms round is 4 clock ticks on
-    2 cores: one tick of a kernel thread would mark it contended): a neighbour that ran during
+    """Counters are read around each block, not each round (a short round is a few clock
+    ticks: one tick of a kernel thread would mark it contended): a neighbour that ran during
     one member's round leaves the whole block out, for every member alike."""
     from bench.host import FOREIGN_LIMIT
 
@@ -235,7 +235,7 @@ def test_contention_is_judged_over_the_whole_block():
     class Member(Synthetic):
         def run_round(self):
             block = len(log) // 3
-            state["ticks"] += 8  # 2 cores x 4 ticks: a 20 ms round
+            state["ticks"] += 8  # 2 cores x 4 ticks: a 40 ms round
             state["own"] += 4
             # the neighbour takes a tick of the block's 24 (4%, under the limit), or in
             # every third block 6 ticks, all during member c's round (25%: contended)

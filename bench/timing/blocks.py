@@ -183,9 +183,10 @@ def run_blocks(
         rng.shuffle(order)
         orders.append([m.name for m in order])
         # Contention is read over the whole block, not round by round: /proc/stat counts in
-        # clock ticks (10 ms), a 20 ms round on 2 cores is 4 ticks, and one tick of a kernel
-        # thread would mark it contended. A block of a dozen rounds is dozens of ticks. A
-        # contended block is left out whole, which pairing within blocks needs anyway.
+        # clock ticks (10 ms), so one tick of a kernel thread is 5% of a 0.1 s round on 2
+        # cores (and 25% of a 20 ms round), against a fraction of that over a block of a
+        # dozen rounds. A contended block is left out whole, which pairing within blocks
+        # needs anyway.
         before = counters()
         for member in order:
             seconds = member.run_round()

@@ -94,8 +94,6 @@ class Profile:
     # from ``rounds`` blocks (``sweep_rounds`` for a sweep point) until every ratio's 95%
     # interval is within +-``panel_target_pct``, or the time cap, or the most blocks.
     panel_target_pct: float = 2.0
-    # A panel member's round (None: ``round_seconds``, as a benchmark timed alone).
-    panel_round_seconds: float | None = None
     # The run's wall time that the panels fit their sampling into, counted from pytest's
     # start (None: each panel takes its cap): each panel's cap shrinks to its share of the
     # time left (bench/timing/blocks.budgeted_cap), so a slow CPU, whose convergence runs and
@@ -118,11 +116,6 @@ class Profile:
     # budget / call rounds (at least MIN_CAPPED_ROUNDS): its figure stays in the tables with
     # the reason in ``round_cap``, and the run keeps its time (bench/timing/members.py).
     member_budget_s: float = 20.0
-
-    @property
-    def panel_round(self) -> float:
-        """The seconds of one panel member's round."""
-        return self.round_seconds if self.panel_round_seconds is None else self.panel_round_seconds
 
 
 # The step benchmarks of other precisions than float32, in the full profile: the headline
@@ -160,13 +153,13 @@ PROFILES = {
         rounds=12,
         max_rounds=20,
         warmup_steps=3,
+        # 0.1 s: a panel's block of ten members then lasts about a second, so the rounds
+        # compared are close in time; at 0.2 s the intervals were no narrower for the time.
+        # At 0.02 s (what bench ab uses) each round starts with caches the other members
+        # filled: the MLP's steps read 5% slower in the panel than alone (median; 10% at
+        # worst), and the ratios agreed no better between a quiet and a loaded run
+        # (docs/timing.md, "How repeatable the numbers are").
         round_seconds=0.1,
-        # Panels' rounds, 0.02 s: this VM's noise is slow (a graph-mode MLP step's speed
-        # wanders over seconds), so the rounds paired in a block should be close in time: a
-        # block of a dozen members lasts a quarter of a second, against over a second at
-        # 0.1 s, and the cap holds five times the blocks (bench ab found the same:
-        # docs/regression.md).
-        panel_round_seconds=0.02,
         # Within 5 minutes on every CPU this project meets: a Zen 3 without AVX-512 ran the
         # quick profile in 9 minutes before (docs/timing.md, "Profiles").
         run_budget_s=270.0,
@@ -179,8 +172,6 @@ PROFILES = {
         # add over a minute: --profile full.
         multi_step_tasks=("mlp",),
         steps_per_call_sweep=(),
-        panel_max_blocks=1000,  # the time caps bind, not these
-        sweep_panel_max_blocks=400,
         # bfloat16 where the issue saw it matter (the CNN, 1.24x) and on the MLP's custom
         # step (about 20 s for the three); float16 (on a CPU) and the rest: --profile full.
         precision_benchmarks=(

@@ -100,7 +100,7 @@ class TFMember:
         self.max_rounds, self.round_cap = capped_rounds(spec, call_s, warmup_calls, self.n)
         if self.max_rounds is None:
             first_call_and_warm_up(self._call, warmup_calls - 1)
-            self.k = choose_steps_per_round(self._call, spec.profile.panel_round)
+            self.k = choose_steps_per_round(self._call, spec.profile.round_seconds)
             self.run_round()  # one untimed round at the round's own length
         else:
             self.k = 1
@@ -188,7 +188,7 @@ class JaxMember:
                 "batch": batch,
                 "batch_size": b,
                 "warmup": spec.profile.warmup_steps,
-                "round_seconds": spec.profile.panel_round,
+                "round_seconds": spec.profile.round_seconds,
             },
             jax_client.SETUP_TIMEOUT_S,
         )

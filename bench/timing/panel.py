@@ -328,7 +328,7 @@ class Panels:
                 kept = rounds.quiet()
                 out.info = {**info, **panel_fields(result, rounds, kept), **ratios[s.name]}
                 out.info["panel_info"]["processes"] = len(getattr(member, "instances", [0]))
-                out.info["panel_info"]["round_seconds"] = s.profile.panel_round
+                out.info["panel_info"]["round_seconds"] = s.profile.round_seconds
                 out.info["panel_info"]["run_budget_s"] = s.profile.run_budget_s
                 out.info["panel_info"]["profile_cap_s"] = own_cap
                 out.seconds = [rounds.seconds[i] for i in kept]
