@@ -275,6 +275,7 @@ def test_a_base_without_the_registry_gives_exit_2(tmp_path, capsys):
     [
         (["--budget-seconds", "-5"], "--budget-seconds must be >= 0"),
         (["--max-seconds", "0"], "--max-seconds > 0"),
+        (["--min-seconds", "-1"], "--min-seconds >= 0"),
         (["--threshold", "0%"], "--threshold must be between 0 and 100%"),
     ],
 )

@@ -131,3 +131,37 @@ def test_skipped_benchmarks_are_not_finished_and_at_most_max_live_stay_set_up():
     fake.run(plan(deadline=300.0, max_seconds=5, max_live=2))
     assert "skipme" not in fake.finished and len(fake.finished) == 5
     assert fake.live_max <= 3  # two kept plus the one being measured
+
+
+class FakeWorker:
+    """A worker whose rounds take 10 ms of a fake clock; HEAD's steps are ``head_ratio`` x
+    BASE's."""
+
+    def __init__(self, label: str, clock: dict, head_ratio: float):
+        self.side = type("Side", (), {"label": label, "describe": lambda self: label})()
+        self.name, self.clock, self.ratio = f"{label} worker", clock, head_ratio
+
+    def request(self, request: dict, timeout: float) -> dict:
+        self.clock["now"] += 0.01
+        per_step = 1e-3 * (self.ratio if self.side.label == "head" else 1.0)
+        return {"seconds": request["k"] * per_step, "retraced": 0}
+
+
+@pytest.mark.parametrize(("min_s", "cap_s"), [(0.0, 20.0), (5.0, 20.0), (5.0, 2.0)])
+def test_a_first_pass_samples_its_least_seconds_before_stopping_early(monkeypatch, min_s, cap_s):
+    """A plain 20% difference is decided after the first 30 pairs (0.6 s of 10 ms rounds);
+    with ``min_s`` the pass goes on to that many seconds, unless its cap (the deadline's share)
+    comes first. A short spell of slow noise cannot then decide alone."""
+    import random
+
+    from bench.ab import measure as M
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(M.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(M, "cpu_steal_counters", lambda: None)
+    grid = [[FakeWorker("base", clock, 1.2), FakeWorker("head", clock, 1.2)]]
+    state = M.Sampled(k=10, rounds=[], setups={}, grid=grid, seconds=0.0, bench_id="b", live=True)
+    settings = M.Settings(0.03, 0.95, 0.01, 1, 30, 20.0, 0, 1.7, True, min_seconds=min_s)
+    M.sample(state, settings, random.Random(0), cap_s, 30, min_s)
+    assert M.decided(state, settings)
+    assert state.seconds == pytest.approx(max(0.6, min(min_s, cap_s)), abs=0.03)

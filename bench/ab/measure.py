@@ -47,6 +47,10 @@ class Settings:
     interval_scale: float
     confirm: bool
     budget_s: float | None = None  # the run's sampling deadline, from its start (budget.py)
+    # The least sampling time before a first pass (or a confirmation) may stop early: this
+    # VM's noise is slow, and 30 pairs of 0.01 s rounds are 0.6 s, a spell short enough for
+    # one side's slow start to decide alone (a planted +3.4% read FASTER -15.7% after 1.2 s).
+    min_seconds: float = 0.0
 
 
 def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[float, float]:
@@ -127,11 +131,17 @@ def set_up(
 
 
 def sample(
-    sampled: Sampled, settings: Settings, rng: random.Random, cap_s: float, min_new: int
+    sampled: Sampled,
+    settings: Settings,
+    rng: random.Random,
+    cap_s: float,
+    min_new: int,
+    min_s: float = 0.0,
 ) -> None:
     """Take rounds of the live benchmark, one pair per process pair in turn (the side that
-    goes first drawn at random), until its interval over all its rounds is decisive and at
-    least ``min_new`` pairs are new, or (once they are) ``cap_s`` seconds have passed."""
+    goes first drawn at random), until its interval over all its rounds is decisive, at least
+    ``min_new`` pairs are new and ``min_s`` seconds have passed, or (once ``min_new`` pairs
+    are new) ``cap_s`` seconds have passed: the cap wins over ``min_s``."""
     grid = sampled.grid[sampled.offset :]
     new = 0
     started = time.monotonic()
@@ -157,7 +167,8 @@ def sample(
             new += 1
         if new < min_new:
             continue
-        if time.monotonic() - started > cap_s or decided(sampled, settings):
+        elapsed = time.monotonic() - started
+        if elapsed > cap_s or (elapsed >= min_s and decided(sampled, settings)):
             break
     sampled.seconds += time.monotonic() - started
 
@@ -178,11 +189,13 @@ def measure(
     rng: random.Random,
     prior: Sampled | None = None,
 ) -> Sampled:
-    """Set up, sample until decisive (at least ``min_pairs`` new pairs, at most
-    ``max_seconds``) and drop: one benchmark, measured on its own."""
+    """Set up, sample until decisive (at least ``min_pairs`` new pairs and ``min_seconds``,
+    at most ``max_seconds``) and drop: one benchmark, measured on its own."""
     sampled = set_up(bench, batch, grid, settings, prior)
     try:
-        sample(sampled, settings, rng, settings.max_seconds, settings.min_pairs)
+        sample(
+            sampled, settings, rng, settings.max_seconds, settings.min_pairs, settings.min_seconds
+        )
     finally:
         drop(sampled)
     return sampled
