@@ -162,6 +162,6 @@ def test_a_first_pass_samples_its_least_seconds_before_stopping_early(monkeypatc
     grid = [[FakeWorker("base", clock, 1.2), FakeWorker("head", clock, 1.2)]]
     state = M.Sampled(k=10, rounds=[], setups={}, grid=grid, seconds=0.0, bench_id="b", live=True)
     settings = M.Settings(0.03, 0.95, 0.01, 1, 30, 20.0, 0, 1.7, True, min_seconds=min_s)
-    M.sample(state, settings, random.Random(0), cap_s, 30, min_s)
+    M.sample(state, settings, random.Random(0), cap_s, 30)
     assert M.decided(state, settings)
     assert state.seconds == pytest.approx(max(0.6, min(min_s, cap_s)), abs=0.03)

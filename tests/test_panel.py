@@ -183,15 +183,6 @@ def test_the_run_budget_counts_from_the_process_start():
     assert Panels().started == pytest.approx(time.monotonic() - age, abs=0.5)
 
 
-def test_a_bad_run_budget_is_one_usage_error():
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--run-budget", "-1", "--co", "-q", __file__],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 4
-    assert "--run-budget must be 0 (none) or more seconds, not -1" in proc.stderr
-
-
 def test_contended_blocks_are_left_out_of_a_ratio():
     a, b = Rounds(), Rounds()
     for i in range(20):
@@ -497,13 +488,20 @@ def panels_retrace(worker, remote):
     remote.finish()
 
 
-def test_a_bad_panel_process_count_is_one_usage_error():
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--panel-processes", "0", "--panel-processes must be 1 or more, not 0"),
+        ("--run-budget", "-1", "--run-budget must be 0 (none) or more seconds, not -1"),
+    ],
+)
+def test_a_bad_panel_option_is_one_usage_error(option, value, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--panel-processes", "0", "--co", "-q", __file__],
+        [sys.executable, "-m", "pytest", option, value, "--co", "-q", __file__],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 4
-    assert "--panel-processes must be 1 or more, not 0" in proc.stderr
+    assert message in proc.stderr
 
 
 def test_a_member_with_a_round_cap_sits_out_the_later_blocks():

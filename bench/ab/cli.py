@@ -378,11 +378,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 min_pairs=settings.min_pairs,
             ),
             start,
-            # A first pass (min_new > 0) samples at least --min-seconds; a second-pass
-            # slice goes on from it.
-            lambda state, cap, min_new: sample(
-                state, settings, rng, cap, min_new, settings.min_seconds if min_new else 0.0
-            ),
+            lambda state, cap, min_new: sample(state, settings, rng, cap, min_new),
             width,
             finish,
         )

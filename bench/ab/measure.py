@@ -131,17 +131,15 @@ def set_up(
 
 
 def sample(
-    sampled: Sampled,
-    settings: Settings,
-    rng: random.Random,
-    cap_s: float,
-    min_new: int,
-    min_s: float = 0.0,
+    sampled: Sampled, settings: Settings, rng: random.Random, cap_s: float, min_new: int
 ) -> None:
     """Take rounds of the live benchmark, one pair per process pair in turn (the side that
     goes first drawn at random), until its interval over all its rounds is decisive, at least
-    ``min_new`` pairs are new and ``min_s`` seconds have passed, or (once ``min_new`` pairs
-    are new) ``cap_s`` seconds have passed: the cap wins over ``min_s``."""
+    ``min_new`` pairs are new and, where ``min_new`` asks for any (a first pass or a
+    confirmation; a second-pass slice goes on from its first pass), ``settings.min_seconds``
+    have passed; or (once ``min_new`` pairs are new) ``cap_s`` seconds have passed: the cap
+    wins over the least time."""
+    min_s = settings.min_seconds if min_new else 0.0
     grid = sampled.grid[sampled.offset :]
     new = 0
     started = time.monotonic()
@@ -193,9 +191,7 @@ def measure(
     at most ``max_seconds``) and drop: one benchmark, measured on its own."""
     sampled = set_up(bench, batch, grid, settings, prior)
     try:
-        sample(
-            sampled, settings, rng, settings.max_seconds, settings.min_pairs, settings.min_seconds
-        )
+        sample(sampled, settings, rng, settings.max_seconds, settings.min_pairs)
     finally:
         drop(sampled)
     return sampled

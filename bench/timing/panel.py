@@ -249,14 +249,13 @@ class Panels:
         budget_s = spec.profile.run_budget_s
         if not budget_s:
             return None
-        start = self.started
         later = [
             members
             for key, members in (self.members or {}).items()
             if key not in self.outcomes and key != spec.panel
         ]
         return Budget(
-            deadline=start + budget_s,
+            deadline=self.started + budget_s,
             later_caps=[panel_limits(m[0])["time_cap_s"] for m in later],
             later_members=sum(len(m) for m in later),
         )
