@@ -17,8 +17,11 @@ does not change what is measured.
   change). A forward pass is about a third of a step's FLOPs, so a fraction of 0.30 plants
   about 10% and 0.15 about 5%, but not on every benchmark alike (XLA's CNN forward pass is a
   smaller share of its step, linreg's step is mostly overhead): ``--fraction
-  0.14,custom_xla-cnn=0.21`` gives benchmarks (``custom_<graph|xla>-<task>``) their own. The
-  A/B check's own estimate over the runs says what was actually planted.
+  0.14,custom_xla-cnn=0.21`` gives benchmarks (``custom_<graph|xla>-<task>``) their own. Where
+  a step is mostly dispatch (XLA's linreg: a forward pass over 24 batches added 3-5%), more
+  data adds little: ``custom_xla-linreg=outer:N`` plants an N x N outer product of the batch's
+  rows (repeated) instead, a cost that grows as N squared. The A/B check's own estimate over
+  the runs says what was actually planted.
 
 Each run's verdicts, ratios and intervals, and a summary, go to ``--out`` (JSON).
 """
@@ -48,10 +51,16 @@ STEP_END = (
 )
 PLANTED = (
     "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"
-    "        # planted slowdown (experiments/ab_budget.py): extra forward work, result unused\n"
-    "        n = max(1, int(planted_fraction * x.shape[0]))\n"
-    "        xx = tf.concat([x] * math.ceil(planted_fraction), 0)[:n]\n"
-    "        extra = model(xx, training=False)\n"
+    "        # planted slowdown (experiments/ab_budget.py): extra work, result unused\n"
+    "        if isinstance(planted_fraction, str):  # 'outer:N': an N x N outer product of rows\n"
+    "            n = int(planted_fraction.split(':')[1])\n"
+    "            flat = tf.reshape(x, [x.shape[0], -1])\n"
+    "            xx = tf.concat([flat] * math.ceil(n / x.shape[0]), 0)[:n]\n"
+    "            extra = tf.matmul(xx, xx, transpose_b=True)\n"
+    "        else:  # a forward pass over a fraction of the batch\n"
+    "            n = max(1, int(planted_fraction * x.shape[0]))\n"
+    "            xx = tf.concat([x] * math.ceil(planted_fraction), 0)[:n]\n"
+    "            extra = model(xx, training=False)\n"
     "        return loss + 0.0 * tf.reduce_sum(extra)\n"
 )
 BUILD = "        step = make_step(self.model, self.optimizer, task, micro_batches=micro_batches)\n"
@@ -71,8 +80,8 @@ def parse_fractions(text: str) -> tuple[float, dict[str, float]]:
     default, per = None, {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" in part:
-            name, value = part.split("=", 1)
-            per[name.strip()] = float(value)
+            name, value = (s.strip() for s in part.split("=", 1))
+            per[name] = value if value.startswith("outer:") else float(value)
         else:
             default = float(part)
     if default is None:
@@ -190,7 +199,8 @@ def main() -> int:
         "--fraction",
         default="0.30",
         help="planted work: a fraction of the batch's forward pass (0.30 ~ 10%%, 0.15 ~ 5%%), "
-        "with per-benchmark ones after it: 0.14,custom_xla-cnn=0.21",
+        "with per-benchmark ones after it: 0.14,custom_xla-cnn=0.21,custom_xla-linreg=outer:512 "
+        "(an N x N outer product of the batch's rows instead)",
     )
     p.add_argument("-k", dest="select", default=None)
     p.add_argument("--out")
