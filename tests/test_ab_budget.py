@@ -133,6 +133,34 @@ def test_skipped_benchmarks_are_not_finished_and_at_most_max_live_stay_set_up():
     assert fake.live_max <= 3  # two kept plus the one being measured
 
 
+def test_verdicts_to_confirm_keep_their_confirmation_time_back_from_the_passes():
+    """Once a benchmark is flagged (here: "slow", decided at once), the passes end early by
+    its confirmation's guess (fresh workers' start-up plus a setup and the least sampling
+    time per flagged verdict); with nothing flagged they run to the deadline."""
+    noise = {"slow": 0.5, "wide": 20.0, "medium": 15.0}  # these two never decide
+
+    def run(flagged: set[str]) -> Fake:
+        fake = Fake(noise, setup_s=2.0)
+        counted = []
+
+        def reserve(setup_s: float) -> float:
+            counted.append(setup_s)
+            n = len(flagged & set(fake.states))
+            return 0.0 if not n else 10.0 + n * (setup_s + 5.0)
+
+        p = plan(deadline=150.0, max_seconds=100, extend=1.2)
+        fake.run(Plan(p.deadline, p.max_seconds, p.extend_to, p.min_pairs, reserve=reserve))
+        assert counted and set(counted) == {2.0}  # given the median setup
+        return fake
+
+    plain, flagged = run(set()), run({"slow"})
+    assert 148.0 <= plain.now <= 152.0  # to the deadline, give or take a slice
+    assert 131.0 <= flagged.now <= 135.0  # 150 less 10 + (2 + 5): room for the confirmation
+    # the first pass after the flagged one (at 5 s, one setup to come) shares the shorter time
+    assert flagged.states["wide"].turns[0] == pytest.approx((150 - 17 - 5 - 2) / 2)
+    assert plain.states["wide"].turns[0] == pytest.approx((150 - 5 - 2) / 2)
+
+
 class FakeWorker:
     """A worker whose rounds take 10 ms of a fake clock; HEAD's steps are ``head_ratio`` x
     BASE's."""
@@ -165,3 +193,29 @@ def test_a_first_pass_samples_its_least_seconds_before_stopping_early(monkeypatc
     M.sample(state, settings, random.Random(0), cap_s, 30)
     assert M.decided(state, settings)
     assert state.seconds == pytest.approx(max(0.6, min(min_s, cap_s)), abs=0.03)
+
+
+def test_a_confirmation_samples_for_the_share_its_cap_gives(monkeypatch):
+    """``measure(cap=...)`` (a confirmation within the deadline): the cap is asked with the
+    setup's seconds and wins over ``min_seconds``."""
+    import random
+
+    from bench.ab import measure as M
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(M.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(M, "cpu_steal_counters", lambda: None)
+    grid = [[FakeWorker("base", clock, 1.0), FakeWorker("head", clock, 1.0)]]
+    state = M.Sampled(
+        k=10, rounds=[], setups={}, grid=grid, seconds=0.0, bench_id="b", live=True, setup_s=3.0
+    )
+    monkeypatch.setattr(M, "set_up", lambda *a, **k: state)
+    monkeypatch.setattr(M, "drop", lambda sampled: None)
+    asked = []
+    settings = M.Settings(0.03, 0.95, 0.01, 1, 30, 20.0, 0, 1.7, True, min_seconds=5.0)
+    bench = M.Benchmark("custom_graph", "linreg", 32, True)
+    M.measure(bench, None, grid, settings, random.Random(0), cap=lambda s: asked.append(s) or 2.0)
+    assert asked == [3.0]
+    assert state.seconds == pytest.approx(2.0, abs=0.03)
+    M.measure(bench, None, grid, settings, random.Random(0))  # no cap: up to min_seconds at least
+    assert state.seconds - 2.0 >= 5.0 - 0.03

@@ -16,6 +16,13 @@ runs past the budget on a slow CPU. So:
    until it is decided, reaches ``extend_to`` seconds of sampling in all, or the deadline
    comes. Time the quick benchmarks saved goes where the noise is.
 
+3. **Confirmation within the same deadline.** A flagged verdict (SLOWER or FASTER) is
+   measured again by fresh workers after the passes (``bench/ab/cli.py``). While a run has
+   flagged verdicts, ``reserve`` keeps their confirmation's time back from the passes: the
+   fresh workers' start-up and, per flagged benchmark, a setup and the least sampling time.
+   The confirmations then share what is left until the same deadline (``first_pass_cap``
+   again). A run with nothing to confirm (the usual CI run) loses no sampling time to it.
+
 At most ``max_live`` benchmarks stay set up at once (the narrowest is finished when one more
 would be kept), so a user's big models do not pile up in the workers. Without a deadline
 (``--budget-seconds 0``) every benchmark gets ``max_seconds``, as before.
@@ -41,14 +48,24 @@ class Plan:
     min_pairs: int  # new pairs every first pass takes, cap or not
     slice_s: float = 2.0  # one second-pass turn
     max_live: int = 6
+    # Seconds to keep back before the deadline for what follows the passes (confirming the
+    # verdicts flagged so far), given the median setup time; None: nothing.
+    reserve: Callable[[float], float] | None = None
+
+    def end(self, setup_s: float) -> float | None:
+        """The deadline for sampling in the passes: ``deadline`` less the reserve."""
+        if self.deadline is None:
+            return None
+        return self.deadline - (self.reserve(setup_s) if self.reserve else 0.0)
 
 
 def first_pass_cap(plan: Plan, now: float, left: int, setup_s: float) -> float:
     """The sampling cap of the next benchmark's first pass (it and ``left - 1`` more to go,
     each of the others still to be set up in about ``setup_s``)."""
-    if plan.deadline is None:
+    end = plan.end(setup_s)
+    if end is None:
         return plan.max_seconds
-    share = (plan.deadline - now - (left - 1) * setup_s) / max(left, 1)
+    share = (end - now - (left - 1) * setup_s) / max(left, 1)
     return max(0.0, min(plan.max_seconds, share))
 
 
@@ -92,7 +109,7 @@ def run_plan(
             narrowest = min(live, key=lambda b: width(live[b]) or 0.0)
             finish(narrowest, live.pop(narrowest))
     while live:
-        room = plan.deadline - clock()
+        room = plan.end(median(setups)) - clock()
         if room < plan.slice_s / 2:
             break
         bench = widest({b: width(s) or 0.0 for b, s in live.items()})

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.ab import jax_sides as ab_jax
-from bench.ab.budget import Plan, run_plan
+from bench.ab.budget import Plan, first_pass_cap, run_plan
 from bench.ab.measure import (  # noqa: F401 (Unsupported, WARMUP_STEPS: part of this module's API)
     SETUP_TIMEOUT_S,
     WARMUP_STEPS,
@@ -271,9 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-seconds",
         type=float,
         default=DEFAULT_BUDGET_S,
-        help="the run's deadline for sampling, counted from its start: shared out over the "
-        "benchmarks, leftovers to the widest intervals (bench/ab/budget.py; default "
-        "%(default)g; 0: none, each benchmark gets --max-seconds)",
+        help="the run's deadline for sampling, counted from its start, confirmation included: "
+        "shared out over the benchmarks, leftovers to the widest intervals "
+        "(bench/ab/budget.py; default %(default)g; 0: none, each benchmark gets --max-seconds)",
     )
     p.add_argument(
         "--no-confirm",
@@ -340,6 +340,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             if ab_jax.wanted(args.select)
             else None
         )
+        workers_s = time.monotonic() - t0  # what the fresh workers of a confirmation cost
         print(format_sides(sides), flush=True)
         benches, skips = select_benchmarks(sides, args.select, args.batch)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
@@ -369,13 +370,22 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             done[bench.name] = result(bench, state, settings, sides)
             progress(done[bench.name])
 
+        def reserve(setup_s: float) -> float:
+            """The confirmation's time for the verdicts flagged so far (budget.py)."""
+            n = sum(r["verdict"] in (S.SLOWER, S.FASTER) for r in done.values())
+            if not (n and settings.confirm):
+                return 0.0
+            return workers_s + n * (setup_s + settings.min_seconds)
+
+        deadline = t0 + settings.budget_s if settings.budget_s else None
         run_plan(
             benches,
             Plan(
-                deadline=t0 + settings.budget_s if settings.budget_s else None,
+                deadline=deadline,
                 max_seconds=settings.max_seconds,
                 extend_to=EXTEND * settings.max_seconds,
                 min_pairs=settings.min_pairs,
+                reserve=reserve,
             ),
             start,
             lambda state, cap, min_new: sample(state, settings, rng, cap, min_new),
@@ -396,8 +406,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             )
             fresh = start_workers(sides, args.pairs, stack, tasks)
             fresh_jax = ab_jax.start_jax_workers(sides, args.pairs, stack) if jax else None
-            for i in flagged:
+            # The confirmations share what is left until the same deadline, as a first pass.
+            plan = Plan(deadline, settings.max_seconds, settings.max_seconds, settings.min_pairs)
+            setups = [s.setup_s for s in sampled.values()]
+            for j, i in enumerate(flagged):
                 bench = next(b for b in benches if b.name == results[i]["name"])
+                left = len(flagged) - j
                 again = measure(
                     bench,
                     write_batch(bench, tmp, cache, fresh[0][1]),
@@ -405,7 +419,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     settings,
                     rng,
                     prior=sampled[bench.name],
+                    cap=lambda setup_s, left=left: first_pass_cap(
+                        plan, time.monotonic(), left, float(np.median(setups + [setup_s]))
+                    ),
                 )
+                setups.append(again.setup_s)
                 first = results[i]["verdict"]
                 results[i] = result(bench, again, settings, sides)
                 results[i]["first_verdict"] = first

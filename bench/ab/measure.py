@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,12 +187,15 @@ def measure(
     settings: Settings,
     rng: random.Random,
     prior: Sampled | None = None,
+    cap: Callable[[float], float] | None = None,
 ) -> Sampled:
     """Set up, sample until decisive (at least ``min_pairs`` new pairs and ``min_seconds``,
-    at most ``max_seconds``) and drop: one benchmark, measured on its own."""
+    at most ``max_seconds``, or ``cap(setup seconds)`` where given: a confirmation's share
+    of the deadline) and drop: one benchmark, measured on its own."""
     sampled = set_up(bench, batch, grid, settings, prior)
+    cap_s = settings.max_seconds if cap is None else cap(sampled.setup_s)
     try:
-        sample(sampled, settings, rng, settings.max_seconds, settings.min_pairs)
+        sample(sampled, settings, rng, cap_s, settings.min_pairs)
     finally:
         drop(sampled)
     return sampled
