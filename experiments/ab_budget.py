@@ -115,7 +115,7 @@ def one_run(tree: Path, base: Path, head: Path, select: str | None, seed: int, e
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
     wall = time.monotonic() - t0
-    if proc.returncode not in (0, 1):
+    if proc.returncode not in (0, 1) or not out.exists():  # 1 is also a crash's exit code
         raise SystemExit(f"run {seed} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     doc = json.loads(out.read_text())
     return {
