@@ -141,16 +141,13 @@ def test_verdicts_to_confirm_keep_their_confirmation_time_back_from_the_passes()
 
     def run(flagged: set[str]) -> Fake:
         fake = Fake(noise, setup_s=2.0)
-        counted = []
 
-        def reserve(setup_s: float) -> float:
-            counted.append(setup_s)
+        def reserve() -> float:
             n = len(flagged & set(fake.states))
-            return 0.0 if not n else 10.0 + n * (setup_s + 5.0)
+            return 0.0 if not n else 10.0 + n * (2.0 + 5.0)
 
         p = plan(deadline=150.0, max_seconds=100, extend=1.2)
         fake.run(Plan(p.deadline, p.max_seconds, p.extend_to, p.min_pairs, reserve=reserve))
-        assert counted and set(counted) == {2.0}  # given the median setup
         return fake
 
     plain, flagged = run(set()), run({"slow"})
@@ -196,8 +193,8 @@ def test_a_first_pass_samples_its_least_seconds_before_stopping_early(monkeypatc
 
 
 def test_a_confirmation_samples_for_the_share_its_cap_gives(monkeypatch):
-    """``measure(cap=...)`` (a confirmation within the deadline): the cap is asked with the
-    setup's seconds and wins over ``min_seconds``."""
+    """``measure(cap=...)`` (a confirmation within the deadline): the cap is asked once the
+    benchmark is set up, and wins over ``min_seconds``."""
     import random
 
     from bench.ab import measure as M
@@ -214,8 +211,21 @@ def test_a_confirmation_samples_for_the_share_its_cap_gives(monkeypatch):
     asked = []
     settings = M.Settings(0.03, 0.95, 0.01, 1, 30, 20.0, 0, 1.7, True, min_seconds=5.0)
     bench = M.Benchmark("custom_graph", "linreg", 32, True)
-    M.measure(bench, None, grid, settings, random.Random(0), cap=lambda s: asked.append(s) or 2.0)
-    assert asked == [3.0]
+    M.measure(
+        bench, None, grid, settings, random.Random(0), cap=lambda: asked.append(clock["now"]) or 2.0
+    )
+    assert asked == [0.0]  # set_up is faked: no time passed
     assert state.seconds == pytest.approx(2.0, abs=0.03)
     M.measure(bench, None, grid, settings, random.Random(0))  # no cap: up to min_seconds at least
     assert state.seconds - 2.0 >= 5.0 - 0.03
+
+
+def test_a_confirmation_is_guessed_from_the_benchmarks_own_setup_and_pace():
+    from bench.ab.cli import confirm_guess
+    from bench.ab.measure import Settings
+
+    settings = Settings(0.03, 0.95, 0.01, 2, 30, 20.0, 0, 1.7, True, min_seconds=5.0)
+    quick = {"setup_s": 2.0, "seconds": 10.0, "rounds": [{}] * 1000}  # 10 ms a pair
+    slow = {"setup_s": 4.0, "seconds": 12.0, "rounds": [{}] * 24}  # a CNN: 0.5 s a pair
+    assert confirm_guess(quick, settings) == pytest.approx(2.0 + 5.0)  # min_seconds
+    assert confirm_guess(slow, settings) == pytest.approx(4.0 + 30 * 0.5)  # min_pairs

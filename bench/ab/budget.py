@@ -19,7 +19,8 @@ runs past the budget on a slow CPU. So:
 3. **Confirmation within the same deadline.** A flagged verdict (SLOWER or FASTER) is
    measured again by fresh workers after the passes (``bench/ab/cli.py``). While a run has
    flagged verdicts, ``reserve`` keeps their confirmation's time back from the passes: the
-   fresh workers' start-up and, per flagged benchmark, a setup and the least sampling time.
+   fresh workers' start-up and, per flagged benchmark, its own setup's time and its least
+   sampling time (``min_seconds``, or ``min_pairs`` at its own pace where that is longer).
    The confirmations then share what is left until the same deadline (``first_pass_cap``
    again). A run with nothing to confirm (the usual CI run) loses no sampling time to it.
 
@@ -49,20 +50,20 @@ class Plan:
     slice_s: float = 2.0  # one second-pass turn
     max_live: int = 6
     # Seconds to keep back before the deadline for what follows the passes (confirming the
-    # verdicts flagged so far), given the median setup time; None: nothing.
-    reserve: Callable[[float], float] | None = None
+    # verdicts flagged so far); None: nothing.
+    reserve: Callable[[], float] | None = None
 
-    def end(self, setup_s: float) -> float | None:
+    def end(self) -> float | None:
         """The deadline for sampling in the passes: ``deadline`` less the reserve."""
         if self.deadline is None:
             return None
-        return self.deadline - (self.reserve(setup_s) if self.reserve else 0.0)
+        return self.deadline - (self.reserve() if self.reserve else 0.0)
 
 
 def first_pass_cap(plan: Plan, now: float, left: int, setup_s: float) -> float:
     """The sampling cap of the next benchmark's first pass (it and ``left - 1`` more to go,
     each of the others still to be set up in about ``setup_s``)."""
-    end = plan.end(setup_s)
+    end = plan.end()
     if end is None:
         return plan.max_seconds
     share = (end - now - (left - 1) * setup_s) / max(left, 1)
@@ -109,7 +110,7 @@ def run_plan(
             narrowest = min(live, key=lambda b: width(live[b]) or 0.0)
             finish(narrowest, live.pop(narrowest))
     while live:
-        room = plan.end(median(setups)) - clock()
+        room = plan.end() - clock()
         if room < plan.slice_s / 2:
             break
         bench = widest({b: width(s) or 0.0 for b, s in live.items()})

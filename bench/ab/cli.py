@@ -104,7 +104,8 @@ SCHEMA = "loopbench-ab/1"
 HEADLINE = ("keras_fit", "keras_fit_xla", "custom_graph", "custom_xla")
 # From A/A and planted runs (docs/regression.md, experiments/ab_budget.py).
 DEFAULT_THRESHOLD = "3%"
-DEFAULT_BUDGET_S = 200.0  # the whole run's sampling deadline: CI's check stays within 4 min
+# The whole run's deadline, confirmation included: CI's check (4 min) ends a few seconds after.
+DEFAULT_BUDGET_S = 220.0
 EXTEND = 3.0  # an undecided benchmark's sampling, over both passes, is at most this x --max-seconds
 # The least sampling before stopping early (measure.Settings.min_seconds): 30 pairs of 0.01 s
 # rounds are 0.6 s, and one run decided a planted +3.4% FASTER (-15.7%) after 1.2 s.
@@ -297,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def confirm_guess(result: dict, settings: Settings) -> float:
+    """Seconds a flagged benchmark's confirmation takes at least: its setup, as in its first
+    pass, and ``min_seconds`` or ``min_pairs`` pairs at its own pace, whichever is longer."""
+    per_pair = result["seconds"] / max(len(result["rounds"]), 1)
+    return result["setup_s"] + max(settings.min_seconds, settings.min_pairs * per_pair)
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     if not 0 < args.threshold < 100:
         raise InputError(f"--threshold must be between 0 and 100%, got {args.threshold:g}%")
@@ -370,12 +378,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             done[bench.name] = result(bench, state, settings, sides)
             progress(done[bench.name])
 
-        def reserve(setup_s: float) -> float:
-            """The confirmation's time for the verdicts flagged so far (budget.py)."""
-            n = sum(r["verdict"] in (S.SLOWER, S.FASTER) for r in done.values())
-            if not (n and settings.confirm):
+        def reserve() -> float:
+            """The confirmation's time for the verdicts flagged so far (budget.py): fresh
+            workers, and per benchmark its setup and least sampling at its own pace."""
+            flagged = [r for r in done.values() if r["verdict"] in (S.SLOWER, S.FASTER)]
+            if not (flagged and settings.confirm):
                 return 0.0
-            return workers_s + n * (setup_s + settings.min_seconds)
+            return workers_s + sum(confirm_guess(r, settings) for r in flagged)
 
         deadline = t0 + settings.budget_s if settings.budget_s else None
         run_plan(
@@ -393,6 +402,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             finish,
         )
         results = [done[b.name] for b in benches]
+        passes_s, confirm_s = time.monotonic() - t0, 0.0
         flagged = [i for i, r in enumerate(results) if r["verdict"] in (S.SLOWER, S.FASTER)]
         if flagged and settings.confirm:
             # A worker process carries a bias of its own (docs/regression.md): before a verdict
@@ -406,11 +416,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             )
             fresh = start_workers(sides, args.pairs, stack, tasks)
             fresh_jax = ab_jax.start_jax_workers(sides, args.pairs, stack) if jax else None
-            # The confirmations share what is left until the same deadline, as a first pass.
+            # The confirmations share what is left until the same deadline, as a first pass
+            # (each set up first: its cap is asked once it is ready).
             plan = Plan(deadline, settings.max_seconds, settings.max_seconds, settings.min_pairs)
-            setups = [s.setup_s for s in sampled.values()]
             for j, i in enumerate(flagged):
                 bench = next(b for b in benches if b.name == results[i]["name"])
+                later = [results[k]["setup_s"] for k in flagged[j + 1 :]]
+                setup_later = float(np.mean(later)) if later else 0.0
                 left = len(flagged) - j
                 again = measure(
                     bench,
@@ -419,15 +431,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     settings,
                     rng,
                     prior=sampled[bench.name],
-                    cap=lambda setup_s, left=left: first_pass_cap(
-                        plan, time.monotonic(), left, float(np.median(setups + [setup_s]))
+                    cap=lambda left=left, s=setup_later: first_pass_cap(
+                        plan, time.monotonic(), left, s
                     ),
                 )
-                setups.append(again.setup_s)
                 first = results[i]["verdict"]
                 results[i] = result(bench, again, settings, sides)
                 results[i]["first_verdict"] = first
                 progress(results[i])
+            confirm_s = time.monotonic() - t0 - passes_s
     slower = [r["name"] for r in results if r["verdict"] == S.SLOWER]
     faster = [r["name"] for r in results if r["verdict"] == S.FASTER]
     code = 1 if slower else 0
@@ -463,6 +475,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "faster": faster,
             "exit_code": code,
             "wall_s": time.monotonic() - t0,
+            "workers_s": workers_s,
+            "passes_s": passes_s,
+            "confirm_s": confirm_s,
         },
     }
     print()

@@ -187,13 +187,13 @@ def measure(
     settings: Settings,
     rng: random.Random,
     prior: Sampled | None = None,
-    cap: Callable[[float], float] | None = None,
+    cap: Callable[[], float] | None = None,
 ) -> Sampled:
     """Set up, sample until decisive (at least ``min_pairs`` new pairs and ``min_seconds``,
-    at most ``max_seconds``, or ``cap(setup seconds)`` where given: a confirmation's share
-    of the deadline) and drop: one benchmark, measured on its own."""
+    at most ``max_seconds``, or ``cap()`` where given, asked once set up: a confirmation's
+    share of the deadline) and drop: one benchmark, measured on its own."""
     sampled = set_up(bench, batch, grid, settings, prior)
-    cap_s = settings.max_seconds if cap is None else cap(sampled.setup_s)
+    cap_s = settings.max_seconds if cap is None else cap()
     try:
         sample(sampled, settings, rng, cap_s, settings.min_pairs)
     finally:
@@ -283,6 +283,7 @@ def result(
         "process_pairs": len(grid),
         "process_pair_ratios": per_pair,
         "seconds": sampled.seconds,
+        "setup_s": sampled.setup_s,
         "base": side_info["base"],
         "head": side_info["head"],
         "numerics": {"rel_diff": rel, "tolerance": tol, "changed": bool(rel > tol)},
