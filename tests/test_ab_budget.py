@@ -142,7 +142,7 @@ def test_verdicts_to_confirm_keep_their_confirmation_time_back_from_the_passes()
     def run(flagged: set[str]) -> Fake:
         fake = Fake(noise, setup_s=2.0)
 
-        def reserve() -> float:
+        def reserve(current) -> float:
             n = len(flagged & set(fake.states))
             return 0.0 if not n else 10.0 + n * (2.0 + 5.0)
 
@@ -225,7 +225,25 @@ def test_a_confirmation_is_guessed_from_the_benchmarks_own_setup_and_pace():
     from bench.ab.measure import Settings
 
     settings = Settings(0.03, 0.95, 0.01, 2, 30, 20.0, 0, 1.7, True, min_seconds=5.0)
-    quick = {"setup_s": 2.0, "seconds": 10.0, "rounds": [{}] * 1000}  # 10 ms a pair
-    slow = {"setup_s": 4.0, "seconds": 12.0, "rounds": [{}] * 24}  # a CNN: 0.5 s a pair
-    assert confirm_guess(quick, settings) == pytest.approx(2.0 + 5.0)  # min_seconds
-    assert confirm_guess(slow, settings) == pytest.approx(4.0 + 30 * 0.5)  # min_pairs
+    assert confirm_guess(2.0, 0.01, settings) == pytest.approx(2.0 + 5.0)  # min_seconds
+    assert confirm_guess(4.0, 0.5, settings) == pytest.approx(4.0 + 30 * 0.5)  # min_pairs (CNN)
+
+
+def test_the_benchmark_being_sampled_keeps_its_own_confirmation_time_back():
+    """The last first pass may flag a verdict: its confirmation's time is held back while it
+    is sampled, and given back to the second pass when it is not flagged."""
+    noise = {"a": 20.0, "last": 20.0}  # neither decides
+    fake = Fake(noise, setup_s=2.0)
+    asked = []
+
+    def reserve(current) -> float:
+        asked.append(current)
+        return 30.0 if current == "last" else 0.0
+
+    p = plan(deadline=150.0, max_seconds=100, extend=1.2)
+    fake.run(Plan(p.deadline, p.max_seconds, p.extend_to, p.min_pairs, reserve=reserve))
+    assert "last" in asked and "a" in asked
+    # "a": (150 - 2 - 2) / 2 = 73; "last" starts at 77 with 150 - 30 left to it: 43
+    assert fake.states["a"].turns[0] == pytest.approx(73)
+    assert fake.states["last"].turns[0] == pytest.approx(150 - 30 - 77)
+    assert 148.0 <= fake.now <= 152.0  # the second pass took "a" on to the deadline

@@ -11,18 +11,22 @@ runs past the budget on a slow CPU. So:
    until the deadline, less the setups still to come (guessed from those so far), split evenly
    over the benchmarks not yet started, and never more than ``max_seconds``. A decided
    benchmark is dropped from its workers at once; an undecided one stays set up ("live").
-2. **Second pass**: while time remains, the live benchmark with the **widest interval** gets
+2. **Second pass**: while time remains, the live benchmark with the **widest interval** (of
+   those with time left before their own reserve, below) gets
    another slice of rounds, on top of the rounds it has (same workers, same steps per round),
    until it is decided, reaches ``extend_to`` seconds of sampling in all, or the deadline
    comes. Time the quick benchmarks saved goes where the noise is.
-
 3. **Confirmation within the same deadline.** A flagged verdict (SLOWER or FASTER) is
-   measured again by fresh workers after the passes (``bench/ab/cli.py``). While a run has
-   flagged verdicts, ``reserve`` keeps their confirmation's time back from the passes: the
-   fresh workers' start-up and, per flagged benchmark, its own setup's time and its least
-   sampling time (``min_seconds``, or ``min_pairs`` at its own pace where that is longer).
-   The confirmations then share what is left until the same deadline (``first_pass_cap``
-   again). A run with nothing to confirm (the usual CI run) loses no sampling time to it.
+   measured again by fresh workers after the passes (``bench/ab/cli.py``). ``reserve`` keeps
+   the confirmation's time back from the passes: the fresh workers' start-up and, per
+   flagged benchmark, its own setup's time and its least sampling time (``min_seconds``, or
+   ``min_pairs`` at its own pace where that is longer). The benchmark being sampled, in
+   either pass, counts as flagged, since its next rounds may flag it: without that, a
+   verdict found at the end of the last first pass had no time left for its confirmation
+   (one run here went 32 s past its deadline). So even a run with nothing flagged ends its
+   passes one confirmation (about 15-25 s here) before the deadline; the default deadline
+   (220 s) allows for it. The confirmations share what is left until the same deadline
+   (``first_pass_cap`` again).
 
 At most ``max_live`` benchmarks stay set up at once (the narrowest is finished when one more
 would be kept), so a user's big models do not pile up in the workers. Without a deadline
@@ -50,20 +54,22 @@ class Plan:
     slice_s: float = 2.0  # one second-pass turn
     max_live: int = 6
     # Seconds to keep back before the deadline for what follows the passes (confirming the
-    # verdicts flagged so far); None: nothing.
-    reserve: Callable[[], float] | None = None
+    # verdicts flagged so far, and the one being sampled should it be flagged), given that
+    # benchmark (None: none); None: nothing.
+    reserve: Callable[[Any], float] | None = None
 
-    def end(self) -> float | None:
-        """The deadline for sampling in the passes: ``deadline`` less the reserve."""
+    def end(self, current: Any = None) -> float | None:
+        """The deadline for sampling ``current`` in the passes: ``deadline`` less the
+        reserve."""
         if self.deadline is None:
             return None
-        return self.deadline - (self.reserve() if self.reserve else 0.0)
+        return self.deadline - (self.reserve(current) if self.reserve else 0.0)
 
 
-def first_pass_cap(plan: Plan, now: float, left: int, setup_s: float) -> float:
+def first_pass_cap(plan: Plan, now: float, left: int, setup_s: float, current: Any = None) -> float:
     """The sampling cap of the next benchmark's first pass (it and ``left - 1`` more to go,
     each of the others still to be set up in about ``setup_s``)."""
-    end = plan.end()
+    end = plan.end(current)
     if end is None:
         return plan.max_seconds
     share = (end - now - (left - 1) * setup_s) / max(left, 1)
@@ -100,7 +106,7 @@ def run_plan(
         if state is None:
             continue
         setups.append(clock() - t0)
-        cap = first_pass_cap(plan, clock(), len(benches) - i, median(setups))
+        cap = first_pass_cap(plan, clock(), len(benches) - i, median(setups), bench)
         sample(state, cap, plan.min_pairs)
         if plan.deadline is None or width(state) is None:
             finish(bench, state)
@@ -110,11 +116,13 @@ def run_plan(
             narrowest = min(live, key=lambda b: width(live[b]) or 0.0)
             finish(narrowest, live.pop(narrowest))
     while live:
-        room = plan.end() - clock()
-        if room < plan.slice_s / 2:
+        # the widest interval that still has room (each keeps its own confirmation back)
+        rooms = {b: plan.end(b) - clock() for b in live}
+        open_ = {b: width(s) or 0.0 for b, s in live.items() if rooms[b] >= plan.slice_s / 2}
+        if not open_:
             break
-        bench = widest({b: width(s) or 0.0 for b, s in live.items()})
-        state = live[bench]
+        bench = widest(open_)
+        state, room = live[bench], rooms[bench]
         cap = min(plan.slice_s, room, plan.extend_to - state.seconds)
         if cap > 0:
             sample(state, cap, 0)

@@ -298,11 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def confirm_guess(result: dict, settings: Settings) -> float:
-    """Seconds a flagged benchmark's confirmation takes at least: its setup, as in its first
-    pass, and ``min_seconds`` or ``min_pairs`` pairs at its own pace, whichever is longer."""
-    per_pair = result["seconds"] / max(len(result["rounds"]), 1)
-    return result["setup_s"] + max(settings.min_seconds, settings.min_pairs * per_pair)
+def confirm_guess(setup_s: float, pair_s: float, settings: Settings) -> float:
+    """Seconds a benchmark's confirmation takes at least: its setup (as in its first pass)
+    and ``min_seconds`` or ``min_pairs`` pairs at ``pair_s`` each, whichever is longer."""
+    return setup_s + max(settings.min_seconds, settings.min_pairs * pair_s)
+
+
+def pair_seconds(state: Sampled) -> float:
+    """A round pair's seconds: as sampled, or before any round, both sides' K steps at the
+    warm-up's pace."""
+    if state.rounds:
+        return state.seconds / len(state.rounds)
+    per_step = [s["per_step_s"] for s in state.setups.values()]
+    return 2 * state.k * float(np.median(per_step)) if per_step else 0.0
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -378,13 +386,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             done[bench.name] = result(bench, state, settings, sides)
             progress(done[bench.name])
 
-        def reserve() -> float:
-            """The confirmation's time for the verdicts flagged so far (budget.py): fresh
-            workers, and per benchmark its setup and least sampling at its own pace."""
-            flagged = [r for r in done.values() if r["verdict"] in (S.SLOWER, S.FASTER)]
-            if not (flagged and settings.confirm):
+        def reserve(current: Benchmark | None) -> float:
+            """The confirmation's time (budget.py): fresh workers and, per benchmark flagged
+            so far and for ``current`` (should it be flagged), its setup and least sampling."""
+            if not settings.confirm:
                 return 0.0
-            return workers_s + sum(confirm_guess(r, settings) for r in flagged)
+            guesses = [
+                confirm_guess(r["setup_s"], r["seconds"] / max(len(r["rounds"]), 1), settings)
+                for r in done.values()
+                if r["verdict"] in (S.SLOWER, S.FASTER)
+            ]
+            state = sampled.get(current.name) if current is not None else None
+            if state is not None and current.name not in done:
+                guesses.append(confirm_guess(state.setup_s, pair_seconds(state), settings))
+            return workers_s + sum(guesses) if guesses else 0.0
 
         deadline = t0 + settings.budget_s if settings.budget_s else None
         run_plan(
