@@ -25,7 +25,7 @@ runs past the budget on a slow CPU. So:
    verdict found at the end of the last first pass had no time left for its confirmation
    (one run here went 32 s past its deadline). So even a run with nothing flagged ends its
    passes one confirmation (about 15-25 s here) before the deadline; the default deadline
-   (220 s) allows for it. The confirmations share what is left until the same deadline
+   (210 s) allows for it. The confirmations share what is left until the same deadline
    (``first_pass_cap`` again).
 
 At most ``max_live`` benchmarks stay set up at once (the narrowest is finished when one more
