@@ -393,14 +393,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             so far and for ``current`` (should it be flagged), its setup and least sampling."""
             if not settings.confirm:
                 return 0.0
+            names = [n for n, r in done.items() if r["verdict"] in (S.SLOWER, S.FASTER)]
+            if current is not None and current.name not in done:
+                names.append(current.name)
             guesses = [
-                confirm_guess(r["setup_s"], r["seconds"] / max(len(r["rounds"]), 1), settings)
-                for r in done.values()
-                if r["verdict"] in (S.SLOWER, S.FASTER)
+                confirm_guess(sampled[n].setup_s, pair_seconds(sampled[n]), settings)
+                for n in names
+                if n in sampled
             ]
-            state = sampled.get(current.name) if current is not None else None
-            if state is not None and current.name not in done:
-                guesses.append(confirm_guess(state.setup_s, pair_seconds(state), settings))
             return workers_s + sum(guesses) if guesses else 0.0
 
         deadline = t0 + settings.budget_s if settings.budget_s else None
