@@ -247,3 +247,29 @@ def test_the_benchmark_being_sampled_keeps_its_own_confirmation_time_back():
     assert fake.states["a"].turns[0] == pytest.approx(73)
     assert fake.states["last"].turns[0] == pytest.approx(150 - 30 - 77)
     assert 148.0 <= fake.now <= 152.0  # the second pass took "a" on to the deadline
+
+
+def test_the_first_pass_takes_each_kind_once_then_the_costliest_first():
+    """Unknown costs go first, in the order given (so every task is seen early); then the
+    benchmarks that take longest to decide, so the confirmations' reserve, which grows as
+    verdicts are flagged, squeezes the quick ones last."""
+    from bench.ab.budget import next_bench
+
+    names = ["fit-lin", "fit-cnn", "fit-mlp", "xla-lin", "xla-cnn", "xla-mlp"]
+    fake = Fake({n: 0.5 for n in names})
+    per_task = {"lin": 1.0, "cnn": 12.0, "mlp": 4.0}
+
+    def cost(name: str) -> float | None:
+        task = name.split("-")[1]
+        return per_task[task] if any(s.endswith(task) for s in fake.states) else None
+
+    order: list[str] = []
+    start = fake.start
+    fake.start = lambda name: (order.append(name), start(name))[1]
+    run_plan(names, plan(), fake.start, fake.sample, fake.width, fake.finish, fake.clock, cost)
+    assert order == ["fit-lin", "fit-cnn", "fit-mlp", "xla-cnn", "xla-mlp", "xla-lin"]
+    assert sorted(fake.finished) == sorted(names)
+    # first of equals; no cost function keeps the order given
+    assert next_bench(["a", "b"], lambda n: 3.0) == "a"
+    assert next_bench(["a", "b", "c"], lambda n: {"a": 1.0, "b": 5.0, "c": 5.0}[n]) == "b"
+    assert next_bench(["a", "b"], lambda n: None) == "a"

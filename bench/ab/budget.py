@@ -6,7 +6,7 @@ while a graph-mode MLP step (bimodal on this project's machine) can use its whol
 still be undecided. A fixed cap per benchmark either wastes the time the quick ones leave or
 runs past the budget on a slow CPU. So:
 
-1. **First pass**, in order: each benchmark is set up and sampled until its interval is
+1. **First pass**, costliest first (``next_bench``): each benchmark is set up and sampled until its interval is
    decisive (``bench.stats.paired.decided``), or for its share of the time left: what remains
    until the deadline, less the setups still to come (guessed from those so far), split evenly
    over the benchmarks not yet started, and never more than ``max_seconds``. A decided
@@ -76,6 +76,18 @@ def first_pass_cap(plan: Plan, now: float, left: int, setup_s: float, current: A
     return max(0.0, min(plan.max_seconds, share))
 
 
+def next_bench(pending: Sequence[Any], cost: Callable[[Any], float | None]) -> Any:
+    """The benchmark to start next: the first one whose cost is not known yet (so every kind
+    is seen early), else the costliest (first of equals). The confirmations' reserve grows as
+    verdicts are flagged, so the benchmarks started last get the least time; those should be
+    the ones that decide in seconds, not a CNN whose setup alone takes 10."""
+    costs = [cost(b) for b in pending]
+    unknown = [b for b, c in zip(pending, costs) if c is None]
+    if unknown:
+        return unknown[0]
+    return pending[max(range(len(pending)), key=lambda i: (costs[i], -i))]
+
+
 def widest(widths: dict[Any, float]) -> Any:
     """The key with the widest interval (first of equals)."""
     return max(widths, key=lambda key: widths[key])
@@ -89,6 +101,7 @@ def run_plan(
     width: Callable[[Any], float | None],
     finish: Callable[[Any, Any], None],
     clock: Callable[[], float] = time.monotonic,
+    cost: Callable[[Any], float | None] = lambda bench: None,
 ) -> None:
     """Measure ``benches`` within ``plan``.
 
@@ -97,16 +110,22 @@ def run_plan(
     or ``cap_s`` seconds; ``state.seconds`` adds up the time spent sampling.
     ``width(state)``: the interval's half-width while undecided, None once decided.
     ``finish(bench, state)``: drop it from the workers and record its result (called once per
-    started benchmark, in any order)."""
+    started benchmark, in any order).
+    ``cost(bench)``: the seconds it is guessed to take to decide, once something like it has
+    been measured (None until then); the first pass takes the costliest first (next_bench)."""
     live: dict[Any, Any] = {}
     setups: list[float] = []
-    for i, bench in enumerate(benches):
+    pending = list(benches)
+    while pending:
+        bench = next_bench(pending, cost)
+        left = len(pending)
+        pending.remove(bench)
         t0 = clock()
         state = start(bench)
         if state is None:
             continue
         setups.append(clock() - t0)
-        cap = first_pass_cap(plan, clock(), len(benches) - i, median(setups), bench)
+        cap = first_pass_cap(plan, clock(), left, median(setups), bench)
         sample(state, cap, plan.min_pairs)
         if plan.deadline is None or width(state) is None:
             finish(bench, state)

@@ -365,8 +365,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         rng, cache = random.Random(args.seed), {}
         done: dict[str, dict] = {}
         sampled: dict[str, Sampled] = {}
+        started: list[str] = []  # the first pass's order (costliest first, budget.py)
 
         def start(bench: Benchmark) -> Sampled | None:
+            started.append(bench.name)
             if bench.name in skips:
                 done[bench.name] = skipped(bench, skips[bench.name])
                 return None
@@ -403,6 +405,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             ]
             return workers_s + sum(guesses) if guesses else 0.0
 
+        def cost(bench: Benchmark) -> float | None:
+            """What deciding ``bench`` is guessed to take: its least sampling and setup, as
+            measured on the same task and batch by another implementation (None before)."""
+            seen = [
+                confirm_guess(s.setup_s, pair_seconds(s), settings)
+                for b in benches
+                if (b.task, b.batch_size) == (bench.task, bench.batch_size)
+                and (s := sampled.get(b.name)) is not None
+            ]
+            return float(np.median(seen)) if seen else None
+
         deadline = t0 + settings.budget_s if settings.budget_s else None
         run_plan(
             benches,
@@ -417,6 +430,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             lambda state, cap, min_new: sample(state, settings, rng, cap, min_new),
             width,
             finish,
+            cost=cost,
         )
         results = [done[b.name] for b in benches]
         passes_s, confirm_s = time.monotonic() - t0, 0.0
@@ -495,6 +509,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "workers_s": workers_s,
             "passes_s": passes_s,
             "confirm_s": confirm_s,
+            "first_pass_order": started,
         },
     }
     print()
