@@ -10,7 +10,9 @@ issue "The comparison table, measured interleaved").
   profile, convergence left out: it yields no ratio) on ``--rev``'s code (exported with ``git
   archive``, so editing the tree meanwhile changes nothing; default: the working tree),
   optionally beside a **bursty busy loop on one core** (``--busy``: 3 s spinning, 4 s idle,
-  what a shared CI runner's neighbour looks like). Writes the results file and the wall time.
+  what a shared CI runner's neighbour looks like), or with every core shared with a spinning
+  process (``--halve``: a CPU at about half the speed, the stand-in for a slow one). Writes the
+  results file and the wall time.
   A revision from before panels gives today's sequential figures.
 - ``agree``: every ratio the report prints in both files (each step benchmark's speedup over
   the baseline; each knob variant against its twin), how far the two runs' estimates are
@@ -56,10 +58,10 @@ from bench.ab.sides import export_revision, resolve_revision  # noqa: E402
 STEP_SELECTION = "not convergence and not harness_overhead"
 
 
-def busy_loop(on_s: float = 3.0, off_s: float = 4.0) -> None:  # pragma: no cover (a process)
-    """Spin one core for ``on_s``, rest ``off_s``, until killed."""
+def busy_loop(on_s: float = 3.0, off_s: float = 4.0, core: int = 0) -> None:  # pragma: no cover
+    """Spin core ``core`` for ``on_s``, rest ``off_s`` (0: never), until killed."""
     with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {0})
+        os.sched_setaffinity(0, {core})
     while True:
         end = time.perf_counter() + on_s
         while time.perf_counter() < end:
@@ -68,17 +70,24 @@ def busy_loop(on_s: float = 3.0, off_s: float = 4.0) -> None:  # pragma: no cove
 
 
 @contextlib.contextmanager
-def neighbour(enabled: bool):
-    if not enabled:
-        yield
-        return
-    proc = multiprocessing.get_context("spawn").Process(target=busy_loop, daemon=True)
-    proc.start()
+def neighbour(busy: bool, halve: bool = False):
+    """``busy``: the bursty loop on one core; ``halve``: a spinner on every core, never
+    resting (each core shared half and half: a CPU at about half this one's speed)."""
+    spawn = multiprocessing.get_context("spawn")
+    procs = []
+    if busy:
+        procs.append(spawn.Process(target=busy_loop, daemon=True))
+    if halve:
+        cores = sorted(os.sched_getaffinity(0))
+        procs += [spawn.Process(target=busy_loop, args=(3.0, 0.0, c), daemon=True) for c in cores]
+    for proc in procs:
+        proc.start()
     try:
         yield
     finally:
-        proc.terminate()
-        proc.join(5)
+        for proc in procs:
+            proc.terminate()
+            proc.join(5)
 
 
 @contextlib.contextmanager
@@ -99,7 +108,7 @@ def tree_of(rev: str | None):
 
 def cmd_run(args) -> None:
     out = Path(args.out).resolve()
-    with tree_of(args.rev) as tree, neighbour(args.busy):
+    with tree_of(args.rev) as tree, neighbour(args.busy, args.halve):
         cmd = [sys.executable, "-m", "pytest", "--benchmark-only", "-p", "no:cacheprovider"]
         cmd += ["-q", f"--benchmark-json={out}", "--benchmark-save-data"]
         cmd += ["-k", args.k] if args.k else []  # -k "": the whole default run
@@ -115,6 +124,7 @@ def cmd_run(args) -> None:
     data = json.loads(out.read_text())
     data.setdefault("machine_info", {})["panel_budget"] = {
         "busy": args.busy,
+        "halve": args.halve,
         "rev": args.rev or "working tree",
         "wall_s": wall,
         "selection": args.k,
@@ -346,6 +356,7 @@ def main() -> None:
     run = sub.add_parser("run")
     run.add_argument("--out", required=True)
     run.add_argument("--busy", action="store_true")
+    run.add_argument("--halve", action="store_true", help="a spinner on every core")
     run.add_argument("--rev", default=None)
     run.add_argument("-k", default=STEP_SELECTION)
     run.add_argument("--profile", default="quick")

@@ -170,6 +170,35 @@ def test_the_run_budget_counts_the_panels_still_to_come(monkeypatch):
     assert panels.budget(unbudgeted) is None
 
 
+def test_a_sweep_point_the_run_budget_cannot_afford_is_skipped_not_sampled():
+    """A slow CPU runs less, not only samples less: under a run budget, a sweep point whose
+    building (guessed per member from the panels built so far) does not fit in the time left
+    is skipped with the reason; a step panel always runs; without a budget nothing is."""
+    from dataclasses import replace
+
+    from bench.timing.harness import PROFILES
+    from bench.timing.panel import Budget, Outcome, Panels, unaffordable
+
+    quick = [replace(s, profile=PROFILES["quick"]) for s in specs("custom_eager", "custom_graph")]
+    sweep = [replace(s, panel="sweep-mlp-b32", kind="sweep", name=s.name + "b") for s in quick]
+    budget = Budget(deadline=100.0, later_caps=[], later_members=0)
+    assert unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=85.0) is None  # 15 s >= 2 x 5 s
+    why = unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=95.0)
+    assert why is not None and "5 s left" in why and "about 10 s" in why
+    assert unaffordable(quick[0], 2, budget, [4.0, 6.0], now=150.0) is None  # a step panel
+    assert unaffordable(sweep[0], 2, None, [4.0, 6.0], now=150.0) is None  # no budget
+    assert unaffordable(sweep[0], 2, budget, [], now=150.0) is None  # nothing to guess from
+
+    panels = Panels()
+    panels.members, panels.tasks, panels.build_s = {"sweep-mlp-b32": sweep}, [], [3.0]
+    panels.started = -1e6  # the budget ran out long ago
+    panels.measure = lambda *a, **k: pytest.fail("an unaffordable sweep point was measured")
+    got = panels.outcome(None, sweep[1], task_data=None)
+    assert isinstance(got, Outcome) and isinstance(got.error, pytest.skip.Exception)
+    assert "--run-budget" in str(got.error)
+    assert panels.outcome(None, sweep[0], None).error is not None  # its panel-mate too
+
+
 def test_the_run_budget_counts_from_the_process_start():
     import time
 

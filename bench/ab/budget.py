@@ -6,10 +6,11 @@ while a graph-mode MLP step (bimodal on this project's machine) can use its whol
 still be undecided. A fixed cap per benchmark either wastes the time the quick ones leave or
 runs past the budget on a slow CPU. So:
 
-1. **First pass**, costliest first (``next_bench``): each benchmark is set up and sampled until its interval is
-   decisive (``bench.stats.paired.decided``), or for its share of the time left: what remains
-   until the deadline, less the setups still to come (guessed from those so far), split evenly
-   over the benchmarks not yet started, and never more than ``max_seconds``. A decided
+1. **First pass**, each task once in the order given, then the costliest to decide first
+   (``next_bench``): each benchmark is set up and sampled until its interval is decisive
+   (``bench.stats.paired.decided``), or for its share of the time left: what remains until the
+   deadline, less the setups still to come (guessed from those so far), split evenly over the
+   benchmarks not yet started, and never more than ``max_seconds``. A decided
    benchmark is dropped from its workers at once; an undecided one stays set up ("live").
 2. **Second pass**: while time remains, the live benchmark with the **widest interval** (of
    those with time left before their own reserve, below) gets

@@ -171,6 +171,32 @@ class Budget:
     later_members: int
 
 
+def unaffordable(
+    spec: Spec,
+    members: int,
+    budget: Budget | None,
+    build_s: list[float],
+    now: float | None = None,
+) -> str | None:
+    """Why ``spec``'s panel is skipped, or None. Under a run budget, a batch-sweep point (the
+    quick profile's least important panels, last in the run) whose building alone would not
+    fit in the time left (guessed from the members built so far, per member) is skipped, not
+    measured from a handful of blocks: a slow CPU runs less, not only samples less. Step
+    panels always run."""
+    if budget is None or spec.kind != "sweep" or not build_s:
+        return None
+    now = time.monotonic() if now is None else now
+    left = budget.deadline - now
+    need = float(np.median(build_s)) * members
+    if left >= need:
+        return None
+    return (
+        f"the run budget ({spec.profile.run_budget_s:g} s, --run-budget) is spent on this "
+        f"machine: {max(left, 0.0):.0f} s left, building this sweep point takes about "
+        f"{need:.0f} s (--run-budget 0 runs it)"
+    )
+
+
 class Panels:
     """The session's panels: each measured once, when its first benchmark runs."""
 
@@ -182,6 +208,7 @@ class Panels:
         self._tmp: Path | None = None
         self._workers: list = []
         self.tasks: list[str] | None = None  # the session's --tasks values, for the workers
+        self.build_s: list[float] = []  # seconds each member built so far took (per panel)
         # When pytest started (time.monotonic()): the run budget counts from it.
         self.started = time.monotonic() - (process_age_s() or 0.0)
 
@@ -237,7 +264,14 @@ class Panels:
             members = list(self.members.get(spec.panel, []))
             if spec.name not in {s.name for s in members}:
                 members.append(spec)
-            self.outcomes[spec.panel] = self.measure(members, task_data, self.budget(spec))
+            budget = self.budget(spec)
+            why = unaffordable(spec, len(members), budget, self.build_s)
+            if why is not None:
+                self.outcomes[spec.panel] = {
+                    m.name: Outcome(error=pytest.skip.Exception(why)) for m in members
+                }
+            else:
+                self.outcomes[spec.panel] = self.measure(members, task_data, budget)
         found = self.outcomes[spec.panel].pop(spec.name, None)
         if found is None:  # not gathered (run twice?): measure it alone
             found = self.measure([spec], task_data)[spec.name]
@@ -296,6 +330,7 @@ class Panels:
             if budget is not None:
                 # Building the panels still to come is guessed from this one's, per member.
                 per_member = (time.monotonic() - build_start) / max(1, len(specs))
+                self.build_s.append(per_member)
                 limits["time_cap_s"] = budgeted_cap(
                     own_cap,
                     budget.deadline - time.monotonic(),
