@@ -12,7 +12,7 @@ issue "The comparison table, measured interleaved").
   optionally beside a **bursty busy loop on one core** (``--busy``: 3 s spinning, 4 s idle,
   what a shared CI runner's neighbour looks like), or with every core shared with a spinning
   process (``--halve``: a CPU at about half the speed, the stand-in for a slow one). Writes the
-  results file and the wall time.
+  results file and the wall time, and pytest's report (durations, skip reasons) beside it.
   A revision from before panels gives today's sequential figures.
 - ``agree``: every ratio the report prints in both files (each step benchmark's speedup over
   the baseline; each knob variant against its twin), how far the two runs' estimates are
@@ -110,12 +110,14 @@ def cmd_run(args) -> None:
     out = Path(args.out).resolve()
     with tree_of(args.rev) as tree, neighbour(args.busy, args.halve):
         cmd = [sys.executable, "-m", "pytest", "--benchmark-only", "-p", "no:cacheprovider"]
-        cmd += ["-q", f"--benchmark-json={out}", "--benchmark-save-data"]
+        cmd += ["-q", f"--benchmark-json={out}", "--benchmark-save-data", "--durations=0", "-rs"]
         cmd += ["-k", args.k] if args.k else []  # -k "": the whole default run
         cmd += ["--profile", args.profile]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
         wall = time.perf_counter() - t0
+    # pytest's report (each test's duration, each skip's reason) beside the results
+    out.with_suffix(".log").write_text(proc.stdout + proc.stderr)
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
     print(f"{out.name}: rc {proc.returncode}, {wall:.0f} s, busy={args.busy}: {tail[-1:]}")
     if proc.returncode != 0:

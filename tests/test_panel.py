@@ -199,6 +199,22 @@ def test_a_sweep_point_the_run_budget_cannot_afford_is_skipped_not_sampled():
     assert panels.outcome(None, sweep[0], None).error is not None  # its panel-mate too
 
 
+def test_optional_work_is_skipped_once_the_run_is_behind_its_budget():
+    """Past half the run budget (a slow CPU's convergence runs took that long), the quick
+    profile's optional work says why it is skipped; before it, or without a budget, it runs."""
+    from dataclasses import replace
+
+    from bench.timing.harness import PROFILES
+    from bench.timing.panel import BEHIND_SHARE, behind_schedule
+
+    quick = PROFILES["quick"]
+    budget = quick.run_budget_s
+    assert budget and behind_schedule(quick, "x", elapsed_s=0.3 * budget) is None
+    why = behind_schedule(quick, "a distributed launch", elapsed_s=(BEHIND_SHARE + 0.1) * budget)
+    assert why is not None and why.startswith("a distributed launch") and "--run-budget 0" in why
+    assert behind_schedule(replace(quick, run_budget_s=None), "x", elapsed_s=1e6) is None
+
+
 def test_the_run_budget_counts_from_the_process_start():
     import time
 
@@ -576,3 +592,20 @@ def PROFILES_SMOKE():  # noqa: N802
     from bench.timing.harness import PROFILES
 
     return PROFILES["smoke"]
+
+
+def test_a_run_behind_its_budget_skips_the_distributed_launches_and_says_why():
+    """With a run budget already spent (1 s: pytest's start-up alone takes longer), the quick
+    profile's distributed benchmarks are skipped with the reason, before any worker starts."""
+    cmd = [
+        sys.executable, "-m", "pytest", "--benchmark-only", "--profile", "quick",
+        "--run-budget", "1", "-p", "no:cacheprovider", "-q", "-rs",
+        "-k", "mirrored-r1-keras_fit-mlp or mirrored-r2-keras_fit-mlp",
+        "bench/benchmarks/bench_distributed.py",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 skipped" in proc.stdout, proc.stdout[-3000:]
+    skipped = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(skipped) == 1 and skipped[0].startswith("SKIPPED [2]"), proc.stdout[-3000:]
+    assert "a distributed launch" in skipped[0] and "behind its budget" in skipped[0]

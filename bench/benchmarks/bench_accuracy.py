@@ -153,6 +153,11 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
 
         if not cpu_has_bf16():  # the CNN's bf16 convergence took 74 s of a Zen 3's quick run
             pytest.skip(BF16_EMULATED)
+    from bench.timing.panel import behind_schedule
+
+    late = behind_schedule(profile, "a mixed-precision convergence run (optional in this profile)")
+    if late and profile.name != "full":
+        pytest.skip(late)
     benchmark.group = f"convergence-{task_name}"
     if (impl, task_name) not in _float32_accuracy:
         twin = [train(impl, task, data, seed, epochs) for seed in conv.seeds]
