@@ -164,6 +164,15 @@ def check_datasets(items: list[pytest.Item]) -> None:
         ) from None
 
 
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """The step panels, costliest task first (bench.timing.panel.costliest_panels_first)."""
+    from bench.timing.panel import costliest_panels_first
+
+    items[:] = costliest_panels_first(items)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     if not session.config.option.collectonly:
         check_datasets(session.items)

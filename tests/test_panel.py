@@ -609,3 +609,27 @@ def test_a_run_behind_its_budget_skips_the_distributed_launches_and_says_why():
     skipped = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
     assert len(skipped) == 1 and skipped[0].startswith("SKIPPED [2]"), proc.stdout[-3000:]
     assert "a distributed launch" in skipped[0] and "behind its budget" in skipped[0]
+
+
+def test_step_panels_are_measured_costliest_task_first_and_nothing_else_moves():
+    """The CNN's panel (the most FLOPs per step) before the MLP's before linreg's; items
+    that are not step panels keep their places; a task without FLOPs goes last."""
+    from types import SimpleNamespace
+
+    from bench.timing.panel import costliest_panels_first
+
+    def item(kind, task):
+        params = {"task_name": task}
+        return SimpleNamespace(originalname=kind, callspec=SimpleNamespace(params=params))
+
+    items = [
+        item("test_convergence", "linreg"),
+        item("test_step", "linreg"), item("test_step", "nosuchtask"), item("test_step", "mlp"),
+        item("test_step", "cnn"), item("test_step", "linreg"), item("test_step", "cnn"),
+        item("test_sweep", "mlp"),
+    ]  # fmt: skip
+    out = costliest_panels_first(items)
+    assert out[0] is items[0] and out[-1] is items[-1]
+    tasks = [it.callspec.params["task_name"] for it in out[1:-1]]
+    assert tasks == ["cnn", "cnn", "mlp", "linreg", "linreg", "nosuchtask"]
+    assert out[4] is items[1] and out[5] is items[5]  # stable within a task

@@ -83,6 +83,31 @@ def spec_of(item: pytest.Item, profile: Profile) -> Spec | None:
         return None
 
 
+def costliest_panels_first(items: list) -> list:
+    """``items`` with the ``test_step`` items (the step panels: a panel is measured when its
+    first item runs) put in the order of their task's training FLOPs per step, costliest first
+    (stable; a task that does not give its FLOPs counts as 0), every other item where it was.
+    Under a run budget a panel's cap sets aside the building of the panels still to come,
+    guessed per member from those built so far: a costlier model's members take longer to
+    build (on a halved CPU, an MLP or CNN member two to three times a linreg one), so measured
+    first they make the guess high, on the safe side, instead of starving the last panels."""
+    from bench.tasks import get_task
+
+    def cost(item) -> float:
+        try:
+            task = get_task(item.callspec.params["task_name"])
+        except Exception:
+            return 0.0
+        return float(task.flops_per_sample or 0) * task.batch_size
+
+    where = [i for i, it in enumerate(items) if getattr(it, "originalname", None) == "test_step"]
+    ordered = sorted((items[i] for i in where), key=lambda it: -cost(it))
+    out = list(items)
+    for i, item in zip(where, ordered):
+        out[i] = item
+    return out
+
+
 # --- one panel, measured ------------------------------------------------------------------------
 
 
