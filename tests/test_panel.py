@@ -213,6 +213,8 @@ def test_optional_work_is_skipped_once_the_run_is_behind_its_budget():
     why = behind_schedule(quick, "a distributed launch", elapsed_s=(BEHIND_SHARE + 0.1) * budget)
     assert why is not None and why.startswith("a distributed launch") and "--run-budget 0" in why
     assert behind_schedule(replace(quick, run_budget_s=None), "x", elapsed_s=1e6) is None
+    full = replace(PROFILES["full"], run_budget_s=budget)  # full runs all it selects
+    assert behind_schedule(full, "x", elapsed_s=1e6) is None
 
 
 def test_the_run_budget_counts_from_the_process_start():

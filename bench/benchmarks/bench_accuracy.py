@@ -156,7 +156,7 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
     from bench.timing.panel import behind_schedule
 
     late = behind_schedule(profile, "a mixed-precision convergence run (optional in this profile)")
-    if late and profile.name != "full":
+    if late:
         pytest.skip(late)
     benchmark.group = f"convergence-{task_name}"
     if (impl, task_name) not in _float32_accuracy:
