@@ -123,6 +123,8 @@ def one_run(tree: Path, base: Path, head: Path, select: str | None, seed: int, e
         "exit_code": proc.returncode,
         "wall_s": wall,
         "steal_pct_session": doc["machine"].get("steal_pct_session"),
+        # where the time went: workers' start, both passes, the confirmations
+        "timing": {k: doc["summary"].get(k) for k in ("workers_s", "passes_s", "confirm_s")},
         "benchmarks": [
             {
                 k: b.get(k)
@@ -136,6 +138,9 @@ def one_run(tree: Path, base: Path, head: Path, select: str | None, seed: int, e
                     "pairs_dropped_steal",
                     "seconds",
                     "steps_per_round",
+                    "setup_s",
+                    "first_verdict",
+                    "process_pair_ratios",  # per process pair: the confirmation's are last
                 )
             }
             | {"numbers_changed": (b.get("numerics") or {}).get("changed")}

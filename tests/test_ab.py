@@ -576,3 +576,37 @@ def test_an_interrupted_run_leaves_no_worker_behind(tmp_path, signum):
     assert proc.returncode == 130, err
     assert "interrupted; workers stopped" in err
     assert _workers_alive(str(tmp_path)) == []
+
+
+def test_an_interval_still_reaching_past_the_threshold_reads_undecided_not_unchanged():
+    """A slow CPU's CNN stopped by the budget at +-8% is neither a regression nor ruled out:
+    the summary line, the table and the markdown say so; a narrow "no change" does not."""
+    from bench.ab.output import format_table, markdown_verdict, summary_line, undecided
+
+    class FakeSide:
+        def __init__(self, label):
+            self.label = label
+
+        def describe(self):
+            return self.label
+
+    wide = {**_fake("custom_graph-cnn", "no change", 1.02, 0.95, 1.10), "detectable_pct": 7.5}
+    narrow = {**_fake("custom_graph-mlp", "no change", 1.0, 0.99, 1.01), "detectable_pct": 1.0}
+    slower = {**_fake("custom_xla-mlp", "SLOWER", 1.08, 1.05, 1.11), "detectable_pct": 3.0}
+    for r in (wide, narrow, slower):
+        r["pairs_dropped_steal"] = 0
+    assert undecided(wide, 0.03) and not undecided(narrow, 0.03) and not undecided(slower, 0.03)
+    assert not undecided(wide, 0.12)  # inside a wider band: decided
+
+    line = summary_line([wide, narrow, slower], 0.03, 100.0)
+    assert "undecided when the time ran out: custom_graph-cnn (±7.5%)" in line
+    assert "custom_graph-mlp (" not in line
+    table = format_table([wide, narrow], 0.03)
+    cnn, mlp = table.splitlines()[2:]
+    assert "undecided" in cnn and "no change" in mlp and "undecided" not in mlp
+
+    text = markdown_verdict([wide, narrow, slower], 0.03, [FakeSide("base"), FakeSide("head")])
+    assert "**1 slower**, 0 faster, 1 unchanged, 1 undecided" in text.splitlines()[0]
+    shown, collapsed = text.split("<details>")
+    assert "`custom_graph-cnn`" in shown and "| undecided" in shown
+    assert "`custom_graph-mlp`" in collapsed and "`custom_graph-cnn`" not in collapsed

@@ -513,7 +513,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         },
     }
     print()
-    print(format_table(results))
+    print(format_table(results, threshold))
     print()
     print(summary_line(results, threshold, doc["summary"]["wall_s"]))
     if args.json_out:

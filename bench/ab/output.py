@@ -19,13 +19,25 @@ def _pct(ratio: float | None) -> str:
     return "—" if ratio is None else f"{100 * (ratio - 1):+.1f}%"
 
 
-def format_table(results: list[dict]) -> str:
+def undecided(r: dict, threshold: float) -> bool:
+    """A "no change" whose interval still reaches past the threshold on one side or the
+    other: the time ran out before more pairs could tell (a slow CPU, a noisy spell, too
+    many benchmarks for the budget). Not a regression, and not ruled out either."""
+    if r["verdict"] != S.NO_CHANGE or r.get("ci_low") is None:
+        return False
+    up, down = 1 + threshold, 1 / (1 + threshold)
+    return not (r["ci_low"] > down and r["ci_high"] < up)
+
+
+def format_table(results: list[dict], threshold: float | None = None) -> str:
     rows = []
     for r in results:
         if r["verdict"] == S.SKIPPED:
             rows.append([r["name"], "", "", "", f"skipped: {r['skip_reason']}", "", ""])
             continue
         verdict = r["verdict"]
+        if threshold is not None and undecided(r, threshold):
+            verdict = "undecided"
         if r["numerics"]["changed"]:
             verdict += ", but the numbers changed"
         rows.append(
@@ -104,11 +116,14 @@ def markdown_verdict(results: list[dict], threshold: float, sides: list[Side]) -
     measured = [r for r in results if r["verdict"] != S.SKIPPED]
     slower = [r for r in measured if r["verdict"] == S.SLOWER]
     faster = [r for r in measured if r["verdict"] == S.FASTER]
-    same = [r for r in measured if r not in slower and r not in faster]
+    open_ = [r for r in measured if undecided(r, threshold)]
+    same = [r for r in measured if r not in slower and r not in faster and r not in open_]
     skipped = [r for r in results if r["verdict"] == S.SKIPPED]
     head, base = (next(s for s in sides if s.label == k) for k in ("head", "base"))
     mark = ":red_circle:" if slower else ":white_check_mark:"
     counts = f"**{len(slower)} slower**, {len(faster)} faster, {len(same)} unchanged"
+    if open_:
+        counts += f", {len(open_)} undecided"
     if skipped:
         counts += f", {len(skipped)} skipped"
     lines = [
@@ -118,6 +133,15 @@ def markdown_verdict(results: list[dict], threshold: float, sides: list[Side]) -
     ]
     if slower or faster:
         lines += [_markdown_table(slower + faster), ""]
+    if open_:
+        lines += [
+            f"Undecided when the time ran out (the interval still reaches past "
+            f"±{100 * threshold:g}%): neither a regression nor ruled out. More time "
+            "(`--budget-seconds`) or fewer benchmarks (`-k`) would decide them.",
+            "",
+            _markdown_table(open_, "undecided"),
+            "",
+        ]
     if same:
         ruled_out = [r["missed_pct"] for r in same if r.get("missed_pct") is not None]
         bound = f"; slowdowns above +{max(ruled_out):.1f}% ruled out" if ruled_out else ""
@@ -138,14 +162,14 @@ def markdown_verdict(results: list[dict], threshold: float, sides: list[Side]) -
     return "\n".join(lines) + "\n"
 
 
-def _markdown_table(rows: list[dict]) -> str:
+def _markdown_table(rows: list[dict], verdict: str | None = None) -> str:
     table = [
         [
             f"`{r['name']}`",
             f"{1e3 * r['base']['median_s']:.3f}",
             f"{1e3 * r['head']['median_s']:.3f}",
             f"{_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
-            r["verdict"] + (", numbers changed" if r["numerics"]["changed"] else ""),
+            (verdict or r["verdict"]) + (", numbers changed" if r["numerics"]["changed"] else ""),
         ]
         for r in rows
     ]
@@ -194,6 +218,13 @@ def summary_line(results: list[dict], threshold: float, wall_s: float) -> str:
     if not slower and unflagged:
         worst = max(max(unflagged), 100 * threshold)
         parts.append(f"no regression detected (a slowdown above +{worst:.1f}% is ruled out)")
+    open_ = [r for r in measured if undecided(r, threshold)]
+    if open_:
+        names = ", ".join(f"{r['name']} (±{r['detectable_pct']:.1f}%)" for r in open_)
+        parts.append(
+            f"undecided when the time ran out: {names}; more time (--budget-seconds) or "
+            "fewer benchmarks (-k) would decide them"
+        )
     if changed:
         parts.append(f"numbers changed (loss after warm-up beyond tolerance): {', '.join(changed)}")
     return "; ".join(parts)
