@@ -4,6 +4,8 @@ detection of planted 10% and 5% slowdowns, wall time).
     python experiments/ab_budget.py aa --runs 10 [--rev HEAD] [--out results/ab-budget/aa.json]
     python experiments/ab_budget.py planted --fraction 0.30 --runs 10 \\
         [-k "custom_graph and not linreg"] [--out results/ab-budget/planted-10.json]
+    python experiments/ab_budget.py planted ... --first-seed 6 --runs 4 --out more.json
+    python experiments/ab_budget.py merge planted-10.json more.json --out planted-10-all.json
 
 Both modes export ``--rev`` (default HEAD) with ``git archive`` into a temporary directory and
 run ``python -m bench ab`` from there, so editing the working tree while an experiment runs
@@ -23,7 +25,8 @@ does not change what is measured.
   rows (repeated) instead, a cost that grows as N squared. The A/B check's own estimate over
   the runs says what was actually planted.
 
-Each run's verdicts, ratios and intervals, and a summary, go to ``--out`` (JSON).
+Each run's verdicts, ratios and intervals, and a summary, go to ``--out`` (JSON). ``merge``
+joins files of the same mode and settings (more runs, other seeds) and sums them up again.
 """
 
 from __future__ import annotations
@@ -195,10 +198,40 @@ def summarize(runs: list[dict], planted: bool) -> dict:
     return out
 
 
+def merge(paths: list[str], out: str | None) -> int:
+    docs = [json.loads(Path(f).read_text()) for f in paths]
+    keys = ("mode", "rev", "fraction", "select", "ab_args")
+    for d, f in zip(docs[1:], paths[1:]):
+        differ = [k for k in keys if d.get(k) != docs[0].get(k)]
+        if differ:
+            raise SystemExit(f"{f}: not the same experiment as {paths[0]} ({', '.join(differ)})")
+    runs = [r for d in docs for r in d["runs"]]
+    seeds = [r["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"the files repeat seeds: {sorted(seeds)}")
+    doc = {
+        **{k: docs[0].get(k) for k in keys},
+        "merged_from": [Path(f).name for f in paths],
+        "summary": summarize(runs, docs[0]["mode"] == "planted"),
+        "runs": runs,
+    }
+    print(json.dumps(doc["summary"], indent=1))
+    if out:
+        Path(out).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["merge"]:
+        m = argparse.ArgumentParser(prog="ab_budget.py merge")
+        m.add_argument("files", nargs="+")
+        m.add_argument("--out")
+        margs = m.parse_args(sys.argv[2:])
+        return merge(margs.files, margs.out)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=("aa", "planted"))
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--first-seed", type=int, default=0, help="the first run's --seed")
     p.add_argument("--rev", default="HEAD")
     p.add_argument(
         "--fraction",
@@ -224,7 +257,7 @@ def main() -> int:
         else:
             shutil.copytree(tree, other)
         runs = []
-        for seed in range(args.runs):
+        for seed in range(args.first_seed, args.first_seed + args.runs):
             run = one_run(tree, tree, other, args.select, seed, args.ab_args)
             runs.append(run)
             flags = [

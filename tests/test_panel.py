@@ -166,6 +166,15 @@ def test_the_run_budget_counts_the_panels_still_to_come(monkeypatch):
     profile = mlp[0].profile
     assert profile.run_budget_s and budget.deadline == 100.0 + profile.run_budget_s
     assert budget.later_caps == [profile.sweep_panel_cap_s] and budget.later_members == 1
+    # behind schedule (a slow CPU), a step panel holds nothing back for the sweep points ...
+    from bench.timing.panel import BEHIND_SHARE
+
+    late = (BEHIND_SHARE + 0.1) * profile.run_budget_s
+    behind = panels.budget(mlp[0], elapsed_s=late)
+    assert behind.later_caps == [] and behind.later_members == 0
+    panels.outcomes = {}  # ... but still for the step panels to come
+    assert panels.budget(mlp[0], elapsed_s=late).later_members == len(linreg)
+    assert panels.budget(sweep[0], elapsed_s=late).later_members == len(linreg) + len(mlp)
     unbudgeted = replace(mlp[0], profile=replace(profile, run_budget_s=None))
     assert panels.budget(unbudgeted) is None
 

@@ -326,16 +326,25 @@ class Panels:
             found = self.measure([spec], task_data)[spec.name]
         return found
 
-    def budget(self, spec: Spec) -> Budget | None:
+    def budget(self, spec: Spec, elapsed_s: float | None = None) -> Budget | None:
         """The run budget's terms for ``spec``'s panel (None without a budget): the deadline,
-        counted from the process's start, and the panels of the session still to come."""
+        counted from the process's start, and the panels of the session still to come.
+
+        Once the run is behind schedule (``behind_schedule``: a slow CPU), a step panel holds
+        nothing back for the batch-sweep points: on such a CPU they are skipped as
+        ``unaffordable`` by the time they come, and the time they held back starved the step
+        tables (on this project's CPU halved, the CNN and MLP panels got only their first 6
+        and 9 blocks while linreg, last, took the leftover 50: docs/timing.md)."""
         budget_s = spec.profile.run_budget_s
         if not budget_s:
             return None
+        behind = spec.kind == "step" and behind_schedule(spec.profile, "", elapsed_s) is not None
         later = [
             members
             for key, members in (self.members or {}).items()
-            if key not in self.outcomes and key != spec.panel
+            if key not in self.outcomes
+            and key != spec.panel
+            and not (behind and members[0].kind == "sweep")
         ]
         return Budget(
             deadline=self.started + budget_s,
