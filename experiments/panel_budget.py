@@ -5,6 +5,7 @@ issue "The comparison table, measured interleaved").
     python experiments/panel_budget.py agree quiet.json busy.json [--out agree.json]
     python experiments/panel_budget.py honesty [--task mlp] [--repeats 12] [--out h.json]
     python experiments/panel_budget.py processes [--runs 5] [-k EXPR] [--out p.json]
+    python experiments/panel_budget.py noise [--task mlp] [--seconds 240] [--out n.json]
 
 - ``run``: ``pytest --benchmark-only`` (``-k`` default: every step benchmark of the quick
   profile, convergence left out: it yields no ratio) on ``--rev``'s code (exported with ``git
@@ -24,6 +25,14 @@ issue "The comparison table, measured interleaved").
   each, random order) and a solo stretch of one member (3 rounds back to back, as the old
   harness timed it), for ``--repeats`` cycles. Per member: the panel median against the solo
   median, in the same minutes.
+- ``noise``: where a panel's interval width comes from. In one process, the task's headline
+  members (``keras_fit``, ``custom_graph``, ``custom_xla``) in the panel's own blocks for
+  ``--seconds``: each member's round-to-round spread, how much of it the members of a block
+  share, and the baseline ratios estimated from ``--windows`` contiguous stretches of the run
+  against as many stretches spread over all of it (every ``windows``-th block). If the
+  contiguous ones spread no more than the spread ones, the ratio does not drift with time in
+  the process, and what separates two runs is the blocks' own noise: the blocks it would take
+  for +-2% are printed.
 - ``processes``: is one process per panel enough? The same panel (``-k``; default the MLP's
   step table) in ``--runs`` fresh processes: the spread of each ratio's estimate between
   processes against the interval half-width each process claimed. A ratio of spread to claimed
@@ -302,6 +311,95 @@ def cmd_honesty(args) -> None:
         Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
 
 
+# --- noise: is it drift or the blocks' own noise? -----------------------------------------------
+
+
+def cmd_noise(args) -> None:
+    from bench.benchmarks import bench_step
+    from bench.stats.paired import hodges_lehmann
+    from bench.tasks import get_task, load_for_task
+    from bench.timing.blocks import PANEL_INTERVAL_SCALE, run_blocks
+    from bench.timing.harness import PROFILES
+    from bench.timing.panel import TFMember
+
+    profile = PROFILES["quick"]
+    impls = args.impls.split(",")
+    specs = [
+        bench_step.step_spec(
+            f"test_step[{i}-{args.task}]", {"impl": i, "task_name": args.task}, profile, None
+        )
+        for i in impls
+    ]
+    data = load_for_task(get_task(args.task))
+    members = [TFMember(s, data, 0.0) for s in specs]
+    # the panel's own scheduler, sampling until the time is up (no target can stop it)
+    result = run_blocks(
+        members, [], min_blocks=10**9, max_blocks=10**9, time_cap_s=args.seconds, target_pct=0
+    )
+    for m in members:
+        m.close()
+    names = [m.name for m in members]
+    # blocks every member ran, uncontended
+    keep = [
+        b
+        for b in range(result.blocks)
+        if all(not result.rounds[n].contended(b) for n in names)
+        and all(result.rounds[n].block[b] == b for n in names)
+    ]
+    logs = {n: np.log(np.array(result.rounds[n].seconds)[keep]) for n in names}
+    per_member = {
+        n: {
+            "round_sd_pct": 100 * float(np.std(v)),
+            "lag1_autocorrelation": float(np.corrcoef(v[:-1], v[1:])[0, 1]),
+        }
+        for n, v in logs.items()
+    }
+    shared = float(
+        np.mean([np.corrcoef(logs[a], logs[b])[0, 1] for a in names for b in names if a < b])
+    )
+    block_s = result.seconds / max(result.blocks, 1)
+    rows = []
+    base = names[0]
+    for other in names[1:]:
+        lr = logs[base] - logs[other]
+        w = len(lr) // args.windows
+        cont = [hodges_lehmann(lr[i * w : (i + 1) * w]) for i in range(args.windows)]
+        spread = [hodges_lehmann(lr[i :: args.windows][:w]) for i in range(args.windows)]
+        half = float(np.mean([e.detectable_pct for e in cont]))  # interval at w blocks, unscaled
+        # blocks for +-2% with the panel's widening: the half-width shrinks as 1/sqrt(blocks)
+        need = w * (PANEL_INTERVAL_SCALE * half / 2.0) ** 2
+        rows.append(
+            {
+                "ratio": f"{base} / {other}",
+                "block_log_ratio_sd_pct": 100 * float(np.std(lr)),
+                "window_blocks": w,
+                "contiguous_sd_pct": 100 * float(np.std(np.log([e.ratio for e in cont]), ddof=1)),
+                "spread_sd_pct": 100 * float(np.std(np.log([e.ratio for e in spread]), ddof=1)),
+                "window_half_width_pct": half,
+                "blocks_for_2pct": need,
+                "seconds_for_2pct_these_members": need * block_s,
+            }
+        )
+        print(
+            f"{rows[-1]['ratio']:60s} block sd {rows[-1]['block_log_ratio_sd_pct']:5.1f}%  "
+            f"{args.windows} windows of {w}: contiguous sd {rows[-1]['contiguous_sd_pct']:.2f}%, "
+            f"spread sd {rows[-1]['spread_sd_pct']:.2f}%, half-width {half:.2f}%; "
+            f"+-2%: {need:.0f} blocks ({need * block_s:.0f} s)"
+        )
+    summary = {
+        "task": args.task,
+        "seconds": result.seconds,
+        "blocks": result.blocks,
+        "blocks_kept": len(keep),
+        "block_s": block_s,
+        "members": per_member,
+        "mean_within_block_correlation": shared,
+    }
+    print(json.dumps(summary))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+
+
 # --- processes: is one process per panel enough? -----------------------------------------------
 
 
@@ -370,14 +468,25 @@ def main() -> None:
     honesty.add_argument("--task", default="mlp")
     honesty.add_argument("--repeats", type=int, default=12)
     honesty.add_argument("--out")
+    noise = sub.add_parser("noise")
+    noise.add_argument("--task", default="mlp")
+    noise.add_argument("--impls", default="keras_fit,custom_graph,custom_xla")
+    noise.add_argument("--seconds", type=float, default=240.0)
+    noise.add_argument("--windows", type=int, default=8)
+    noise.add_argument("--out")
     processes = sub.add_parser("processes")
     processes.add_argument("--runs", type=int, default=5)
     processes.add_argument("-k", default="test_step and mlp")
     processes.add_argument("--out")
     args = parser.parse_args()
-    {"run": cmd_run, "agree": cmd_agree, "honesty": cmd_honesty, "processes": cmd_processes}[
-        args.cmd
-    ](args)
+    commands = {
+        "run": cmd_run,
+        "agree": cmd_agree,
+        "honesty": cmd_honesty,
+        "noise": cmd_noise,
+        "processes": cmd_processes,
+    }
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
