@@ -25,8 +25,7 @@ def undecided(r: dict, threshold: float) -> bool:
     many benchmarks for the budget). Not a regression, and not ruled out either."""
     if r["verdict"] != S.NO_CHANGE or r.get("ci_low") is None:
         return False
-    up, down = 1 + threshold, 1 / (1 + threshold)
-    return not (r["ci_low"] > down and r["ci_high"] < up)
+    return not S.decided(S.Estimate(r["ratio"], r["ci_low"], r["ci_high"], n=0), threshold)
 
 
 def format_table(results: list[dict], threshold: float | None = None) -> str:
