@@ -165,18 +165,36 @@ def test_the_run_budget_counts_the_panels_still_to_come(monkeypatch):
     budget = panels.budget(mlp[0])
     profile = mlp[0].profile
     assert profile.run_budget_s and budget.deadline == 100.0 + profile.run_budget_s
-    assert budget.later_caps == [profile.sweep_panel_cap_s] and budget.later_members == 1
-    # behind schedule (a slow CPU), a step panel holds nothing back for the sweep points ...
-    from bench.timing.panel import BEHIND_SHARE
-
-    late = (BEHIND_SHARE + 0.1) * profile.run_budget_s
-    behind = panels.budget(mlp[0], elapsed_s=late)
-    assert behind.later_caps == [] and behind.later_members == 0
-    panels.outcomes = {}  # ... but still for the step panels to come
-    assert panels.budget(mlp[0], elapsed_s=late).later_members == len(linreg)
-    assert panels.budget(sweep[0], elapsed_s=late).later_members == len(linreg) + len(mlp)
+    # a step panel counts the sweep points apart (step_panel_cap decides), a sweep point not
+    assert budget.later_caps == [] and budget.later_members == 0
+    assert budget.sweep_caps == [profile.sweep_panel_cap_s] and budget.sweep_members == 1
+    panels.outcomes = {}
+    assert panels.budget(mlp[0]).later_members == len(linreg)
+    swept = panels.budget(sweep[0])
+    assert swept.later_members == len(linreg) + len(mlp) and swept.sweep_caps == []
     unbudgeted = replace(mlp[0], profile=replace(profile, run_budget_s=None))
     assert panels.budget(unbudgeted) is None
+
+
+def test_a_step_panel_holds_time_back_for_the_sweep_only_where_its_points_would_get_some():
+    """On a fast CPU the sweep points' share is kept back (each gets its 2 of 8 s or more); on
+    a slow one, where each would get less, the step panels share the time instead (the sweep
+    points are then skipped as unaffordable)."""
+    from bench.timing.blocks import SWEEP_MIN_SHARE, budgeted_cap, step_panel_cap
+
+    sweep = [8.0] * 4  # the quick profile's four sweep points
+    # fast: 150 s left, 30 s to build the rest: 120 / 152 of each cap, kept back
+    cap, held = step_panel_cap(40.0, 150.0, [40.0, 40.0], 20.0, sweep, 10.0)
+    assert held and cap == pytest.approx(40.0 * 120.0 / 152.0)
+    # slow: 60 s left, 35 s to build the rest: 25 / 152 < SWEEP_MIN_SHARE, not kept back
+    cap, held = step_panel_cap(40.0, 60.0, [40.0, 40.0], 20.0, sweep, 15.0)
+    assert SWEEP_MIN_SHARE > 25.0 / 152.0 and not held
+    assert cap == pytest.approx(budgeted_cap(40.0, 60.0, [40.0, 40.0], 20.0)) == 40.0 / 3
+    # no sweep selected: as before
+    assert step_panel_cap(40.0, 60.0, [40.0], 20.0) == (
+        budgeted_cap(40.0, 60.0, [40.0], 20.0),
+        False,
+    )
 
 
 def test_a_sweep_point_the_run_budget_cannot_afford_is_skipped_not_sampled():

@@ -232,6 +232,40 @@ def budgeted_cap(
     return max(0.0, min(cap_s, spare * cap_s / (cap_s + sum(later_caps))))
 
 
+# A step panel holds time back for the batch-sweep points still to come only if each would get
+# at least this share of its own time cap (2 s of the quick profile's 8 s: about 6 blocks, the
+# fewest that give an interval). Below it a slow CPU's sweep points were measured from their
+# first 6 blocks (0 to 1.5 s, intervals like 0.05x to 0.27x) while the time held back for them
+# starved the step tables (docs/timing.md, "Profiles").
+SWEEP_MIN_SHARE = 0.25
+
+
+def step_panel_cap(
+    cap_s: float,
+    left_s: float,
+    later_caps: Sequence[float],
+    later_build_s: float,
+    sweep_caps: Sequence[float] = (),
+    sweep_build_s: float = 0.0,
+) -> tuple[float, bool]:
+    """A step panel's time cap under the run's budget, and whether time was held back for the
+    sweep points still to come (``sweep_caps``, their building guessed at ``sweep_build_s``):
+    only if, shared with them, each would get ``SWEEP_MIN_SHARE`` of its own cap. Otherwise
+    the step panels share the time, and the sweep points are skipped as unaffordable when
+    their turn comes (``bench.timing.panel.unaffordable``)."""
+    if sweep_caps:
+        # shared in proportion to the caps, each gets this share of its own
+        share = max(0.0, left_s - later_build_s - sweep_build_s) / (
+            cap_s + sum(later_caps) + sum(sweep_caps)
+        )
+        if share >= SWEEP_MIN_SHARE:
+            shared = budgeted_cap(
+                cap_s, left_s, [*later_caps, *sweep_caps], later_build_s + sweep_build_s
+            )
+            return shared, True
+    return budgeted_cap(cap_s, left_s, later_caps, later_build_s), False
+
+
 def _cap(member: Member) -> float:
     cap = getattr(member, "max_rounds", None)
     return math.inf if cap is None else cap

@@ -37,9 +37,9 @@ from bench.timing.blocks import (
     PanelResult,
     Rounds,
     baseline_of,
-    budgeted_cap,
     ratio_fields,
     run_blocks,
+    step_panel_cap,
 )
 from bench.timing.harness import Profile
 from bench.timing.members import (  # noqa: F401 (re-exported)
@@ -194,6 +194,9 @@ class Budget:
     deadline: float
     later_caps: list[float]
     later_members: int
+    # For a step panel: the batch-sweep points still to come, counted apart (step_panel_cap)
+    sweep_caps: list[float] = field(default_factory=list)
+    sweep_members: int = 0
 
 
 # Past this share of the run budget, the quick profile's optional work (the distributed
@@ -326,37 +329,35 @@ class Panels:
             found = self.measure([spec], task_data)[spec.name]
         return found
 
-    def budget(self, spec: Spec, elapsed_s: float | None = None) -> Budget | None:
+    def budget(self, spec: Spec) -> Budget | None:
         """The run budget's terms for ``spec``'s panel (None without a budget): the deadline,
-        counted from the process's start, and the panels of the session still to come.
-
-        Once the run is behind schedule (``behind_schedule``: a slow CPU), a step panel holds
-        nothing back for the batch-sweep points: on such a CPU they are skipped as
-        ``unaffordable`` by the time they come, and the time they held back starved the step
-        tables (on this project's CPU halved, the CNN and MLP panels got only their first 6
-        and 9 blocks while linreg, last, took the leftover 50: docs/timing.md)."""
+        counted from the process's start, and the panels of the session still to come (for a
+        step panel, the batch-sweep points apart: ``step_panel_cap`` decides whether to hold
+        time back for them)."""
         budget_s = spec.profile.run_budget_s
         if not budget_s:
             return None
-        behind = spec.kind == "step" and behind_schedule(spec.profile, "", elapsed_s) is not None
         later = [
             members
             for key, members in (self.members or {}).items()
-            if key not in self.outcomes
-            and key != spec.panel
-            and not (behind and members[0].kind == "sweep")
+            if key not in self.outcomes and key != spec.panel
         ]
+        step = spec.kind == "step"
+        others = [m for m in later if not (step and m[0].kind == "sweep")]
+        sweep = [m for m in later if step and m[0].kind == "sweep"]
         return Budget(
             deadline=self.started + budget_s,
-            later_caps=[panel_limits(m[0])["time_cap_s"] for m in later],
-            later_members=sum(len(m) for m in later),
+            later_caps=[panel_limits(m[0])["time_cap_s"] for m in others],
+            later_members=sum(len(m) for m in others),
+            sweep_caps=[panel_limits(m[0])["time_cap_s"] for m in sweep],
+            sweep_members=sum(len(m) for m in sweep),
         )
 
     def measure(
         self, specs: list[Spec], task_data, budget: Budget | None = None
     ) -> dict[str, Outcome]:
         """Build, warm up and time ``specs`` interleaved; each member's outcome. With a
-        ``budget``, the panel's time cap is its share of the time left (``budgeted_cap``)."""
+        ``budget``, the panel's time cap is its share of the time left (``step_panel_cap``)."""
         from bench.tasks import get_task
 
         outcomes = {s.name: Outcome() for s in specs}
@@ -389,11 +390,13 @@ class Panels:
                 # Building the panels still to come is guessed from this one's, per member.
                 per_member = (time.monotonic() - build_start) / max(1, len(specs))
                 self.build_s.append(per_member)
-                limits["time_cap_s"] = budgeted_cap(
+                limits["time_cap_s"], held_back = step_panel_cap(
                     own_cap,
                     budget.deadline - time.monotonic(),
                     budget.later_caps,
                     per_member * budget.later_members,
+                    budget.sweep_caps,
+                    per_member * budget.sweep_members,
                 )
             # Whose CPU time is the panel's own: this process and its workers'.
             pids = (os.getpid(), *self.worker_pids())
@@ -423,6 +426,8 @@ class Panels:
                 out.info["panel_info"]["round_seconds"] = s.profile.round_seconds
                 out.info["panel_info"]["run_budget_s"] = s.profile.run_budget_s
                 out.info["panel_info"]["profile_cap_s"] = own_cap
+                if budget is not None and budget.sweep_caps:
+                    out.info["panel_info"]["held_back_for_sweep"] = held_back
                 out.seconds = [rounds.seconds[i] for i in kept]
         finally:
             for member in built:
