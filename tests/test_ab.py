@@ -612,6 +612,8 @@ def test_an_interval_still_reaching_past_the_threshold_reads_undecided_not_uncha
 
     text = markdown_verdict([wide, narrow, slower], 0.03, [FakeSide("base"), FakeSide("head")])
     assert "**1 slower**, 0 faster, 1 unchanged, 1 undecided" in text.splitlines()[0]
-    shown, collapsed = text.split("<details>")
-    assert "`custom_graph-cnn`" in shown and "| undecided" in shown
-    assert "`custom_graph-mlp`" in collapsed and "`custom_graph-cnn`" not in collapsed
+    shown, open_, same = text.split("<details>")  # only the changes shown, the rest collapsed
+    assert "`custom_xla-mlp`" in shown and "`custom_graph-cnn`" not in shown
+    assert "1 undecided when the time ran out" in open_ and "| undecided" in open_
+    assert "`custom_graph-cnn`" in open_ and "`custom_graph-mlp`" not in open_
+    assert "`custom_graph-mlp`" in same and "`custom_graph-cnn`" not in same

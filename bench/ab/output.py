@@ -134,18 +134,20 @@ def markdown_verdict(results: list[dict], threshold: float, sides: list[Side]) -
         lines += [_markdown_table(slower + faster), ""]
     if open_:
         lines += [
-            f"Undecided when the time ran out (the interval still reaches past "
-            f"±{100 * threshold:g}%): neither a regression nor ruled out. More time "
-            "(`--budget-seconds`) or fewer benchmarks (`-k`) would decide them.",
+            f"<details><summary>{len(open_)} undecided when the time ran out (the interval "
+            f"still reaches past ±{100 * threshold:g}%){_ruled_out(open_)}</summary>",
+            "",
+            "Neither a regression nor ruled out: more time (`--budget-seconds`) or fewer "
+            "benchmarks (`-k`) would decide them.",
             "",
             _markdown_table(open_, "undecided"),
             "",
+            "</details>",
+            "",
         ]
     if same:
-        ruled_out = [r["missed_pct"] for r in same if r.get("missed_pct") is not None]
-        bound = f"; slowdowns above +{max(ruled_out):.1f}% ruled out" if ruled_out else ""
         lines += [
-            f"<details><summary>{len(same)} unchanged{bound}</summary>",
+            f"<details><summary>{len(same)} unchanged{_ruled_out(same)}</summary>",
             "",
             _markdown_table(same),
             "",
@@ -159,6 +161,12 @@ def markdown_verdict(results: list[dict], threshold: float, sides: list[Side]) -
         "in turn on the same runner; [95% interval]."
     )
     return "\n".join(lines) + "\n"
+
+
+def _ruled_out(rows: list[dict]) -> str:
+    """What the intervals of ``rows`` rule out: the largest slowdown still inside any."""
+    missed = [r["missed_pct"] for r in rows if r.get("missed_pct") is not None]
+    return f"; slowdowns above +{max(missed):.1f}% ruled out" if missed else ""
 
 
 def _markdown_table(rows: list[dict], verdict: str | None = None) -> str:
