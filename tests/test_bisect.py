@@ -367,3 +367,41 @@ def test_a_planted_runs_summary_counts_false_alarms_on_the_benchmarks_without_th
     assert out["unplanted_benchmarks"] == ["keras_fit-mlp"]
     assert out["false_alarms_unplanted"] == 1
     assert out["per_benchmark"]["custom_graph-mlp"]["SLOWER"] == 2
+
+
+def test_merging_planted_runs_sums_them_up_again_and_refuses_other_experiments(tmp_path):
+    """ab_budget.py merge: more runs of the same experiment join the summary; a file of another
+    experiment (other plants) or one that repeats a seed is refused."""
+    import json
+
+    ab_budget = load_script("ab_budget")
+
+    def doc(seeds, verdict, fraction="0.30"):
+        runs = [
+            {"seed": s, "wall_s": 200.0 + s, "exit_code": 1, "benchmarks": [
+                {"name": "custom_graph-mlp", "verdict": verdict, "ratio": 1.08,
+                 "ci_low": 1.05, "ci_high": 1.11}]}
+            for s in seeds
+        ]  # fmt: skip
+        return {"mode": "planted", "rev": "HEAD", "fraction": fraction, "select": None,
+                "ab_args": [], "summary": {}, "runs": runs}  # fmt: skip
+
+    files = {}
+    for name, d in {
+        "a": doc([0, 1], "SLOWER"),
+        "b": doc([2], "no change"),
+        "other": doc([3], "SLOWER", fraction="0.15"),
+        "again": doc([1], "SLOWER"),
+    }.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(d))
+    out = tmp_path / "all.json"
+    assert ab_budget.merge([str(files["a"]), str(files["b"])], str(out)) == 0
+    merged = json.loads(out.read_text())
+    assert [r["seed"] for r in merged["runs"]] == [0, 1, 2]
+    assert merged["summary"]["per_benchmark"]["custom_graph-mlp"]["SLOWER"] == 2
+    assert merged["summary"]["runs"] == 3 and merged["merged_from"] == ["a.json", "b.json"]
+    with pytest.raises(SystemExit, match="fraction"):
+        ab_budget.merge([str(files["a"]), str(files["other"])], None)
+    with pytest.raises(SystemExit, match="repeat seeds"):
+        ab_budget.merge([str(files["a"]), str(files["again"])], None)
