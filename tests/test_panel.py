@@ -199,8 +199,9 @@ def test_a_step_panel_holds_time_back_for_the_sweep_only_where_its_points_would_
 
 def test_a_sweep_point_the_run_budget_cannot_afford_is_skipped_not_sampled():
     """A slow CPU runs less, not only samples less: under a run budget, a sweep point whose
-    building (guessed per member from the panels built so far) does not fit in the time left
-    is skipped with the reason; a step panel always runs; without a budget nothing is."""
+    building (guessed per member from the panels built so far) and a quarter of its own time
+    cap do not fit in the time left is skipped with the reason; a step panel always runs;
+    without a budget nothing is."""
     from dataclasses import replace
 
     from bench.timing.harness import PROFILES
@@ -209,9 +210,13 @@ def test_a_sweep_point_the_run_budget_cannot_afford_is_skipped_not_sampled():
     quick = [replace(s, profile=PROFILES["quick"]) for s in specs("custom_eager", "custom_graph")]
     sweep = [replace(s, panel="sweep-mlp-b32", kind="sweep", name=s.name + "b") for s in quick]
     budget = Budget(deadline=100.0, later_caps=[], later_members=0)
-    assert unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=85.0) is None  # 15 s >= 2 x 5 s
+    # quick sweep points: 8 s caps, so 2 s of blocks at least after 2 x 5 s of building
+    assert unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=87.5) is None  # 12.5 s >= 12 s
     why = unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=95.0)
     assert why is not None and "5 s left" in why and "about 10 s" in why
+    # the building fits, but its blocks would get next to nothing (a 0 s cap): skipped too
+    why = unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=89.0)
+    assert why is not None and "11 s left" in why and "2 s at least" in why
     assert unaffordable(quick[0], 2, budget, [4.0, 6.0], now=150.0) is None  # a step panel
     assert unaffordable(sweep[0], 2, None, [4.0, 6.0], now=150.0) is None  # no budget
     assert unaffordable(sweep[0], 2, budget, [], now=150.0) is None  # nothing to guess from

@@ -4,7 +4,7 @@ notes of the panels the estimates come from.
 A step benchmark measured interleaved in a panel (blocks of one round per member, in random
 order; ``bench/timing/blocks.py``) records its speedup over the panel's baseline and over every
 other
-member as a paired estimate with a 95% interval (docs/results-schema.md, ``kind == "step"``);
+member as a paired estimate with its interval (docs/results-schema.md, ``kind == "step"``);
 ``report_rows`` reads them into ``Ratio``s. Here: ``ratio_text`` (``1.73x [1.65, 1.83]``, and
 ``~ no difference`` after an interval that includes 1), the notes that explain them
 (``speedup_note``, ``PAIRED_NOTE``) and ``panel_notes`` for a panel that stopped before its
@@ -22,7 +22,9 @@ from bench.report.rows import BASELINE, Ratio, StepRow, fmt
 
 NO_DIFFERENCE = "~ no difference"
 PAIRED_NOTE = (
-    "[low, high]: the 95% interval of the paired estimate; "
+    "[low, high]: the paired estimate's interval, widened to where another run's estimate on "
+    "this machine falls 95% of the time (results before 2026-12-02: widened for process bias "
+    "only); "
     f"{NO_DIFFERENCE}: the interval includes 1, so this run cannot tell the two apart."
 )
 

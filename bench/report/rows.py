@@ -119,7 +119,7 @@ def _row_names(benches: list[dict[str, Any]]) -> list[str]:
 
 @dataclass(frozen=True)
 class Ratio:
-    """A paired estimate of one step time over another (a speedup), with its 95% interval."""
+    """A paired estimate of one step time over another (a speedup), with its interval."""
 
     value: float
     low: float

@@ -34,6 +34,7 @@ import pytest
 
 from bench.host import cpu_counters, process_age_s
 from bench.timing.blocks import (
+    SWEEP_MIN_SHARE,
     PanelResult,
     Rounds,
     baseline_of,
@@ -231,21 +232,23 @@ def unaffordable(
     now: float | None = None,
 ) -> str | None:
     """Why ``spec``'s panel is skipped, or None. Under a run budget, a batch-sweep point (the
-    quick profile's least important panels, last in the run) whose building alone would not
-    fit in the time left (guessed from the members built so far, per member) is skipped, not
-    measured from a handful of blocks: a slow CPU runs less, not only samples less. Step
-    panels always run."""
+    quick profile's least important panels, last in the run) whose building (guessed from the
+    members built so far, per member) and ``SWEEP_MIN_SHARE`` of its own time cap would not
+    fit in the time left is skipped, not measured from a handful of blocks: a slow CPU runs
+    less, not only samples less (as ``step_panel_cap`` holds no time back for a sweep point
+    that would get less). Step panels always run."""
     if budget is None or spec.kind != "sweep" or not build_s:
         return None
     now = time.monotonic() if now is None else now
     left = budget.deadline - now
-    need = float(np.median(build_s)) * members
-    if left >= need:
+    build = float(np.median(build_s)) * members
+    blocks = SWEEP_MIN_SHARE * panel_limits(spec)["time_cap_s"]
+    if left >= build + blocks:
         return None
     return (
         f"the run budget ({spec.profile.run_budget_s:g} s, --run-budget) is spent on this "
         f"machine: {max(left, 0.0):.0f} s left, building this sweep point takes about "
-        f"{need:.0f} s (--run-budget 0 runs it)"
+        f"{build:.0f} s and its blocks {blocks:.0f} s at least (--run-budget 0 runs it)"
     )
 
 
