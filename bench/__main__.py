@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "report":
         from bench.report.cli import main as run
     elif command == "compare":
-        from bench.report.compare import main as run
+        from bench.report.compare_cli import main as run
     elif command == "ab":
         from bench.ab.cli import main as run
     elif command == "bisect":

@@ -90,7 +90,7 @@ from bench.ab.sides import (  # noqa: F401 (numerics_rtol: re-exported for the t
     start_workers,
 )
 from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
-from bench.report.compare import parse_threshold
+from bench.report.compare_cli import parse_threshold
 from bench.report.files import write_json_atomic, write_text_atomic
 from bench.stats import paired as S
 from bench.tasks.user import specs_from

@@ -14,7 +14,8 @@ results, as a previous (``*_prev.json``) and a current (``*_cur.json``) chart po
   runner, custom_graph-mlp 10% slower in the second.
 
 The result dicts follow ``tests/test_ab.py::_fake``; the compare inputs are built with
-``tests/test_compare.py``'s ``step_bench``/``results`` and go through ``bench.report.compare.main``.
+``tests/test_compare.py``'s ``step_bench``/``results`` and go through
+``bench.report.compare_cli.main``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: the suite's own modules from this tree
 
 from bench.ab.output import github_entries  # noqa: E402
-from bench.report.compare import main as compare_main  # noqa: E402
+from bench.report.compare_cli import main as compare_main  # noqa: E402
 from bench.stats import paired as S  # noqa: E402
 from tests.test_compare import results as compare_results  # noqa: E402
 from tests.test_compare import step_bench  # noqa: E402
