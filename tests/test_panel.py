@@ -231,6 +231,23 @@ def test_a_sweep_point_the_run_budget_cannot_afford_is_skipped_not_sampled():
     assert panels.outcome(None, sweep[0], None).error is not None  # its panel-mate too
 
 
+def test_a_built_sweep_point_left_next_to_no_time_is_skipped_not_sampled():
+    """A sweep point whose building took longer than guessed, so that the run budget left its
+    blocks less than a quarter of its own cap, is skipped with the reason; a step panel with
+    the same cap still runs."""
+    from dataclasses import replace
+
+    from bench.timing.harness import PROFILES
+    from bench.timing.panel import starved
+
+    quick = [replace(s, profile=PROFILES["quick"]) for s in specs("custom_graph")]
+    sweep = replace(quick[0], panel="sweep-mlp-b32", kind="sweep")
+    assert starved(sweep, 2.0, 8.0) is None  # a quarter of the quick sweep cap: measured
+    why = starved(sweep, 0.0, 8.0)
+    assert why is not None and "0.0 s left for its blocks" in why and "--run-budget 0" in why
+    assert starved(quick[0], 0.0, 40.0) is None  # step panels always run
+
+
 def test_optional_work_is_skipped_once_the_run_is_behind_its_budget():
     """Past half the run budget (a slow CPU's convergence runs took that long), the quick
     profile's optional work says why it is skipped; before it, or without a budget, it runs."""

@@ -252,6 +252,21 @@ def unaffordable(
     )
 
 
+def starved(spec: Spec, cap_s: float, own_cap_s: float) -> str | None:
+    """Why a batch-sweep point, once built, is not measured after all, or None: its building
+    took longer than ``unaffordable`` guessed, and the run budget left its blocks less than
+    ``SWEEP_MIN_SHARE`` of its own cap (``cap_s`` against ``own_cap_s``): six blocks in next to
+    no time say nothing (intervals like 0.05x to 0.27x) and still cost a few seconds. Step
+    panels always run."""
+    if spec.kind != "sweep" or cap_s >= SWEEP_MIN_SHARE * own_cap_s:
+        return None
+    return (
+        f"the run budget ({spec.profile.run_budget_s:g} s, --run-budget) is spent on this "
+        f"machine: built, this sweep point had {cap_s:.1f} s left for its blocks, less than "
+        f"{SWEEP_MIN_SHARE * own_cap_s:.0f} s (--run-budget 0 runs it)"
+    )
+
+
 class Panels:
     """The session's panels: each measured once, when its first benchmark runs."""
 
@@ -401,6 +416,11 @@ class Panels:
                     budget.sweep_caps,
                     per_member * budget.sweep_members,
                 )
+                why = starved(specs[0], limits["time_cap_s"], own_cap)
+                if why is not None:
+                    for s in live:
+                        outcomes[s.name].error = pytest.skip.Exception(why)
+                    return outcomes  # the members are closed below
             # Whose CPU time is the panel's own: this process and its workers'.
             pids = (os.getpid(), *self.worker_pids())
             # A member capped to a few rounds (too slow for the panel's pace) has no interval to
