@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", default="", help="only comparisons whose label contains this")
     parser.add_argument("--out", type=Path, default=ROOT / "results/knobs/interleaved.json")
     args = parser.parse_args(argv)
+    from bench.tfimport import import_tensorflow
+
+    import_tensorflow()  # without TensorFlow's CPU-only start-up lines
     rng = random.Random(0)
     calibration = calibrate_matmul(seconds=2.0)
     matmul = matmul_timer()

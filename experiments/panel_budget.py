@@ -254,6 +254,9 @@ def cmd_agree(args) -> None:
 
 
 def cmd_honesty(args) -> None:
+    from bench.tfimport import import_tensorflow
+
+    import_tensorflow()  # without TensorFlow's CPU-only start-up lines
     import pytest
 
     import implementations
@@ -315,6 +318,9 @@ def cmd_honesty(args) -> None:
 
 
 def cmd_noise(args) -> None:
+    from bench.tfimport import import_tensorflow
+
+    import_tensorflow()  # without TensorFlow's CPU-only start-up lines
     from bench.benchmarks import bench_step
     from bench.stats.paired import hodges_lehmann
     from bench.tasks import get_task, load_for_task
