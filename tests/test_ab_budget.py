@@ -107,7 +107,7 @@ def test_time_the_quick_ones_leave_goes_to_the_widest_intervals_within_the_deadl
     assert s["medium"].seconds > s["medium"].turns[0] and s["wide"].seconds > 40
     assert s["medium"].width() < 1  # decided in the second pass
     assert s["wide"].seconds > s["medium"].seconds
-    assert s["wide"].seconds <= 120.0 + 1e-9  # at most extend_to
+    assert s["wide"].seconds <= 120.0 + 1e-9  # at most extend_to (the Fake's simulated clock)
 
 
 def test_no_benchmark_gets_more_than_extend_to_even_with_time_left():

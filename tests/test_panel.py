@@ -242,10 +242,10 @@ def test_a_built_sweep_point_left_next_to_no_time_is_skipped_not_sampled():
 
     quick = [replace(s, profile=PROFILES["quick"]) for s in specs("custom_graph")]
     sweep = replace(quick[0], panel="sweep-mlp-b32", kind="sweep")
-    assert starved(sweep, 2.0, 8.0) is None  # a quarter of the quick sweep cap: measured
-    why = starved(sweep, 0.0, 8.0)
+    assert starved(sweep, 2.0) is None  # a quarter of the quick sweep cap (8 s): measured
+    why = starved(sweep, 0.0)
     assert why is not None and "0.0 s left for its blocks" in why and "--run-budget 0" in why
-    assert starved(quick[0], 0.0, 40.0) is None  # step panels always run
+    assert starved(quick[0], 0.0) is None  # step panels always run
 
 
 def test_optional_work_is_skipped_once_the_run_is_behind_its_budget():

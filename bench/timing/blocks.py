@@ -265,14 +265,12 @@ def step_panel_cap(
     the step panels share the time, and the sweep points are skipped as unaffordable when
     their turn comes (``bench.timing.panel.unaffordable``)."""
     if sweep_caps:
-        # shared in proportion to the caps, each gets this share of its own
-        share = max(0.0, left_s - later_build_s - sweep_build_s) / (
-            cap_s + sum(later_caps) + sum(sweep_caps)
+        # Shared in proportion to the caps, every panel gets the same share of its own cap,
+        # so this panel's share is each sweep point's.
+        shared = budgeted_cap(
+            cap_s, left_s, [*later_caps, *sweep_caps], later_build_s + sweep_build_s
         )
-        if share >= SWEEP_MIN_SHARE:
-            shared = budgeted_cap(
-                cap_s, left_s, [*later_caps, *sweep_caps], later_build_s + sweep_build_s
-            )
+        if shared >= SWEEP_MIN_SHARE * cap_s:
             return shared, True
     return budgeted_cap(cap_s, left_s, later_caps, later_build_s), False
 

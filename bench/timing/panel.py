@@ -242,28 +242,39 @@ def unaffordable(
     now = time.monotonic() if now is None else now
     left = budget.deadline - now
     build = float(np.median(build_s)) * members
-    blocks = SWEEP_MIN_SHARE * panel_limits(spec)["time_cap_s"]
+    blocks = _least_blocks_s(spec)
     if left >= build + blocks:
         return None
-    return (
-        f"the run budget ({spec.profile.run_budget_s:g} s, --run-budget) is spent on this "
-        f"machine: {max(left, 0.0):.0f} s left, building this sweep point takes about "
-        f"{build:.0f} s and its blocks {blocks:.0f} s at least (--run-budget 0 runs it)"
+    return _spent(
+        spec,
+        f"{max(left, 0.0):.0f} s left, building this sweep point takes about {build:.0f} s "
+        f"and its blocks {blocks:.0f} s at least",
     )
 
 
-def starved(spec: Spec, cap_s: float, own_cap_s: float) -> str | None:
+def starved(spec: Spec, cap_s: float) -> str | None:
     """Why a batch-sweep point, once built, is not measured after all, or None: its building
-    took longer than ``unaffordable`` guessed, and the run budget left its blocks less than
-    ``SWEEP_MIN_SHARE`` of its own cap (``cap_s`` against ``own_cap_s``): six blocks in next to
-    no time say nothing (intervals like 0.05x to 0.27x) and still cost a few seconds. Step
-    panels always run."""
-    if spec.kind != "sweep" or cap_s >= SWEEP_MIN_SHARE * own_cap_s:
+    took longer than ``unaffordable`` guessed, and the run budget left its blocks (``cap_s``)
+    less than ``SWEEP_MIN_SHARE`` of its own cap: six blocks in next to no time say nothing
+    (intervals like 0.05x to 0.27x) and still cost a few seconds. Step panels always run."""
+    least = _least_blocks_s(spec)
+    if spec.kind != "sweep" or cap_s >= least:
         return None
+    return _spent(
+        spec,
+        f"built, this sweep point had {cap_s:.1f} s left for its blocks, less than {least:.0f} s",
+    )
+
+
+def _least_blocks_s(spec: Spec) -> float:
+    """The least time a sweep point's blocks are worth: ``SWEEP_MIN_SHARE`` of its own cap."""
+    return SWEEP_MIN_SHARE * panel_limits(spec)["time_cap_s"]
+
+
+def _spent(spec: Spec, detail: str) -> str:
     return (
         f"the run budget ({spec.profile.run_budget_s:g} s, --run-budget) is spent on this "
-        f"machine: built, this sweep point had {cap_s:.1f} s left for its blocks, less than "
-        f"{SWEEP_MIN_SHARE * own_cap_s:.0f} s (--run-budget 0 runs it)"
+        f"machine: {detail} (--run-budget 0 runs it)"
     )
 
 
@@ -416,7 +427,7 @@ class Panels:
                     budget.sweep_caps,
                     per_member * budget.sweep_members,
                 )
-                why = starved(specs[0], limits["time_cap_s"], own_cap)
+                why = starved(specs[0], limits["time_cap_s"])
                 if why is not None:
                     for s in live:
                         outcomes[s.name].error = pytest.skip.Exception(why)
