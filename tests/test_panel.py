@@ -12,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -611,6 +612,69 @@ def test_a_member_with_a_round_cap_sits_out_the_later_blocks():
     assert result.blocks == 10 and len(result.rounds["b"].seconds) == 3
     assert len(result.rounds["a"].seconds) == len(result.rounds["c"].seconds) == 10
     assert result.rounds["b"].block == [0, 1, 2]
+
+
+def test_a_capped_members_rounds_do_not_spend_the_panels_time_cap():
+    """The full profile's XLA loops of convolutions (12 s a round) used to spend the CNN
+    panel's whole cap in its first blocks, leaving every other ratio 12 blocks. A capped
+    member's rounds count against its own budget, not the panel's cap."""
+    clock, rng = FakeClock(), np.random.default_rng(6)
+    members = [Synthetic(n, 1.0, lambda: 1.0, rng, clock) for n in "abc"]
+    slow = members[2]
+    slow.max_rounds = 3
+    fast_round = slow.run_round
+
+    def slow_round():  # 50 times a fast member's round on the clock
+        seconds = fast_round()
+        clock.now += 0.2 * 49
+        return seconds
+
+    slow.run_round = slow_round
+    result = run_blocks(
+        members, [("a", "b")], min_blocks=6, max_blocks=1000, time_cap_s=10.0, target_pct=0.0,
+        counters=no_steal, clock=clock,
+    )  # fmt: skip
+    assert result.stopped_by == "time_cap" and len(result.rounds["c"].seconds) == 3
+    # 10 s of the fast members' 0.4 s blocks, beside the slow member's 3 x 10 s of its own
+    assert len(result.rounds["a"].seconds) == 25 and result.blocks == 25
+    assert result.capped_seconds == pytest.approx(30.0) and result.seconds == pytest.approx(40.0)
+    assert result.info()["capped_seconds"] == pytest.approx(30.0)
+
+
+def test_under_a_run_budget_a_panels_cap_pays_for_its_capped_members(monkeypatch, task_data):
+    """Under the run's budget the capped members' rounds come out of the panel's share, so
+    the run still ends on time."""
+    import dataclasses
+
+    from bench.timing import panel
+    from bench.timing.members import TFMember
+
+    assert panel.capped_cost_s([]) == 0.0
+    seen = {}
+    real_run_blocks = panel.run_blocks
+
+    def spy(*args, **kwargs):
+        seen["cap"] = kwargs["time_cap_s"]
+        return real_run_blocks(*args, **kwargs)
+
+    monkeypatch.setattr(panel, "run_blocks", spy)
+    monkeypatch.setattr(panel, "step_panel_cap", lambda *a, **k: (5.0, False))
+    tight = dataclasses.replace(PROFILES_SMOKE(), member_budget_s=0.0)
+    members = [dataclasses.replace(s, profile=tight) for s in specs("keras_fit", "custom_graph")]
+    budget = panel.Budget(deadline=time.monotonic() + 60, later_caps=[], later_members=0)
+    built = []
+    real_init = TFMember.__init__
+
+    def keep(self, *a, **k):
+        real_init(self, *a, **k)
+        built.append(self)
+
+    monkeypatch.setattr(TFMember, "__init__", keep)
+    panel.Panels().measure(members, task_data, budget)
+    cost = sum(m.max_rounds * m.round_cap["call_s"] for m in built)
+    assert len(built) == 2 and cost > 0
+    assert seen["cap"] == pytest.approx(max(0.0, 5.0 - cost))
+    assert panel.capped_cost_s(built) == pytest.approx(cost)
 
 
 def test_a_member_too_slow_for_the_budget_is_capped_with_the_reason(task_data):

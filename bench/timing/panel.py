@@ -427,6 +427,9 @@ class Panels:
                     budget.sweep_caps,
                     per_member * budget.sweep_members,
                 )
+                # Members capped to a few rounds spend outside the panel's cap (run_blocks):
+                # under the run's budget their rounds come out of it.
+                limits["time_cap_s"] = max(0.0, limits["time_cap_s"] - capped_cost_s(built))
                 why = starved(specs[0], limits["time_cap_s"])
                 if why is not None:
                     for s in live:
@@ -469,6 +472,17 @@ class Panels:
             built.clear()
             gc.collect()
         return outcomes
+
+
+def capped_cost_s(members) -> float:
+    """What the rounds of the members capped to a few rounds (``max_rounds``, too slow for the
+    panel's pace) will take: rounds x their one call's time."""
+    total = 0.0
+    for m in members:
+        rounds, cap = getattr(m, "max_rounds", None), getattr(m, "round_cap", None) or {}
+        if rounds is not None:
+            total += rounds * float(cap.get("call_s") or 0.0)
+    return total
 
 
 def panel_fields(result: PanelResult, rounds: Rounds, kept: list[int]) -> dict:
