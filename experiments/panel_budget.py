@@ -19,7 +19,8 @@ issue "The comparison table, measured interleaved").
   the baseline; each knob variant against its twin), how far the two runs' estimates are
   apart (``|log(a/b)|`` in percent: median and max), and the coverage: in what share of the
   ratios each run's 95% interval holds the other run's estimate. Files without intervals
-  (sequential) are compared on their medians.
+  (sequential) are compared on their medians. Each panel baseline's ms/step in both files is
+  printed too (``baselines_ms``): far apart, the runs met the host in different states.
 - ``honesty``: does interleaving change what is measured? In one process, every member of
   the task's quick step panel is built once; then, alternately, one panel block (a round of
   each, random order) and a solo stretch of one member (3 rounds back to back, as the old
@@ -217,6 +218,20 @@ def ratios(path: Path) -> dict[str, tuple[float, float | None, float | None]]:
     return out
 
 
+def baselines_apart(a: Path, b: Path) -> dict[str, list[float]]:
+    """Each panel baseline both files hold: [its median ms/step in a, in b]."""
+
+    def baselines(path: Path) -> dict[str, float]:
+        out = {}
+        for bench in json.loads(path.read_text())["benchmarks"]:
+            if bench["extra_info"].get("speedup_vs_name") == bench["name"]:
+                out[bench["name"]] = 1000 * bench["stats"]["median"]
+        return out
+
+    ma, mb = baselines(a), baselines(b)
+    return {name: [ma[name], mb[name]] for name in sorted(set(ma) & set(mb))}
+
+
 def cmd_agree(args) -> None:
     a, b = ratios(Path(args.a)), ratios(Path(args.b))
     common = sorted(set(a) & set(b))
@@ -232,8 +247,12 @@ def cmd_agree(args) -> None:
             covered += holds
         rows.append(row)
     diffs = [r["diff_pct"] for r in rows]
+    states = baselines_apart(Path(args.a), Path(args.b))
     summary = {
         "files": [args.a, args.b],
+        # each panel baseline's ms/step in a and b: far apart, the runs met the host in
+        # different states, and the ratios can differ beyond their intervals (docs/timing.md)
+        "baselines_ms": states,
         "ratios": len(rows),
         "median_diff_pct": float(np.median(diffs)) if diffs else None,
         "max_diff_pct": float(max(diffs)) if diffs else None,

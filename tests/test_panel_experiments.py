@@ -1,5 +1,6 @@
-"""experiments/panel_estimators.py: the estimators recover a known ratio from a results file's
-rounds, and two runs of the same truth agree where the estimator is right."""
+"""The pure parts of experiments/panel_estimators.py (the estimators recover a known ratio from a
+results file's rounds; two runs are compared ratio by ratio) and experiments/panel_budget.py
+(``agree`` reports each panel baseline's ms/step in both files)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,19 @@ def test_two_runs_are_compared_ratio_by_ratio(tmp_path):
     hl = result["estimators"]["hl"]
     assert hl["pairs"] == 1
     assert hl["median_pct"] == pytest.approx(100 * math.log(1.25), abs=2.0)  # 2.0x vs 2.5x
+
+
+def test_agree_reports_each_panel_baselines_time_in_both_runs(tmp_path):
+    budget = load_experiment("panel_budget")
+
+    def bench(name, base, median):
+        return {"name": name, "stats": {"median": median}, "extra_info": {"speedup_vs_name": base}}
+
+    def results(path, ms):
+        benches = [bench("base-mlp", "base-mlp", ms), bench("fast-mlp", "base-mlp", ms / 2)]
+        benches.append(bench("alone", None, 1.0))  # no panel: not a baseline
+        path.write_text(json.dumps({"benchmarks": benches}))
+        return path
+
+    a, b = results(tmp_path / "a.json", 2.85e-3), results(tmp_path / "b.json", 3.82e-3)
+    assert budget.baselines_apart(a, b) == {"base-mlp": [pytest.approx(2.85), pytest.approx(3.82)]}
