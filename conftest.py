@@ -74,7 +74,8 @@ def calibration(again: bool = False) -> dict:
     """The machine's matmul rate, measured when first needed and, with ``again``, once more
     at the end of the session: the better of the two is kept, so a slow spell of a shared
     machine at one moment does not become the yardstick for the whole run."""
-    from bench.timing.harness import calibrate_matmul, cpu_steal_counters
+    from bench.host import cpu_steal_counters
+    from bench.timing.machine import calibrate_matmul
 
     if not _session_steal:
         _session_steal.append(cpu_steal_counters())
@@ -89,7 +90,7 @@ def calibration(again: bool = False) -> dict:
 def profile(request: pytest.FixtureRequest):
     from dataclasses import replace
 
-    from bench.timing.harness import PROFILES
+    from bench.timing.profiles import PROFILES
 
     profile = PROFILES[request.config.getoption("--profile")]
     processes = request.config.getoption("--panel-processes")
@@ -186,8 +187,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from bench.timing.harness import cpu_steal_counters, steal_fraction
-    from bench.timing.harness import machine_info as loopbench_info
+    from bench.host import cpu_steal_counters, steal_fraction
+    from bench.timing.machine import machine_info as loopbench_info
 
     info = loopbench_info(config.getoption("--profile"), calibration(again=True))
     stolen = steal_fraction(_session_steal[0], cpu_steal_counters())

@@ -39,18 +39,15 @@ from bench.stats.paired import hodges_lehmann, kept_pairs  # noqa: E402
 from bench.tasks import (  # noqa: E402
     TASKS,
     initial_weights,
-    load_for_task,  # noqa: E402
+    load_for_task,
     train_flops_per_sample,
 )
 from bench.timing.harness import (  # noqa: E402
-    calibrate_matmul,
     choose_steps_per_round,
     first_call_and_warm_up,
     fixed_batch,
-    machine_info,
-    matmul_timer,
-    sync,
 )
+from bench.timing.machine import calibrate_matmul, machine_info, matmul_timer, sync  # noqa: E402
 
 # (task, variant implementation, variant options, twin implementation, twin options)
 COMPARISONS = (

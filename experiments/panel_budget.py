@@ -281,8 +281,8 @@ def cmd_honesty(args) -> None:
     import implementations
     from bench.benchmarks import bench_step
     from bench.tasks import get_task, load_for_task
-    from bench.timing.harness import PROFILES
     from bench.timing.panel import TFMember
+    from bench.timing.profiles import PROFILES
 
     profile = PROFILES["quick"]
     specs = []
@@ -344,8 +344,8 @@ def cmd_noise(args) -> None:
     from bench.stats.paired import hodges_lehmann
     from bench.tasks import get_task, load_for_task
     from bench.timing.blocks import PANEL_INTERVAL_SCALE, run_blocks
-    from bench.timing.harness import PROFILES
     from bench.timing.panel import TFMember
+    from bench.timing.profiles import PROFILES
 
     profile = PROFILES["quick"]
     impls = args.impls.split(",")

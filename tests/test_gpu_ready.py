@@ -91,7 +91,7 @@ def test_every_jax_worker_starts_without_preallocating(monkeypatch):
 
 
 def test_nvidia_smi_is_asked_about_the_gpu_tensorflow_used():
-    from bench.timing.harness import nvidia_smi_id
+    from bench.timing.machine import nvidia_smi_id
 
     assert nvidia_smi_id(0, "") == "0" and nvidia_smi_id(1, "") == "1"
     assert nvidia_smi_id(0, "3,1") == "3" and nvidia_smi_id(1, "3, 1") == "1"
@@ -100,7 +100,7 @@ def test_nvidia_smi_is_asked_about_the_gpu_tensorflow_used():
 
 def test_micro_batches_are_skipped_on_a_gpu_as_a_cpu_knob(monkeypatch):
     from bench.benchmarks import bench_step
-    from bench.timing.harness import PROFILES
+    from bench.timing.profiles import PROFILES
 
     quick, full = PROFILES["quick"], PROFILES["full"]
     split = {"impl": "custom_xla_split", "task_name": "mlp"}
@@ -122,7 +122,7 @@ def test_tensor_float_32_is_off_in_the_tests():
 
 
 def test_the_yardstick_is_labelled_as_it_ran():
-    from bench.timing.harness import calibrate_matmul, matmul_precision
+    from bench.timing.machine import calibrate_matmul, matmul_precision
 
     assert matmul_precision((8, 0), True) == matmul_precision((9, 0), True) == "tf32"
     assert matmul_precision((7, 5), True) == "fp32"  # Turing: no TF32
@@ -200,7 +200,7 @@ def test_gpu_software_comes_from_the_build_and_nvidia_smi(monkeypatch):
 
 def test_the_quick_profile_runs_float16_on_a_gpu_only(monkeypatch):
     from bench.benchmarks import bench_step
-    from bench.timing.harness import PROFILES
+    from bench.timing.profiles import PROFILES
 
     quick = PROFILES["quick"]
     fp16 = {"impl": "keras_fit", "task_name": "cnn", "precision": "mixed_float16"}

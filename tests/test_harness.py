@@ -15,15 +15,10 @@ import pytest
 import tensorflow as tf
 
 import implementations
+from bench.host import STEAL_LIMIT
 from bench.tasks import TASKS, initial_weights
-from bench.timing.harness import (
-    PROFILES,
-    STEAL_LIMIT,
-    RetraceError,
-    fixed_batch,
-    measure_fit,
-    measure_steps,
-)
+from bench.timing.harness import RetraceError, fixed_batch, measure_fit, measure_steps
+from bench.timing.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
 

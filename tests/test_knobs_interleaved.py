@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from experiment_loader import load_experiment as load_script
 
-from bench.timing.harness import calibrate_matmul, matmul_timer
+from bench.timing.machine import calibrate_matmul, matmul_timer
 
 
 def load_experiment():

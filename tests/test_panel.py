@@ -149,8 +149,8 @@ def test_the_run_budget_counts_the_panels_still_to_come(monkeypatch):
     The start is the process's (/proc), not the panel module's import."""
     from dataclasses import replace
 
-    from bench.timing.harness import PROFILES
     from bench.timing.panel import Panels
+    from bench.timing.profiles import PROFILES
 
     def quick(members):
         return [replace(s, profile=PROFILES["quick"]) for s in members]
@@ -205,8 +205,8 @@ def test_a_sweep_point_the_run_budget_cannot_afford_is_skipped_not_sampled():
     without a budget nothing is."""
     from dataclasses import replace
 
-    from bench.timing.harness import PROFILES
     from bench.timing.panel import Budget, Outcome, Panels, unaffordable
+    from bench.timing.profiles import PROFILES
 
     quick = [replace(s, profile=PROFILES["quick"]) for s in specs("custom_eager", "custom_graph")]
     sweep = [replace(s, panel="sweep-mlp-b32", kind="sweep", name=s.name + "b") for s in quick]
@@ -238,8 +238,8 @@ def test_a_built_sweep_point_left_next_to_no_time_is_skipped_not_sampled():
     the same cap still runs."""
     from dataclasses import replace
 
-    from bench.timing.harness import PROFILES
     from bench.timing.panel import starved
+    from bench.timing.profiles import PROFILES
 
     quick = [replace(s, profile=PROFILES["quick"]) for s in specs("custom_graph")]
     sweep = replace(quick[0], panel="sweep-mlp-b32", kind="sweep")
@@ -254,8 +254,8 @@ def test_optional_work_is_skipped_once_the_run_is_behind_its_budget():
     profile's optional work says why it is skipped; before it, or without a budget, it runs."""
     from dataclasses import replace
 
-    from bench.timing.harness import PROFILES
     from bench.timing.panel import BEHIND_SHARE, behind_schedule
+    from bench.timing.profiles import PROFILES
 
     quick = PROFILES["quick"]
     budget = quick.run_budget_s
@@ -414,8 +414,8 @@ def test_a_planted_slowdown_moves_its_own_ratio_only():
 
 def specs(*impls, task="linreg"):
     from bench.tasks import TASKS
-    from bench.timing.harness import PROFILES
     from bench.timing.panel import Spec, twin_key
+    from bench.timing.profiles import PROFILES
 
     return [
         Spec(
@@ -505,7 +505,7 @@ def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch
     them a bf16 CNN convergence, so the quick profile skips bf16 there; the full one keeps it."""
     from bench import host as steal
     from bench.benchmarks import bench_step
-    from bench.timing.harness import PROFILES
+    from bench.timing.profiles import PROFILES
 
     zen3 = {"sse2", "avx", "avx2", "fma"}
     monkeypatch.setattr(steal, "cpu_flags", lambda: zen3)
@@ -704,7 +704,7 @@ def test_a_member_too_slow_for_the_budget_is_capped_with_the_reason(task_data):
 
 
 def PROFILES_SMOKE():  # noqa: N802
-    from bench.timing.harness import PROFILES
+    from bench.timing.profiles import PROFILES
 
     return PROFILES["smoke"]
 

@@ -21,16 +21,10 @@ import implementations
 from bench.host import BF16_EMULATED, cpu_has_bf16
 from bench.tasks import TASKS, initial_weights
 from bench.tasks.user import selected_tasks
-from bench.timing.harness import (
-    PRECISION_IMPLEMENTATIONS,
-    device_name,
-    fixed_batch,
-    gpu_compute_capability,
-    measure_steps,
-    steal_fields,
-    sync,
-)
+from bench.timing.harness import fixed_batch, measure_steps, steal_fields
+from bench.timing.machine import device_name, gpu_compute_capability, sync
 from bench.timing.panel import Spec, in_step_panel, register, run_in_panel, twin_key
+from bench.timing.profiles import PRECISION_IMPLEMENTATIONS
 
 IMPLEMENTATIONS = list(implementations.REGISTRY)
 # The built-in tasks, or those of --tasks FILE (bench/tasks/user.py), or both.

@@ -337,12 +337,8 @@ def time_steps(
 
     Returns ``compile_s``, ``steps_per_round`` (K), ``round_s`` (each timed round's seconds,
     not yet divided by K) and ``traces``."""
-    from bench.timing.harness import (
-        check_retrace,
-        choose_steps_per_round,
-        first_call_and_warm_up,
-        sync,
-    )
+    from bench.timing.harness import check_retrace, choose_steps_per_round, first_call_and_warm_up
+    from bench.timing.machine import sync
 
     def one_step():
         return trainer.step(x, y)

@@ -58,7 +58,7 @@ def cmd_bench(args) -> dict:
 
     from bench.distributed import loop as D
     from bench.tasks import get_task, initial_weights
-    from bench.timing.harness import peak_memory_mb, reset_peak_memory
+    from bench.timing.machine import peak_memory_mb, reset_peak_memory
 
     task = get_task(args.task)
     replica_counts = args.replicas if args.strategy == "mirrored" else [workers()]
@@ -161,7 +161,7 @@ def cmd_parity(args) -> dict:
             ),
         }
     # The XLA skip is a claim about TensorFlow: check it still holds (the test reports it).
-    from bench.timing.harness import sync
+    from bench.timing.machine import sync
 
     out["xla_errors"] = {}
     for impl in ("custom_xla", "keras_fit_xla"):

@@ -19,15 +19,12 @@ from bench.timing.harness import (
     check_retrace,
     choose_steps_per_round,
     count_graph_ops,
-    device_name,
     first_call_and_warm_up,
     fixed_batch,
     measure_fit,
-    peak_memory_mb,
-    reset_peak_memory,
     steps_per_call,
-    sync,
 )
+from bench.timing.machine import device_name, peak_memory_mb, reset_peak_memory, sync
 from bench.timing.spec import Spec, spec_to_json
 
 

@@ -42,7 +42,6 @@ from bench.timing.blocks import (
     run_blocks,
     step_panel_cap,
 )
-from bench.timing.harness import Profile
 from bench.timing.members import (  # noqa: F401 (re-exported)
     BUILD_TIMEOUT_S,
     JaxMember,
@@ -51,6 +50,7 @@ from bench.timing.members import (  # noqa: F401 (re-exported)
     TFMember,
     resident_mb,
 )
+from bench.timing.profiles import Profile
 from bench.timing.spec import (  # noqa: F401 (re-exported)
     Spec,
     in_step_panel,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.timing.harness import Profile
+from bench.timing.profiles import Profile
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def spec_to_json(spec: Spec) -> dict:
 
 
 def spec_from_json(data: dict) -> Spec:
-    from bench.timing.harness import PROFILES
+    from bench.timing.profiles import PROFILES
 
     return Spec(
         **{
