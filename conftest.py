@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -34,26 +35,27 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 
-def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    """``--profile``, ``--panel-processes``, ``--tasks`` (``bench/pytest_plugin.py``): added
-    here where the package is not installed, so its pytest plugin was not loaded."""
-    if pluginmanager.has_plugin("loopbench"):
-        return
-    from bench.pytest_plugin import add_options
+# After the environment settings above; none of these imports TensorFlow.
+from bench.host import cpu_steal_counters, steal_fraction  # noqa: E402
+from bench.pytest_plugin import add_options  # noqa: E402
+from bench.tasks import ImageData, get_task, load_for_task  # noqa: E402
+from bench.tasks import user as user_tasks  # noqa: E402
+from bench.tasks.data import DatasetError, load_classification  # noqa: E402
+from bench.tfimport import import_tensorflow  # noqa: E402
+from bench.timing.profiles import PROFILES, Profile  # noqa: E402
 
-    add_options(parser)
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """``--profile``, ``--run-budget``, ``--tasks`` (``bench/pytest_plugin.py``): added
+    here where the package is not installed, so its pytest plugin was not loaded."""
+    if not pluginmanager.has_plugin("loopbench"):
+        add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from bench.tasks import user as user_tasks
-    from bench.tfimport import import_tensorflow
-
     # Before any test module imports it: without its CPU-only start-up lines (bench/tfimport.py)
     import_tensorflow()
 
-    processes = config.getoption("--panel-processes", default=None)
-    if processes is not None and processes < 1:
-        raise pytest.UsageError(f"--panel-processes must be 1 or more, not {processes}")
     budget = config.getoption("--run-budget", default=None)
     if budget is not None and not budget >= 0:
         raise pytest.UsageError(f"--run-budget must be 0 (none) or more seconds, not {budget}")
@@ -74,8 +76,7 @@ def calibration(again: bool = False) -> dict:
     """The machine's matmul rate, measured when first needed and, with ``again``, once more
     at the end of the session: the better of the two is kept, so a slow spell of a shared
     machine at one moment does not become the yardstick for the whole run."""
-    from bench.host import cpu_steal_counters
-    from bench.timing.machine import calibrate_matmul
+    from bench.timing.machine import calibrate_matmul  # lazy: imports TensorFlow
 
     if not _session_steal:
         _session_steal.append(cpu_steal_counters())
@@ -86,20 +87,18 @@ def calibration(again: bool = False) -> dict:
     return _calibration
 
 
-@pytest.fixture(scope="session")
-def profile(request: pytest.FixtureRequest):
-    from dataclasses import replace
-
-    from bench.timing.profiles import PROFILES
-
-    profile = PROFILES[request.config.getoption("--profile")]
-    processes = request.config.getoption("--panel-processes")
-    if processes is not None:
-        profile = replace(profile, panel_processes=processes)
-    budget = request.config.getoption("--run-budget")
+def profile_of(config: pytest.Config) -> Profile:
+    """The profile ``--profile`` names, with ``--run-budget``'s budget if given."""
+    profile = PROFILES[config.getoption("--profile")]
+    budget = config.getoption("--run-budget")
     if budget is not None:
         profile = replace(profile, run_budget_s=budget or None)
     return profile
+
+
+@pytest.fixture(scope="session")
+def profile(request: pytest.FixtureRequest) -> Profile:
+    return profile_of(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +111,6 @@ def task_data():
     """Each task's training data, loaded once per session: ``task_data(task)``. The image
     files are read and decompressed once, whatever tasks and subsets are asked for
     (``bench.tasks.data.load_classification``)."""
-    from bench.tasks import load_for_task
-
     cache = {}
 
     def get(task, n_train=None):
@@ -125,13 +122,6 @@ def task_data():
     return get
 
 
-def image_data():
-    """The image dataset (``bench.tasks.data.ImageData``), read once per process."""
-    from bench.tasks.data import load_classification
-
-    return load_classification()
-
-
 def needs_image_data(item: pytest.Item) -> bool:
     """Whether a collected test reads the image dataset: it takes ``task_data`` and is not
     parametrized on a task whose data is something else (linreg's line, a user's arrays)."""
@@ -141,8 +131,6 @@ def needs_image_data(item: pytest.Item) -> bool:
     name = callspec.params.get("task_name") if callspec else None
     if name is None:
         return True
-    from bench.tasks import ImageData, get_task
-
     try:
         return isinstance(get_task(name).data, ImageData)
     except KeyError:
@@ -155,28 +143,24 @@ def check_datasets(items: list[pytest.Item]) -> None:
     every benchmark."""
     if not any(needs_image_data(item) for item in items):
         return
-    from bench.tasks.data import DatasetError
-
     try:
-        image_data()
+        load_classification()
     except DatasetError as e:
         raise pytest.UsageError(
             f"dataset: {e} (fix or remove it, or point $LOOPBENCH_DATA_DIR elsewhere)"
         ) from None
 
 
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    """The step panels, costliest task first (bench.timing.panel.costliest_panels_first)."""
-    from bench.timing.panel import costliest_panels_first
-
-    items[:] = costliest_panels_first(items)
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if not session.config.option.collectonly:
-        check_datasets(session.items)
+    """Check the datasets, and plan the run's time: every panel, convergence run and
+    distributed launch selected (``bench/timing/plan.py``), where the benchmark modules
+    (which load ``bench.timing.panel``) were collected."""
+    if session.config.option.collectonly:
+        return
+    check_datasets(session.items)
+    panel = sys.modules.get("bench.timing.panel")
+    if panel is not None:
+        panel.PANELS.set_plan(session.items, profile_of(session.config))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -187,10 +171,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from bench.host import cpu_steal_counters, steal_fraction
-    from bench.timing.machine import machine_info as loopbench_info
+    from bench.timing.machine import machine_info as loopbench_info  # lazy: imports TensorFlow
 
     info = loopbench_info(config.getoption("--profile"), calibration(again=True))
-    stolen = steal_fraction(_session_steal[0], cpu_steal_counters())
+    stolen = steal_fraction(_session_steal[0], cpu_steal_counters()) if _session_steal else None
     info["steal_pct_session"] = None if stolen is None else 100 * stolen
+    panel = sys.modules.get("bench.timing.panel")
+    plan = panel.PANELS.plan if panel is not None else None
+    info["plan"] = plan.info() if plan is not None else None
     machine_info["loopbench"] = info

@@ -34,14 +34,6 @@ def add_options(parser: pytest.Parser) -> None:
         "(seconds; checks the harness, numbers not meaningful)",
     )
     parser.addoption(
-        "--panel-processes",
-        type=int,
-        default=None,
-        metavar="P",
-        help="spread each panel's blocks over P processes (block b in process b mod P; "
-        "default: the profile's, 1). docs/timing.md",
-    )
-    parser.addoption(
         "--run-budget",
         type=float,
         default=None,

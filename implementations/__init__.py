@@ -2,7 +2,7 @@
 
 Every factory returns an object meeting ``implementations.common.Trainer``. The factories in
 ``MULTI_STEP`` run several training steps per call (``steps_per_call`` N, default
-``common.STEPS_PER_CALL``) and also take ``steps_per_call=N``; those in ``MICRO_BATCH`` also
+``keras_parts.STEPS_PER_CALL``) and also take ``steps_per_call=N``; those in ``MICRO_BATCH`` also
 split each batch into parts run side by side (``micro_batches=M``). Importing this package imports
 TensorFlow.
 """

@@ -1,7 +1,6 @@
 """What every TensorFlow implementation shares: the interface it meets, the loss, the
-evaluation, and the epoch driver (and, re-exported from ``keras_parts``, what the JAX backend
-shares too: the optimizer, the Keras loss, weight loading). Implementations differ only in
-how a step is run.
+evaluation, and the epoch driver (what the JAX backend shares too -- the optimizer, the Keras
+loss, weight loading -- is ``keras_parts``). Implementations differ only in how a step is run.
 
 Every trainer holds a ``keras.Model`` whose call returns logits (or the regression output),
 so evaluation and weight handling are written once, here.
@@ -23,18 +22,9 @@ import tensorflow as tf
 
 from bench.tasks import Task
 from bench.tasks.data import epoch_order, map_inputs, n_examples, several, take
+from bench.tasks.model import batch_loss
 from bench.tasks.task import correct_labels
-from implementations.keras_parts import (  # noqa: F401 (re-exported for the implementations)
-    PRECISIONS,
-    STEPS_PER_CALL,
-    batch_loss,
-    check_precision,
-    group_batches,
-    keras_loss,
-    make_optimizer,
-    set_weights,
-    task_model,
-)
+from implementations.keras_parts import group_batches
 
 
 class Trainer(Protocol):
@@ -89,7 +79,7 @@ def precision_fields(model: keras.Model, optimizer: keras.optimizers.Optimizer) 
 
 def loss_value(task: Task, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
     """Mean loss over the batch: the function ``compile`` is given as a Keras loss
-    (``bench.tasks.task.batch_loss``; the built-ins: the seed's ``tf.reduce_mean`` of
+    (``bench.tasks.model.batch_loss``; the built-ins: the seed's ``tf.reduce_mean`` of
     ``tf.nn.sparse_softmax_cross_entropy_with_logits``). A mixed-precision model's output is
     cast to float32 first, as Keras's losses do."""
     return batch_loss(task)(y, tf.cast(out, tf.float32))

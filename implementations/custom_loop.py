@@ -17,7 +17,7 @@ Orbit runs ``steps_per_loop``: ``make_loop`` runs the same step N times inside o
 ``tf.function`` -- a ``tf.range`` loop (a ``tf.while_loop`` in the graph) over N batches
 stacked into one tensor ``x[N, B, ...]``, ``y[N, B]`` -- and returns the N per-step losses.
 One call then pays the Python call, the function dispatch and the host round trip once per N
-steps instead of once per step. The default N is ``implementations.common.STEPS_PER_CALL``
+steps instead of once per step. The default N is ``implementations.keras_parts.STEPS_PER_CALL``
 (shared with ``keras_fit_spe``; the factories take ``steps_per_call=``).
 
 Why N = 16: measured on this project's 2-core CPU VM (TF 2.21, oneDNN on, 2026-11-24;
@@ -62,13 +62,11 @@ import tensorflow as tf
 
 from bench.tasks import Task
 from bench.tasks.data import input_list, map_inputs, several
-from implementations.common import (
+from implementations.common import loss_value, precision_fields, stack_batches
+from implementations.keras_parts import (
     STEPS_PER_CALL,
     check_precision,
-    loss_value,
     make_optimizer,
-    precision_fields,
-    stack_batches,
     task_model,
 )
 

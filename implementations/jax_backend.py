@@ -39,14 +39,15 @@ translations. The loss is the task's Keras loss on both backends.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from bench.tasks import Task
+from bench.tasks.model import batch_loss
 from implementations.keras_parts import (
     STEPS_PER_CALL,
-    batch_loss,
     group_batches,
     keras_loss,
     make_optimizer,
@@ -65,7 +66,7 @@ class JaxFitTrainer:
     def __init__(
         self, task: Task, weights: list[np.ndarray], *, name: str, steps_per_execution: int = 1
     ):
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # lazy: optional dependency; the TensorFlow process imports this
 
         self._jnp = jnp
         self.name, self.task, self.steps_per_call = name, task, steps_per_execution
@@ -146,8 +147,6 @@ class JaxFitTrainer:
 
     def fit_seconds(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
         """Wall time of one ``fit`` call over (x, y) (for the harness's fit overhead)."""
-        import time
-
         self.sync_weights()
         t0 = time.perf_counter()
         self.model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
@@ -181,6 +180,39 @@ class JaxFitTrainer:
 # --- the custom loop on JAX ----------------------------------------------------------------
 
 
+def train_function(model, optimizer, loss, loop: bool, steps_per_call: int, unroll: int | bool):
+    """The pure step ``(state, x, y) -> (loss, state)`` over the state ``(trainable,
+    non_trainable, optimizer)``: ``stateless_call`` -> ``jax.value_and_grad`` ->
+    ``optimizer.stateless_apply``. ``loop``: ``steps_per_call`` such steps as a
+    ``jax.lax.scan`` over ``x[N, B, ...]``, returning the N losses."""
+    import jax  # lazy: optional dependency; the TensorFlow process imports this module
+
+    def compute_loss(trainable, non_trainable, x, y):
+        out, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        return loss(y, out), non_trainable
+
+    grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
+
+    def train_step(state, x, y):
+        trainable, non_trainable, optimizer_vars = state
+        (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
+        trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        return loss, (trainable, non_trainable, optimizer_vars)
+
+    def train_loop(state, xs, ys):
+        if not steps_per_call > 1:
+            xs, ys = xs[None], ys[None]
+
+        def body(state, batch):
+            loss, state = train_step(state, *batch)
+            return state, loss
+
+        state, losses = jax.lax.scan(body, state, (xs, ys), unroll=unroll)
+        return losses, state
+
+    return train_loop if loop else train_step
+
+
 class JaxCustomTrainer:
     """``stateless_call`` -> ``jax.value_and_grad`` -> ``optimizer.stateless_apply`` under
     ``jax.jit`` over the state ``(trainable, non_trainable, optimizer)``. ``loop=True``: N such
@@ -196,8 +228,8 @@ class JaxCustomTrainer:
         steps_per_call: int = 1,
         unroll: int | bool = 1,
     ):
-        import jax
-        import jax.numpy as jnp
+        import jax  # lazy: optional dependency; the TensorFlow process imports this module
+        import jax.numpy as jnp  # lazy: as above
 
         if steps_per_call < 1 or (steps_per_call > 1 and not loop):
             raise ValueError(f"{name}: steps_per_call={steps_per_call} needs loop=True and >= 1")
@@ -211,33 +243,7 @@ class JaxCustomTrainer:
         self.optimizer.build(self.model.trainable_variables)
         model, optimizer = self.model, self.optimizer
         self._traces = 0
-
-        loss = batch_loss(task)
-
-        def compute_loss(trainable, non_trainable, x, y):
-            out, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-            return loss(y, out), non_trainable
-
-        grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
-
-        def train_step(state, x, y):
-            trainable, non_trainable, optimizer_vars = state
-            (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
-            trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
-            return loss, (trainable, non_trainable, optimizer_vars)
-
-        def train_loop(state, xs, ys):
-            if not steps_per_call > 1:
-                xs, ys = xs[None], ys[None]
-
-            def body(state, batch):
-                loss, state = train_step(state, *batch)
-                return state, loss
-
-            state, losses = jax.lax.scan(body, state, (xs, ys), unroll=unroll)
-            return losses, state
-
-        fn = train_loop if loop else train_step
+        fn = train_function(model, optimizer, batch_loss(task), loop, steps_per_call, unroll)
 
         def counted(state, x, y):
             self._traces += 1  # runs once per trace

@@ -12,7 +12,7 @@ path ``train_on_batch`` takes). ``fit``'s own per-call setup (data adapter, call
 iterator) is measured separately by the harness.
 
 ``keras_fit_spe``: ``compile(steps_per_execution=N)``, XLA off, the default N shared with the
-custom loops (``implementations.common.STEPS_PER_CALL``; ``keras_fit_spe(...,
+custom loops (``implementations.keras_parts.STEPS_PER_CALL``; ``keras_fit_spe(...,
 steps_per_call=N)`` for another). Keras 3's TensorFlow backend runs N steps per call only
 when ``train_function`` is handed a ``tf.data`` iterator, as ``fit`` hands it one:
 ``multi_step_on_iterator`` is then one ``tf.function`` holding a ``tf.while_loop`` that pulls
@@ -37,13 +37,12 @@ import tensorflow as tf
 
 from bench.tasks import Task
 from bench.tasks.data import input_list
-from implementations.common import (
+from implementations.common import precision_fields, stack_batches
+from implementations.keras_parts import (
     STEPS_PER_CALL,
     check_precision,
     keras_loss,
     make_optimizer,
-    precision_fields,
-    stack_batches,
     task_model,
 )
 

@@ -15,11 +15,8 @@ import keras
 import numpy as np
 
 from bench.tasks import Task
-from bench.tasks.task import (
-    batch_loss,  # noqa: F401 (the custom loops' call of the loss)
-    new_model,
-)
-from bench.tasks.task import keras_loss as _task_loss
+from bench.tasks.model import keras_loss as _task_loss
+from bench.tasks.model import new_model
 
 # The default N of the implementations that run several steps per call (``custom_*_loop``,
 # ``keras_fit_spe``, ``jax_fit_spe``, ``jax_custom_loop``); the measurement behind it is in
@@ -63,7 +60,7 @@ def task_model(
     task: Task, weights: list[np.ndarray], precision: str = "float32", custom: bool = False
 ) -> keras.Model:
     """A new instance of the task's model holding ``weights`` in every variable, trainable or
-    not (``bench.tasks.task.new_model``): ``build_custom``'s hand-written layers for a custom
+    not (``bench.tasks.model.new_model``): ``build_custom``'s hand-written layers for a custom
     loop (``custom``) where the task has them, else ``build``'s. ``precision``: the build runs
     under that global dtype policy (every layer takes the default), restored after."""
     previous = keras.config.dtype_policy()

@@ -233,7 +233,7 @@ def test_a_worker_loads_a_task_file_writes_its_batch_and_trains_it(tmp_path):
     assert tasks.get_task("tiny").name == "tiny"
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_a_bad_task_file_is_exit_2_with_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.py"
     bad.write_text(TINY_TASKS.format(extra=", num_classes_typo=1").replace(", num_classes=3", ""))
@@ -301,7 +301,7 @@ def worker():
     w.close()
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_worker_protocol_on_a_tiny_task(worker, tmp_path):
     hello = worker.request({"op": "hello"}, 300)
     assert Path(hello["implementations_file"]).resolve().is_relative_to(ROOT)
@@ -381,7 +381,7 @@ def _copy_tree(dest: Path, old: str = "", new: str = "") -> Path:
     return dest
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_a_worker_crash_mid_run_gives_exit_2_and_no_worker_survives(tmp_path, capsys):
     head = _copy_tree(
         tmp_path / "crashing",
@@ -396,7 +396,7 @@ def test_a_worker_crash_mid_run_gives_exit_2_and_no_worker_survives(tmp_path, ca
     assert _workers_alive(str(tmp_path)) == []
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, capsys, monkeypatch):
     head = _copy_tree(
         tmp_path / "slow",
@@ -540,7 +540,7 @@ def test_benchmark_names_match_the_step_benchmarks():
     assert Benchmark("custom_xla", "mlp", 64, False).name == "custom_xla-mlp-b64"
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_leaves_no_worker_behind(tmp_path, signum):
     head = _copy_tree(tmp_path / "head")

@@ -293,7 +293,7 @@ def fixed_registry(tree: Path) -> str:
     return "fix the registry"
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_end_to_end_a_planted_history_skipping_a_broken_commit(tmp_path, capsys):
     """GOOD, a commit that does not build, its fix, a slower step: the broken commit (the
     first middle) is skipped, its neighbour measured not slower, the last commit found and

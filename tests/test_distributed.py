@@ -54,7 +54,7 @@ def parity() -> dict:
     return run_workers(args, None, TIMEOUT, env=env)[0].output
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 @pytest.mark.parametrize("impl", ["custom_graph", "keras_fit"])
 def test_mirrored_two_replicas_match_one_device(parity, impl):
     assert parity["replicas"] == 2 and len(parity["devices"]) == 2
@@ -70,7 +70,7 @@ def test_mirrored_two_replicas_match_one_device(parity, impl):
     assert parity[impl]["weights_max_abs_diff"] < 1e-5  # Adam moves each weight <= lr=3e-4/step
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_xla_over_logical_cpus_still_fails_in_tensorflow(parity):
     """The benchmarks skip XLA on a MirroredStrategy over logical CPU devices; if TensorFlow
     starts accepting it, this fails and the skip should go."""
@@ -83,7 +83,7 @@ def test_xla_over_logical_cpus_still_fails_in_tensorflow(parity):
 
 
 @pytest.mark.gpu
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_xla_on_several_gpus_still_fails_in_tensorflow(parity):
     """The benchmarks skip XLA under MirroredStrategy on several GPUs (XLA_MULTI_GPU_REASON),
     unverified; on a host with 2 or more GPUs this says, per implementation, whether TensorFlow
@@ -94,7 +94,7 @@ def test_xla_on_several_gpus_still_fails_in_tensorflow(parity):
     assert not runs, f"{runs} run on {gpu_count()} GPUs: drop XLA_MULTI_GPU_REASON for them"
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_multi_worker_loopback_workers_end_identical(tmp_path):
     if gpu_count() == 1:
         pytest.skip("two loopback workers need two GPUs: NCCL refuses two ranks on one GPU")
@@ -116,7 +116,7 @@ def test_multi_worker_loopback_workers_end_identical(tmp_path):
     assert not np.array_equal(w0["arr_0"], initial_weights(MLP)[0]), "no training happened"
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_run_workers_kills_workers_at_the_timeout():
     t0 = time.monotonic()
     with pytest.raises(WorkerError, match="timed out"):

@@ -35,7 +35,7 @@ sys.exit(int(code))
 """
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "args",
     [

@@ -17,40 +17,11 @@ import tensorflow as tf
 import implementations
 from bench.host import STEAL_LIMIT
 from bench.tasks import TASKS, initial_weights
-from bench.timing.harness import RetraceError, fixed_batch, measure_fit, measure_steps
+from bench.timing.harness import RetraceError, check_retrace, fixed_batch, measure_fit
+from bench.timing.members import TFMember
 from bench.timing.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class FakeBenchmark:
-    """The slice of pytest-benchmark's fixture the harness uses, timing with perf_counter."""
-
-    def __init__(self):
-        self.extra_info = {}
-        self.stats = None
-
-    def pedantic(self, target, rounds, iterations, warmup_rounds, setup=None, teardown=None):
-        for _ in range(warmup_rounds):
-            target()
-        data = []
-        for _ in range(rounds):
-            if setup:
-                setup()
-            t0 = time.perf_counter()
-            target()
-            data.append(time.perf_counter() - t0)
-            if teardown:
-                teardown()
-        self.raw = list(data)
-
-        class Meta:
-            pass
-
-        self.stats = Meta()
-        self.stats.stats = Meta()
-        self.stats.stats.data = data
-        self.stats.iterations = iterations
 
 
 class Deferred:
@@ -78,17 +49,6 @@ class AsyncTrainer:
         return 0
 
 
-def test_timed_rounds_wait_for_the_device():
-    delay = 0.03
-    bench = FakeBenchmark()
-    profile = PROFILES["smoke"]
-    timing = measure_steps(bench, AsyncTrainer(delay), None, None, profile)
-    k = timing["steps_per_round"]
-    # Without the sync each round would take microseconds; with it, at least one delay.
-    assert min(bench.stats.stats.data) >= delay / k * 0.95
-    assert bench.stats.iterations == k
-
-
 class SteadyTrainer:
     """A step that takes `delay` seconds on the host; counts its calls."""
 
@@ -112,52 +72,6 @@ def test_report_uses_the_harness_steal_limit():
     assert pytest.approx(100 * STEAL_LIMIT) == STEAL_LIMIT_PCT
 
 
-class ScriptedSteal:
-    """/proc/stat counters as a hypervisor would move them: round i (one call at its start,
-    one at its end) has ``stolen[i]`` of 100 ticks stolen; ``None`` means no steal accounting."""
-
-    def __init__(self, stolen, trainer):
-        self.stolen, self.calls, self.steal, self.total = stolen, 0, 0, 0
-        self.trainer, self.steps_before = trainer, None
-
-    def __call__(self):
-        if self.steps_before is None:  # the first timed round begins
-            self.steps_before = self.trainer.calls
-        if self.stolen is None:
-            return None
-        if self.calls % 2:
-            self.steal += self.stolen[self.calls // 2]
-            self.total += 100
-        self.calls += 1
-        return self.steal, self.total
-
-
-@pytest.mark.parametrize(
-    "stolen, run, kept, steal_pct",
-    [
-        ([0, 0, 0], 3, [0, 1, 2], 0.0),  # quiet: exactly the planned rounds
-        ([0, 50, 0, 30, 0], 5, [0, 2, 4], 0.0),  # contended rounds are replaced
-        ([9, 50, 5, 30, 7, 40], 6, [0, 2, 4], 7.0),  # never quiet: the least stolen kept
-        (None, 3, [0, 1, 2], None),  # no steal accounting: the planned rounds, unfiltered
-    ],
-)
-def test_contended_rounds_are_replaced(stolen, run, kept, steal_pct):
-    profile = PROFILES["smoke"]  # 3 rounds kept, at most 6 run
-    bench, trainer = FakeBenchmark(), SteadyTrainer()
-    counters = ScriptedSteal(stolen, trainer)
-    timing = measure_steps(bench, trainer, None, None, profile, steal_counters=counters)
-    k = timing["steps_per_round"]
-    assert timing["rounds_run"] == run
-    assert timing["kept_rounds"] == kept
-    assert timing["steal_pct"] == (None if steal_pct is None else pytest.approx(steal_pct))
-    # stats hold exactly the kept rounds, per step; the skipped tail of pedantic's rounds
-    # and the contended rounds are gone.
-    assert bench.stats.stats.data == pytest.approx([bench.raw[i] / k for i in kept])
-    assert len(timing["round_steal_pct"]) == run
-    # the rounds pedantic runs past that are empty: no steps
-    assert trainer.calls - counters.steps_before == run * k
-
-
 class ShapeChangingTrainer:
     """A real tf.function step that is fed a ragged batch once timing has begun (the
     harness reads the trace count just before its timed rounds)."""
@@ -176,14 +90,6 @@ class ShapeChangingTrainer:
     def traces(self):
         self.timing = True
         return self.inner.traces()
-
-
-def test_retrace_during_timing_is_an_error():
-    x = tf.zeros((8, 28, 28))
-    y = tf.zeros((8,), tf.int32)
-    profile = PROFILES["smoke"]
-    with pytest.raises(RetraceError, match="traced"):
-        measure_steps(FakeBenchmark(), ShapeChangingTrainer(), x, y, profile)
 
 
 class StackedShapeChangingTrainer:
@@ -205,30 +111,56 @@ class StackedShapeChangingTrainer:
         return self.inner.traces()
 
 
-@pytest.mark.parametrize("impl", ["custom_graph_loop", "custom_xla_loop", "keras_fit_spe"])
-def test_retrace_of_a_multi_step_call_is_an_error(impl):
-    x = tf.zeros((2, 8, 28, 28))
-    y = tf.zeros((2, 8), tf.int32)
-    with pytest.raises(RetraceError, match="traced"):
-        measure_steps(FakeBenchmark(), StackedShapeChangingTrainer(impl), x, y, PROFILES["smoke"])
-
-
 class MultiStepTrainer(SteadyTrainer):
     """SteadyTrainer, N steps per call."""
 
     steps_per_call = 4
 
 
+def bare_member(trainer, k: int = 3) -> TFMember:
+    """A ``TFMember`` around ``trainer`` without building one from the registry: the rounds
+    and the retrace check as a panel runs them."""
+    member = TFMember.__new__(TFMember)
+    member.trainer, member.x, member.y = trainer, None, None
+    member.k, member.n = k, int(getattr(trainer, "steps_per_call", 1))
+    return member
+
+
+def test_timed_rounds_wait_for_the_device():
+    delay = 0.03
+    member = bare_member(AsyncTrainer(delay), k=3)
+    # Without the sync each round would take microseconds; with it, at least one delay.
+    assert member.run_round() >= delay / 3 * 0.95
+
+
 def test_a_call_of_n_steps_counts_n_steps():
-    bench, trainer = FakeBenchmark(), MultiStepTrainer()
-    profile = PROFILES["smoke"]
-    timing = measure_steps(bench, trainer, None, None, profile, steal_counters=lambda: None)
-    k, n = timing["calls_per_round"], timing["steps_per_call"]
-    assert n == 4 and timing["steps_per_round"] == k * n
-    assert bench.stats.iterations == k * n
-    # per training step: each round's K calls of N steps
-    kept = timing["kept_rounds"]
-    assert bench.stats.stats.data == pytest.approx([bench.raw[i] / (k * n) for i in kept])
+    trainer = MultiStepTrainer(delay=0.0)
+    member = bare_member(trainer, k=5)
+    member.run_round()
+    assert trainer.calls == 5 and member.k * member.n == 20  # 5 calls of 4 steps a round
+
+
+def test_retrace_during_timing_is_an_error():
+    x = tf.zeros((8, 28, 28))
+    y = tf.zeros((8,), tf.int32)
+    trainer = ShapeChangingTrainer()
+    trainer.step(x, y)
+    before = trainer.traces()  # the timed rounds begin: the next batch is ragged
+    trainer.step(x, y)
+    with pytest.raises(RetraceError, match="traced"):
+        check_retrace(trainer, before, "mlp")
+
+
+@pytest.mark.parametrize("impl", ["custom_graph_loop", "custom_xla_loop", "keras_fit_spe"])
+def test_retrace_of_a_multi_step_call_is_an_error(impl):
+    x = tf.zeros((2, 8, 28, 28))
+    y = tf.zeros((2, 8), tf.int32)
+    trainer = StackedShapeChangingTrainer(impl)
+    trainer.step(x, y)
+    before = trainer.traces()
+    trainer.step(x, y)
+    with pytest.raises(RetraceError, match="traced"):
+        check_retrace(trainer, before, impl)
 
 
 def test_fixed_data_of_a_multi_step_trainer_is_n_distinct_batches(task_data):
@@ -354,6 +286,8 @@ def test_tiny_run_records_every_field(tiny_run):
     machine = tiny_run["machine_info"]["loopbench"]
     assert set(machine) >= MACHINE_FIELDS
     assert machine["calibration_gflops"] > 0 and machine["device"] in ("CPU", "GPU")
+    # the run's plan: its panels (the smoke profile has no budget: nothing skipped)
+    assert machine["plan"] == {"run_budget_s": None, "entries": 3, "skipped": []}
     for bench in tiny_run["benchmarks"]:
         info, stats = bench["extra_info"], bench["stats"]
         assert set(info) >= STEP_FIELDS, STEP_FIELDS - set(info)
@@ -410,23 +344,23 @@ def test_tiny_run_records_every_field(tiny_run):
 
 
 def test_fit_cost_splits_into_setup_and_per_step(monkeypatch):
-    """fit(n) = setup + n * per_step: a fit() that takes 0.1 s + 5 ms per batch is read back
-    as such (the old reading, one fit() minus K train-function steps, called fit's per-step
-    iterator and callback cost "setup")."""
+    """fit(n) = setup + n * per_step: a fit() that takes 0.125 s + 1/512 s per batch on a fake
+    clock is read back exactly as such (the old reading, one fit() minus K train-function
+    steps, called fit's per-step iterator and callback cost "setup"). Powers of two, so the
+    arithmetic is exact."""
     task = TASKS["linreg"]
     trainer = implementations.get("keras_fit")(task, initial_weights(task))
-    batches = []
+    batches, now = [], [0.0]
 
     def fake_fit(ds, **kwargs):
         n = int(ds.cardinality())  # known for from_tensors(...).repeat(n); no iteration
         batches.append(n)
-        time.sleep(0.1 + 0.005 * n)
+        now[0] += 0.125 + n / 512
 
     monkeypatch.setattr(trainer.model, "fit", fake_fit)
     x, y = tf.zeros((4, 1)), tf.zeros((4, 1))
-    cost = measure_fit(trainer, x, y, steps=20)
-    assert cost["fit_s_per_step"] == pytest.approx(0.005, rel=0.2)
-    assert cost["fit_overhead_s"] == pytest.approx(0.1, rel=0.2)
+    cost = measure_fit(trainer, x, y, steps=20, clock=lambda: now[0])
+    assert cost == {"fit_overhead_s": 0.125, "fit_s_per_step": 1 / 512}
     assert batches == [2, 20, 20, 20, 40, 40, 40]
     custom = implementations.get("custom_graph")(task, initial_weights(task))
     assert measure_fit(custom, x, y, steps=20) == {"fit_overhead_s": None, "fit_s_per_step": None}
@@ -434,19 +368,18 @@ def test_fit_cost_splits_into_setup_and_per_step(monkeypatch):
 
 def test_fit_cost_of_a_multi_step_trainer_is_per_step(monkeypatch):
     """keras_fit_spe (N = 4): fit() is fed K (2K) copies of the N stacked batches, K x N
-    (2K x N) batches, and the per-step figure divides by K x N."""
+    (2K x N) batches, and the per-step figure divides by K x N (a fake clock, as above)."""
     task = TASKS["linreg"]
     trainer = implementations.get("keras_fit_spe")(task, initial_weights(task), steps_per_call=4)
-    batches = []
+    batches, now = [], [0.0]
 
     def fake_fit(ds, **kwargs):
         n = int(ds.cardinality())
         batches.append(n)
-        time.sleep(0.1 + 0.001 * n)
+        now[0] += 0.125 + n / 1024
 
     monkeypatch.setattr(trainer.model, "fit", fake_fit)
     x, y = tf.zeros((4, 4, 1)), tf.zeros((4, 4, 1))
-    cost = measure_fit(trainer, x, y, steps=20)
+    cost = measure_fit(trainer, x, y, steps=20, clock=lambda: now[0])
     assert batches == [8, 80, 80, 80, 160, 160, 160]
-    assert cost["fit_s_per_step"] == pytest.approx(0.001, rel=0.2)
-    assert cost["fit_overhead_s"] == pytest.approx(0.1, rel=0.2)
+    assert cost == {"fit_overhead_s": 0.125, "fit_s_per_step": 1 / 1024}

@@ -169,7 +169,7 @@ def test_implementations_know_nothing_of_timing_or_reports():
             assert not bad, f"{name} imports {bad}"
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["report", "compare"])
 def test_the_report_and_compare_commands_start_without_tensorflow(command):
     code = (

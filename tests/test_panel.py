@@ -129,155 +129,18 @@ def test_sampling_stops_at_the_target_or_at_the_time_cap():
     assert capped.info()["stopped_by"] == "time_cap"
 
 
-def test_a_panels_cap_is_its_share_of_the_run_budget_left():
-    """A slow CPU (convergence and builds take longer) leaves less of the run's budget: each
-    panel's cap shrinks to its share, in proportion to the caps of the panels to come, after
-    their building is set aside; never above its own cap."""
-    from bench.timing.blocks import budgeted_cap
-
-    assert budgeted_cap(40.0, 1000.0, [40.0, 8.0], 0.0) == 40.0  # a fast machine: its cap
-    assert budgeted_cap(40.0, 96.0, [40.0, 8.0], 0.0) == pytest.approx(40.0)
-    assert budgeted_cap(40.0, 62.0, [40.0, 8.0], 18.0) == pytest.approx(20.0)  # 44 s shared
-    assert budgeted_cap(8.0, 12.0, [8.0, 8.0], 0.0) == pytest.approx(4.0)
-    assert budgeted_cap(40.0, 30.0, [], 0.0) == 30.0  # the last panel: what is left
-    assert budgeted_cap(40.0, -5.0, [8.0], 0.0) == 0.0  # past the deadline: its first blocks
-
-
-def test_the_run_budget_counts_the_panels_still_to_come(monkeypatch):
-    """``Panels.budget``: the deadline from pytest's start, and the caps and member counts of
-    the session's other panels not yet measured; none without a budget (``--run-budget 0``).
-    The start is the process's (/proc), not the panel module's import."""
-    from dataclasses import replace
-
-    from bench.timing.panel import Panels
-    from bench.timing.profiles import PROFILES
-
-    def quick(members):
-        return [replace(s, profile=PROFILES["quick"]) for s in members]
-
-    panels = Panels()
-    linreg = quick(specs("keras_fit", "custom_graph"))
-    mlp = quick(specs("keras_fit", "custom_graph", "custom_xla", task="mlp"))
-    sweep = [replace(s, panel="sweep-mlp-b32", kind="sweep") for s in quick(specs("custom_graph"))]
-    panels.members = {"linreg": linreg, "mlp": mlp, "sweep-mlp-b32": sweep}
-    panels.outcomes = {"linreg": {}}  # measured already
-
-    panels.started = 100.0
-    budget = panels.budget(mlp[0])
-    profile = mlp[0].profile
-    assert profile.run_budget_s and budget.deadline == 100.0 + profile.run_budget_s
-    # a step panel counts the sweep points apart (step_panel_cap decides), a sweep point not
-    assert budget.later_caps == [] and budget.later_members == 0
-    assert budget.sweep_caps == [profile.sweep_panel_cap_s] and budget.sweep_members == 1
-    panels.outcomes = {}
-    assert panels.budget(mlp[0]).later_members == len(linreg)
-    swept = panels.budget(sweep[0])
-    assert swept.later_members == len(linreg) + len(mlp) and swept.sweep_caps == []
-    unbudgeted = replace(mlp[0], profile=replace(profile, run_budget_s=None))
-    assert panels.budget(unbudgeted) is None
-
-
-def test_a_step_panel_holds_time_back_for_the_sweep_only_where_its_points_would_get_some():
-    """On a fast CPU the sweep points' share is kept back (each gets its 2 of 8 s or more); on
-    a slow one, where each would get less, the step panels share the time instead (the sweep
-    points are then skipped as unaffordable)."""
-    from bench.timing.blocks import SWEEP_MIN_SHARE, budgeted_cap, step_panel_cap
-
-    sweep = [8.0] * 4  # the quick profile's four sweep points
-    # fast: 150 s left, 30 s to build the rest: 120 / 152 of each cap, kept back
-    cap, held = step_panel_cap(40.0, 150.0, [40.0, 40.0], 20.0, sweep, 10.0)
-    assert held and cap == pytest.approx(40.0 * 120.0 / 152.0)
-    # slow: 60 s left, 35 s to build the rest: 25 / 152 < SWEEP_MIN_SHARE, not kept back
-    cap, held = step_panel_cap(40.0, 60.0, [40.0, 40.0], 20.0, sweep, 15.0)
-    assert SWEEP_MIN_SHARE > 25.0 / 152.0 and not held
-    assert cap == pytest.approx(budgeted_cap(40.0, 60.0, [40.0, 40.0], 20.0)) == 40.0 / 3
-    # no sweep selected: as before
-    assert step_panel_cap(40.0, 60.0, [40.0], 20.0) == (
-        budgeted_cap(40.0, 60.0, [40.0], 20.0),
-        False,
-    )
-
-
-def test_a_sweep_point_the_run_budget_cannot_afford_is_skipped_not_sampled():
-    """A slow CPU runs less, not only samples less: under a run budget, a sweep point whose
-    building (guessed per member from the panels built so far) and a quarter of its own time
-    cap do not fit in the time left is skipped with the reason; a step panel always runs;
-    without a budget nothing is."""
-    from dataclasses import replace
-
-    from bench.timing.panel import Budget, Outcome, Panels, unaffordable
-    from bench.timing.profiles import PROFILES
-
-    quick = [replace(s, profile=PROFILES["quick"]) for s in specs("custom_eager", "custom_graph")]
-    sweep = [replace(s, panel="sweep-mlp-b32", kind="sweep", name=s.name + "b") for s in quick]
-    budget = Budget(deadline=100.0, later_caps=[], later_members=0)
-    # quick sweep points: 8 s caps, so 2 s of blocks at least after 2 x 5 s of building
-    assert unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=87.5) is None  # 12.5 s >= 12 s
-    why = unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=95.0)
-    assert why is not None and "5 s left" in why and "about 10 s" in why
-    # the building fits, but its blocks would get next to nothing (a 0 s cap): skipped too
-    why = unaffordable(sweep[0], 2, budget, [4.0, 6.0], now=89.0)
-    assert why is not None and "11 s left" in why and "2 s at least" in why
-    assert unaffordable(quick[0], 2, budget, [4.0, 6.0], now=150.0) is None  # a step panel
-    assert unaffordable(sweep[0], 2, None, [4.0, 6.0], now=150.0) is None  # no budget
-    assert unaffordable(sweep[0], 2, budget, [], now=150.0) is None  # nothing to guess from
-
-    panels = Panels()
-    panels.members, panels.tasks, panels.build_s = {"sweep-mlp-b32": sweep}, [], [3.0]
-    panels.started = -1e6  # the budget ran out long ago
-    panels.measure = lambda *a, **k: pytest.fail("an unaffordable sweep point was measured")
-    got = panels.outcome(None, sweep[1], task_data=None)
-    assert isinstance(got, Outcome) and isinstance(got.error, pytest.skip.Exception)
-    assert "--run-budget" in str(got.error)
-    assert panels.outcome(None, sweep[0], None).error is not None  # its panel-mate too
-
-
-def test_a_built_sweep_point_left_next_to_no_time_is_skipped_not_sampled():
-    """A sweep point whose building took longer than guessed, so that the run budget left its
-    blocks less than a quarter of its own cap, is skipped with the reason; a step panel with
-    the same cap still runs."""
-    from dataclasses import replace
-
-    from bench.timing.panel import starved
-    from bench.timing.profiles import PROFILES
-
-    quick = [replace(s, profile=PROFILES["quick"]) for s in specs("custom_graph")]
-    sweep = replace(quick[0], panel="sweep-mlp-b32", kind="sweep")
-    assert starved(sweep, 2.0) is None  # a quarter of the quick sweep cap (8 s): measured
-    why = starved(sweep, 0.0)
-    assert why is not None and "0.0 s left for its blocks" in why and "--run-budget 0" in why
-    assert starved(quick[0], 0.0) is None  # step panels always run
-
-
-def test_optional_work_is_skipped_once_the_run_is_behind_its_budget():
-    """Past half the run budget (a slow CPU's convergence runs took that long), the quick
-    profile's optional work says why it is skipped; before it, or without a budget, it runs."""
-    from dataclasses import replace
-
-    from bench.timing.panel import BEHIND_SHARE, behind_schedule
-    from bench.timing.profiles import PROFILES
-
-    quick = PROFILES["quick"]
-    budget = quick.run_budget_s
-    assert budget and behind_schedule(quick, "x", elapsed_s=0.3 * budget) is None
-    why = behind_schedule(quick, "a distributed launch", elapsed_s=(BEHIND_SHARE + 0.1) * budget)
-    assert why is not None and why.startswith("a distributed launch") and "--run-budget 0" in why
-    assert behind_schedule(replace(quick, run_budget_s=None), "x", elapsed_s=1e6) is None
-    full = replace(PROFILES["full"], run_budget_s=budget)  # full runs all it selects
-    assert behind_schedule(full, "x", elapsed_s=1e6) is None
-
-
 def test_the_run_budget_counts_from_the_process_start():
-    import time
-
     from bench.host import process_age_s
     from bench.timing.panel import Panels
+    from bench.timing.profiles import PROFILES
 
     age = process_age_s()
     if age is None:
         pytest.skip("no /proc here")
     assert 0.5 < age < 24 * 3600  # pytest itself ran (importing TensorFlow) before this test
-    assert Panels().started == pytest.approx(time.monotonic() - age, abs=0.5)
+    plan = Panels().set_plan([], PROFILES["quick"])
+    assert plan.started == pytest.approx(time.monotonic() - age, abs=0.5)
+    assert plan.budget_s == PROFILES["quick"].run_budget_s
 
 
 def test_contended_blocks_are_left_out_of_a_ratio():
@@ -525,70 +388,9 @@ def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch
     )
 
 
-def test_a_spread_member_runs_block_b_in_process_b_mod_p():
-    from bench.timing.panel import Spread
-
-    class Copy:
-        def __init__(self, process):
-            self.name, self.spec, self.process = "m", None, process
-
-        def run_round(self):
-            return float(self.process)
-
-    clock = FakeClock()
-    other = Synthetic("o", 1.0, lambda: 1.0, np.random.default_rng(0), clock)
-    spread = Spread([Copy(0), Copy(1)])
-    result = run_blocks(
-        [spread, other], [], min_blocks=6, max_blocks=6, time_cap_s=1e9, target_pct=0.0,
-        counters=no_steal, clock=clock,
-    )  # fmt: skip
-    assert result.rounds["m"].seconds == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
-
-
-def test_a_spec_travels_to_the_panel_worker_unchanged():
-    from bench.timing.panel import spec_from_json, spec_to_json
-
-    for spec in specs("custom_graph", "custom_graph_loop"):
-        assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
-
-
-def test_a_panel_spread_over_two_processes(task_data):
-    """Every TensorFlow member is built in this process and in a panel worker; blocks
-    alternate between them, and a retrace in the worker's copy fails that member."""
-    from dataclasses import replace
-
-    from bench.timing import panel
-
-    two = [replace(s, profile=replace(s.profile, panel_processes=2)) for s in specs(
-        "keras_fit", "custom_graph")]  # fmt: skip
-    panels = panel.Panels()
-    try:
-        out = panels.measure(two, task_data)
-        info = out["test_step[custom_graph-linreg]"].info
-        assert info["panel_info"]["processes"] == 2 and info["rounds_run"] >= 3
-        assert info["speedup_vs"] == "keras_fit" and info["speedup_low"] <= info["speedup"]
-        worker = panels._workers[0]
-        assert worker.proc.poll() is None  # kept for the session's next panel
-        # A retrace in the worker's copy of a member is that member's failure.
-        remote = panel.RemoteMember(two[1], worker, 7)
-        worker.request({"op": "round", "id": remote.id}, 60)
-        with pytest.raises(Exception, match="RetraceError|traced"):
-            panels_retrace(worker, remote)
-    finally:
-        panels.close()
-    assert worker.proc.poll() is not None  # killed with the session
-
-
-def panels_retrace(worker, remote):
-    """Make the worker's copy retrace (a batch of another shape), then finish it."""
-    worker.request({"op": "retrace_for_test", "id": remote.id}, 60)
-    remote.finish()
-
-
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--panel-processes", "0", "--panel-processes must be 1 or more, not 0"),
         ("--run-budget", "-1", "--run-budget must be 0 (none) or more seconds, not -1"),
     ],
 )
@@ -642,12 +444,13 @@ def test_a_capped_members_rounds_do_not_spend_the_panels_time_cap():
 
 
 def test_under_a_run_budget_a_panels_cap_pays_for_its_capped_members(monkeypatch, task_data):
-    """Under the run's budget the capped members' rounds come out of the panel's share, so
-    the run still ends on time."""
+    """Under the run's budget the capped members' rounds come out of the panel's share
+    (``Plan.cap``'s ``fixed_s``), so the run still ends on time."""
     import dataclasses
 
     from bench.timing import panel
     from bench.timing.members import TFMember
+    from bench.timing.plan import Plan
 
     assert panel.capped_cost_s([]) == 0.0
     seen = {}
@@ -658,10 +461,8 @@ def test_under_a_run_budget_a_panels_cap_pays_for_its_capped_members(monkeypatch
         return real_run_blocks(*args, **kwargs)
 
     monkeypatch.setattr(panel, "run_blocks", spy)
-    monkeypatch.setattr(panel, "step_panel_cap", lambda *a, **k: (5.0, False))
     tight = dataclasses.replace(PROFILES_SMOKE(), member_budget_s=0.0)
     members = [dataclasses.replace(s, profile=tight) for s in specs("keras_fit", "custom_graph")]
-    budget = panel.Budget(deadline=time.monotonic() + 60, later_caps=[], later_members=0)
     built = []
     real_init = TFMember.__init__
 
@@ -670,10 +471,14 @@ def test_under_a_run_budget_a_panels_cap_pays_for_its_capped_members(monkeypatch
         built.append(self)
 
     monkeypatch.setattr(TFMember, "__init__", keep)
-    panel.Panels().measure(members, task_data, budget)
+    panels = panel.Panels()
+    entry = panel.panel_entry(members)
+    panels.plan = Plan([entry], budget_s=60.0, started=time.monotonic())
+    assert panels.plan.start(entry.key) is None
+    panels.measure(members, task_data)
     cost = sum(m.max_rounds * m.round_cap["call_s"] for m in built)
     assert len(built) == 2 and cost > 0
-    assert seen["cap"] == pytest.approx(max(0.0, 5.0 - cost))
+    assert seen["cap"] == panels.plan.granted[entry.key] <= max(0.0, entry.cap_s)
     assert panel.capped_cost_s(built) == pytest.approx(cost)
 
 
@@ -709,7 +514,7 @@ def PROFILES_SMOKE():  # noqa: N802
     return PROFILES["smoke"]
 
 
-def test_a_run_behind_its_budget_skips_the_distributed_launches_and_says_why():
+def test_a_run_past_its_budget_skips_the_distributed_launches_and_says_why():
     """With a run budget already spent (1 s: pytest's start-up alone takes longer), the quick
     profile's distributed benchmarks are skipped with the reason, before any worker starts."""
     cmd = [
@@ -723,28 +528,5 @@ def test_a_run_behind_its_budget_skips_the_distributed_launches_and_says_why():
     assert "2 skipped" in proc.stdout, proc.stdout[-3000:]
     skipped = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
     assert len(skipped) == 1 and skipped[0].startswith("SKIPPED [2]"), proc.stdout[-3000:]
-    assert "a distributed launch" in skipped[0] and "behind its budget" in skipped[0]
-
-
-def test_step_panels_are_measured_costliest_task_first_and_nothing_else_moves():
-    """The CNN's panel (the most FLOPs per step) before the MLP's before linreg's; items
-    that are not step panels keep their places; a task without FLOPs goes last."""
-    from types import SimpleNamespace
-
-    from bench.timing.panel import costliest_panels_first
-
-    def item(kind, task):
-        params = {"task_name": task}
-        return SimpleNamespace(originalname=kind, callspec=SimpleNamespace(params=params))
-
-    items = [
-        item("test_convergence", "linreg"),
-        item("test_step", "linreg"), item("test_step", "nosuchtask"), item("test_step", "mlp"),
-        item("test_step", "cnn"), item("test_step", "linreg"), item("test_step", "cnn"),
-        item("test_sweep", "mlp"),
-    ]  # fmt: skip
-    out = costliest_panels_first(items)
-    assert out[0] is items[0] and out[-1] is items[-1]
-    tasks = [it.callspec.params["task_name"] for it in out[1:-1]]
-    assert tasks == ["cnn", "cnn", "mlp", "linreg", "linreg", "nosuchtask"]
-    assert out[4] is items[1] and out[5] is items[5]  # stable within a task
+    assert "the run budget (1 s, --run-budget) is spent" in skipped[0]
+    assert "this distributed launch is optional" in skipped[0]

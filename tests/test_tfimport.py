@@ -29,7 +29,7 @@ def test_only_the_known_start_up_lines_are_dropped():
     assert not NOISE.search("Traceback (most recent call last):")
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_importing_tensorflow_prints_none_of_them():
     if nvidia_driver():
         pytest.skip("an NVIDIA driver is present: nothing is filtered there")

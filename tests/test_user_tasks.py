@@ -355,7 +355,7 @@ def run_pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     )
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_pytest_refuses_a_bad_task_file_with_one_usage_error(tmp_path):
     path = task_file(tmp_path, BAD["labels_out_of_range"][0])
     results = tmp_path / "out.json"
@@ -372,7 +372,7 @@ def test_pytest_refuses_a_bad_task_file_with_one_usage_error(tmp_path):
     assert not results.exists()  # nothing half-written
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_a_task_file_outside_the_checkout_works_as_a_user_types_it(tmp_path):
     """``--tasks PATH``, space-separated, with the file in another folder: pytest would root
     the run there and miss this project's settings; the plugin runs it as ``--tasks=PATH``."""
@@ -394,7 +394,7 @@ def test_a_task_path_is_joined_to_its_option():
     ]
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 def test_a_truncated_dataset_file_is_one_line_before_any_benchmark(tmp_path):
     from bench.tasks.data import SPLITS, _find_file, candidate_dirs
 

@@ -18,7 +18,7 @@ runs past the budget on a slow CPU. So:
    until it is decided, reaches ``extend_to`` seconds of sampling in all, or the deadline
    comes. Time the quick benchmarks saved goes where the noise is.
 3. **Confirmation within the same deadline.** A flagged verdict (SLOWER or FASTER) is
-   measured again by fresh workers after the passes (``bench/ab/cli.py``). ``reserve`` keeps
+   measured again by fresh workers after the passes (``bench/ab/run.py``). ``reserve`` keeps
    the confirmation's time back from the passes: the fresh workers' start-up and, per
    flagged benchmark, its own setup's time and its least sampling time (``min_seconds``, or
    ``min_pairs`` at its own pace where that is longer). The benchmark being sampled, in
@@ -33,7 +33,7 @@ At most ``max_live`` benchmarks stay set up at once (the narrowest is finished w
 would be kept), so a user's big models do not pile up in the workers. Without a deadline
 (``--budget-seconds 0``) every benchmark gets ``max_seconds``, as before.
 
-The plan takes the measuring as functions, so it is tested with fakes (tests/test_ab.py).
+The plan takes the measuring as functions, so it is tested with fakes (tests/test_ab_budget.py).
 No TensorFlow, no I/O.
 """
 
@@ -44,6 +44,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import median
 from typing import Any
+
+# An undecided benchmark's sampling, over both passes, is at most this x its first pass's cap
+# (``max_seconds``): the second pass's ``extend_to``.
+EXTEND = 3.0
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,34 @@
 """Measuring one benchmark of ``python -m bench ab``: set it up in both sides' workers, take
 rounds in turn, estimate HEAD/BASE with its interval (``bench/stats/paired.py``), and the
-benchmark's record in the JSON. The order in which a run's benchmarks get their time is
+benchmark's record in the JSON; ``WorkerLab``, the worker processes an ``ABRun``
+(``bench/ab/run.py``) measures with. The order in which a run's benchmarks get their time is
 ``bench/ab/budget.py``'s. Imports no TensorFlow (the workers do).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.ab.sides import InputError, Side, Worker, numerics_rtol
+from bench.ab.jax_sides import grid_for, start_jax_workers, wanted
+from bench.ab.sides import (
+    InputError,
+    Side,
+    Worker,
+    WorkerAnswerError,
+    numerics_rtol,
+    start_workers,
+)
 from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
 from bench.stats import paired as S
+from bench.tasks import TASKS, load_for_task
 
 WARMUP_STEPS = 5
 SETUP_TIMEOUT_S = 900.0
@@ -36,22 +47,29 @@ class Benchmark:
         return base if self.default_batch else f"{base}-b{self.batch_size}"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    threshold: float
-    confidence: float
-    round_seconds: float
-    pairs: int
-    min_pairs: int
-    max_seconds: float
-    seed: int
-    interval_scale: float
-    confirm: bool
-    budget_s: float | None = None  # the run's sampling deadline, from its start (budget.py)
+    """How an A/B run measures and judges: ``python -m bench ab``'s options, by keyword; the
+    defaults are the command's (docs/regression.md says where each number came from)."""
+
+    threshold: float = 0.03  # the smallest change reported, a fraction (A/A and planted runs)
+    confidence: float = 0.95
+    round_seconds: float = 0.01  # a round's length, K steps: the shorter, the closer in time
+    pairs: int = 2  # worker processes per side
+    min_pairs: int = 30  # round pairs before a benchmark may stop early
+    max_seconds: float = 20.0  # a benchmark's first-pass sampling cap
+    seed: int = 0  # of the round order
+    interval_scale: float = S.INTERVAL_SCALE  # for the workers' own biases
+    confirm: bool = True  # re-measure a SLOWER/FASTER verdict with fresh workers
+    # The run's sampling deadline, from its start, confirmation included (budget.py); None:
+    # none. A run that flagged all six planted custom benchmarks ended up to 23 s after it
+    # (the setups and least pairs of its last first passes, and its confirmations' floors,
+    # cannot be cut), so 210 keeps CI's check within 4 minutes.
+    budget_s: float | None = 210.0
     # The least sampling time before a first pass (or a confirmation) may stop early: this
     # VM's noise is slow, and 30 pairs of 0.01 s rounds are 0.6 s, a spell short enough for
     # one side's slow start to decide alone (a planted +3.4% read FASTER -15.7% after 1.2 s).
-    min_seconds: float = 0.0
+    min_seconds: float = 5.0
 
 
 def timed_round(worker: Worker, bench_id: str, k: int, timeout: float) -> tuple[float, float]:
@@ -180,27 +198,6 @@ def drop(sampled: Sampled) -> None:
         sampled.live = False
 
 
-def measure(
-    bench: Benchmark,
-    batch: Path,
-    grid: list[list[Worker]],
-    settings: Settings,
-    rng: random.Random,
-    prior: Sampled | None = None,
-    cap: Callable[[], float] | None = None,
-) -> Sampled:
-    """Set up, sample until decisive (at least ``min_pairs`` new pairs and ``min_seconds``,
-    at most ``max_seconds``, or ``cap()`` where given, asked once set up: a confirmation's
-    share of the deadline) and drop: one benchmark, measured on its own."""
-    sampled = set_up(bench, batch, grid, settings, prior)
-    cap_s = settings.max_seconds if cap is None else cap()
-    try:
-        sample(sampled, settings, rng, cap_s, settings.min_pairs)
-    finally:
-        drop(sampled)
-    return sampled
-
-
 def decided(sampled: Sampled, settings: Settings) -> bool:
     return S.decided(estimate(sampled.rounds, settings)[1], settings.threshold)
 
@@ -289,3 +286,79 @@ def result(
         "numerics": {"rel_diff": rel, "tolerance": tol, "changed": bool(rel > tol)},
         "rounds": rounds,
     }
+
+
+# --- the worker processes an ABRun measures with ------------------------------------------
+
+
+def write_batch(
+    bench: Benchmark, directory: Path, cache: dict, worker: Worker | None = None
+) -> Path:
+    """The fixed batch both sides train on (the harness's: the first ``batch_size`` training
+    examples, tiled if fewer), written once for every worker. A task that is not built in (a
+    user task: loading its data may need TensorFlow) is written by ``worker`` (HEAD's); one
+    with several inputs, whose ``x`` is a dict or tuple of arrays the worker cannot index as
+    one array (a TypeError), is ``Unsupported``."""
+    path = directory / f"{bench.name}.npz"
+    if bench.task not in TASKS:
+        request = {"op": "write_batch", "task": bench.task, "batch_size": bench.batch_size}
+        try:
+            worker.request({**request, "path": str(path)}, SETUP_TIMEOUT_S)
+        except WorkerAnswerError as e:
+            if not e.error.startswith("TypeError"):
+                raise
+            raise Unsupported(
+                f"bench ab times single-input tasks only: {bench.task}'s inputs are not one "
+                f"array (a task with several inputs; writing its batch failed: {e.error})"
+            ) from None
+        return path
+    task = TASKS[bench.task]
+    if task.name not in cache:
+        cache[task.name] = load_for_task(task, quiet=True)
+    data = cache[task.name]
+    idx = np.arange(bench.batch_size) % len(data.x_train)
+    np.savez(path, x=data.x_train[idx], y=data.y_train[idx])
+    return path
+
+
+class WorkerLab:
+    """Where an ``ABRun`` measures (its ``Lab``): ``settings.pairs`` worker processes per side,
+    and JAX workers beside them where ``-k`` names JAX (``bench/ab/jax_sides.py``), each
+    leading its own process group, closed by ``stack``; the fixed batches in a temporary
+    directory. ``start`` again starts fresh workers (a confirmation's), which later set-ups
+    use."""
+
+    def __init__(
+        self,
+        sides: list[Side],
+        settings: Settings,
+        tasks: list[str],
+        jax: bool,
+        stack: contextlib.ExitStack,
+    ) -> None:
+        self.sides, self.settings, self.tasks, self.want_jax = sides, settings, tasks, jax
+        self.stack = stack
+        self.batches = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
+        self.cache: dict = {}
+        self.rng = random.Random(settings.seed)
+        self.grid: list[list[Worker]] = []
+        self.jax: tuple[list[list[Worker]], set[str]] | None = None
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def start(self) -> None:
+        self.grid = start_workers(self.sides, self.settings.pairs, self.stack, self.tasks)
+        if self.want_jax:
+            self.jax = start_jax_workers(self.sides, self.settings.pairs, self.stack)
+
+    def set_up(self, bench: Benchmark, prior: Sampled | None = None) -> Sampled:
+        batch = write_batch(bench, self.batches, self.cache, self.grid[0][1])
+        grid = grid_for(bench.implementation, self.grid, self.jax)
+        return set_up(bench, batch, grid, self.settings, prior)
+
+    def sample(self, sampled: Sampled, cap_s: float, min_new: int) -> None:
+        sample(sampled, self.settings, self.rng, cap_s, min_new)
+
+    def drop(self, sampled: Sampled) -> None:
+        drop(sampled)

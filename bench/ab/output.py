@@ -1,6 +1,6 @@
 """What ``python -m bench ab`` prints and records about its results and sides: the terminal
 table, the progress and summary lines, the github-action-benchmark entries, and the JSON's
-side and machine records. Called by ``bench.ab.cli``; no TensorFlow."""
+side and machine records. Called by ``bench.ab.run`` and ``bench.ab.cli``; no TensorFlow."""
 
 from __future__ import annotations
 
@@ -209,6 +209,15 @@ def progress(r: dict) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def print_verdicts(results: list[dict], threshold: float, wall_s: float, file=None) -> None:
+    """The table and the summary line, each after a blank line (to ``file``; None: stdout)."""
+    file = file or sys.stdout
+    print(file=file)
+    print(format_table(results, threshold), file=file)
+    print(file=file)
+    print(summary_line(results, threshold, wall_s), file=file)
 
 
 def summary_line(results: list[dict], threshold: float, wall_s: float) -> str:

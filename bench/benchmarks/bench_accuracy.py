@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import tensorflow as tf
 
 import implementations
 from bench import convergence
@@ -24,8 +25,11 @@ from bench.convergence import (
     summarize,
     train,
 )
+from bench.host import BF16_EMULATED, cpu_has_bf16
 from bench.tasks import TASKS, get_task
 from bench.tasks.user import selected_tasks, skip_unsupported
+from bench.timing.panel import PANELS, register_entry
+from bench.timing.plan import RUN_GUESS_S, Entry
 
 BASELINE = "keras_fit"
 # Mean accuracies per task, filled as the baseline runs (it is parametrized first).
@@ -71,22 +75,52 @@ def _tuned(conv, task_name: str) -> bool:
 IMPLS = [BASELINE] + [name for name in implementations.REGISTRY if name != BASELINE]
 
 
-@pytest.mark.parametrize("task_name", selected_tasks())
-@pytest.mark.parametrize("impl", IMPLS)
-def test_convergence(benchmark, impl, task_name, profile, task_data):
-    conv, task, data, epochs = _setup(profile, task_data, task_name)
+def convergence_skip(profile, impl: str, task_name: str) -> str | None:
+    """Why ``test_convergence`` skips ``impl`` on ``task_name`` in ``profile``, or None."""
+    conv = CONVERGENCE[profile.name]
     if impl in implementations.MULTI_STEP and not conv.multi_step:
-        pytest.skip(
+        return (
             f"{impl}: step for step the same training as {implementations.MULTI_STEP[impl]} "
             f"(tests/test_equivalence.py); trained in --profile full"
         )
     if impl in implementations.MICRO_BATCH and task_name == "cnn":
-        pytest.skip(
+        return (
             f"{impl}: step for step the same training as {implementations.MICRO_BATCH[impl]} "
             "(tests/test_equivalence.py), which trains the CNN here; XLA's loop of convolutions "
             "ran it at about 140 ms per step on a CPU (docs/tasks.md), minutes per seed to repeat "
             "it"
         )
+    return None
+
+
+def plan_start(key: str) -> None:
+    """``key``'s turn in the run's plan (bench/timing/plan.py): skipped if it says so."""
+    why = PANELS.plan.start(key) if PANELS.plan is not None else None
+    if why:
+        pytest.skip(why)
+
+
+def convergence_entry(name: str, params: dict, profile) -> Entry | None:
+    if convergence_skip(profile, params["impl"], params["task_name"]):
+        return None
+    return Entry(name, "convergence", RUN_GUESS_S)
+
+
+def precision_entry(name: str, params: dict, profile) -> Entry | None:
+    if precision_skip(profile, params["impl"], params["task_name"], params["precision"]):
+        return None
+    # Its float32 twin may be trained with it: twice a run.
+    return Entry(name, "convergence", 2 * RUN_GUESS_S, optional=True, priority=1)
+
+
+@pytest.mark.parametrize("task_name", selected_tasks())
+@pytest.mark.parametrize("impl", IMPLS)
+def test_convergence(benchmark, request, impl, task_name, profile, task_data):
+    why = convergence_skip(profile, impl, task_name)
+    if why:
+        pytest.skip(why)
+    conv, task, data, epochs = _setup(profile, task_data, task_name)
+    plan_start(request.node.name)  # a required entry: it runs
     benchmark.group = f"convergence-{task_name}"
 
     def train_all_seeds():
@@ -127,37 +161,17 @@ PRECISION = [
 
 
 @pytest.mark.parametrize("impl, task_name, precision", PRECISION)
-def test_convergence_precision(benchmark, impl, task_name, precision, profile, task_data):
+def test_convergence_precision(benchmark, request, impl, task_name, precision, profile, task_data):
     """Mixed precision trains to the accuracy of the same implementation in float32, within
     PARITY_PP (1 point): the bound every implementation is held to against keras_fit, and
     wider than 16-bit rounding moves it (tests/test_precision.py), narrower than a real
     training difference. The float32 twin is the one test_convergence trained in this
     session; where it was deselected, it is trained here first."""
+    why = precision_skip(profile, impl, task_name, precision)
+    if why:
+        pytest.skip(why)
     conv, task, data, epochs = _setup(profile, task_data, task_name)
-    if not _tuned(conv, task_name):  # another task: every mixed-precision run, in full
-        if profile.name != "full":
-            pytest.skip("a user task's mixed-precision runs are in --profile full")
-        if task.kind != "classification":
-            pytest.skip("convergence parity compares accuracies: a classification task's")
-        if precision == "mixed_float16" and not _gpu():
-            pytest.skip("mixed_float16 is meant for GPUs: a CPU may lack its kernels (run bf16)")
-    elif (impl, task_name, precision) not in conv.precision:
-        pytest.skip(f"not in the {profile.name} profile's mixed-precision runs (--profile full)")
-    if precision == "mixed_float16" and task_name == "cnn" and not _gpu():
-        pytest.skip(
-            "mixed_float16 is meant for GPUs: this CPU has no float16 convolution kernels "
-            "(10-20x slower than float32: an hour of training per implementation)"
-        )
-    if precision == "mixed_bfloat16" and profile.name != "full" and not _gpu():
-        from bench.host import BF16_EMULATED, cpu_has_bf16
-
-        if not cpu_has_bf16():  # the CNN's bf16 convergence took 74 s of a Zen 3's quick run
-            pytest.skip(BF16_EMULATED)
-    from bench.timing.panel import behind_schedule
-
-    late = behind_schedule(profile, "a mixed-precision convergence run (optional in this profile)")
-    if late:
-        pytest.skip(late)
+    plan_start(request.node.name)
     benchmark.group = f"convergence-{task_name}"
     if (impl, task_name) not in _float32_accuracy:
         twin = [train(impl, task, data, seed, epochs) for seed in conv.seeds]
@@ -188,9 +202,31 @@ def test_convergence_precision(benchmark, impl, task_name, precision, profile, t
         pytest.fail("; ".join(problems))
 
 
-def _gpu() -> bool:
-    import tensorflow as tf
+def precision_skip(profile, impl: str, task_name: str, precision: str) -> str | None:
+    """Why ``test_convergence_precision`` skips this run in ``profile``, or None."""
+    conv, task = CONVERGENCE[profile.name], get_task(task_name)
+    if not _tuned(conv, task_name):  # another task: every mixed-precision run, in full
+        if profile.name != "full":
+            return "a user task's mixed-precision runs are in --profile full"
+        if task.kind != "classification":
+            return "convergence parity compares accuracies: a classification task's"
+        if precision == "mixed_float16" and not _gpu():
+            return "mixed_float16 is meant for GPUs: a CPU may lack its kernels (run bf16)"
+    elif (impl, task_name, precision) not in conv.precision:
+        return f"not in the {profile.name} profile's mixed-precision runs (--profile full)"
+    if precision == "mixed_float16" and task_name == "cnn" and not _gpu():
+        return (
+            "mixed_float16 is meant for GPUs: this CPU has no float16 convolution kernels "
+            "(10-20x slower than float32: an hour of training per implementation)"
+        )
+    # the CNN's bf16 convergence took 74 s of a Zen 3's quick run
+    bf16_cpu = precision == "mixed_bfloat16" and not _gpu() and not cpu_has_bf16()
+    if bf16_cpu and profile.name != "full":
+        return BF16_EMULATED
+    return None
 
+
+def _gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
@@ -223,3 +259,7 @@ def test_convergence_sklearn_reference(benchmark, profile, task_data):
     if delta is not None:
         info.update(parity_baseline=BASELINE, parity_delta_pp=delta, parity_ok=None)
     benchmark.extra_info.update(info)
+
+
+register_entry("test_convergence", convergence_entry)
+register_entry("test_convergence_precision", precision_entry)

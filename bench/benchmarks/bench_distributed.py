@@ -44,7 +44,8 @@ from bench.distributed.loop import (
 from bench.tasks import TASKS, train_flops_per_sample
 from bench.tasks.user import selected_tasks
 from bench.timing.harness import to_per_step
-from bench.timing.panel import behind_schedule
+from bench.timing.panel import PANELS, register_entry
+from bench.timing.plan import RUN_GUESS_S, Entry
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,22 @@ def skip_reason(profile, strategy: str, replicas: int, impl: str, task: str) -> 
     return unsupported_reason(strategy, impl, replicas, gpu_count())
 
 
+def launch_key(strategy: str, task: str, replicas: int) -> str:
+    """The plan's key of the launch that measures ``replicas`` (one per strategy and task,
+    one per cluster size for multiworker)."""
+    size = f"-r{replicas}" if strategy == "multiworker" else ""
+    return f"distributed-{strategy}-{task}{size}"
+
+
+def launch_entry(name: str, params: dict, profile) -> Entry | None:
+    """A distributed launch as an entry of the run's plan: optional."""
+    strategy, replicas = params["strategy"], params["replicas"]
+    if skip_reason(profile, strategy, replicas, params["impl"], params["task_name"]):
+        return None
+    key = launch_key(strategy, params["task_name"], replicas)
+    return Entry(key, "distributed", RUN_GUESS_S, optional=True, priority=1)
+
+
 @pytest.fixture(scope="session")
 def dist_runs(request, profile):
     """``get(strategy, task, replicas)``: worker 0's run for that replica count, from one
@@ -127,7 +144,8 @@ def dist_runs(request, profile):
         if isinstance(cache.get(key), Exception):  # that launch failed: do not retry it
             raise cache[key]
         if key not in cache:
-            late = behind_schedule(profile, "a distributed launch (optional in this profile)")
+            plan = PANELS.plan
+            late = plan.start(launch_key(strategy, task, replicas)) if plan else None
             if late:
                 cache[key] = late
         if isinstance(cache.get(key), str):  # skipped for the run budget: so are its mates
@@ -168,7 +186,7 @@ def samples_per_s(result: dict, global_batch: int) -> float:
     return global_batch / statistics.median(per_step)
 
 
-@pytest.mark.subprocess
+@pytest.mark.integration
 @pytest.mark.parametrize("strategy, replicas, impl, task_name", CASES)
 def test_distributed(
     benchmark, strategy, replicas, impl, task_name, profile, dist_runs, matmul_calibration
@@ -243,3 +261,6 @@ def test_distributed(
             "traces": result["traces"],
         }
     )
+
+
+register_entry("test_distributed", launch_entry)

@@ -19,12 +19,24 @@ import pytest
 
 import implementations
 from bench.host import BF16_EMULATED, cpu_has_bf16
-from bench.tasks import TASKS, initial_weights
+from bench.tasks import TASKS
 from bench.tasks.user import selected_tasks
-from bench.timing.harness import fixed_batch, measure_steps, steal_fields
+from bench.timing.blocks import run_blocks
 from bench.timing.machine import device_name, gpu_compute_capability, sync
-from bench.timing.panel import Spec, in_step_panel, register, run_in_panel, twin_key
+from bench.timing.members import TFMember, resident_mb
+from bench.timing.panel import (
+    PANELS,
+    Outcome,
+    panel_fields,
+    panel_limits,
+    record,
+    register,
+    register_entry,
+    run_in_panel,
+)
+from bench.timing.plan import Entry
 from bench.timing.profiles import PRECISION_IMPLEMENTATIONS
+from bench.timing.spec import Spec, in_step_panel, twin_key
 
 IMPLEMENTATIONS = list(implementations.REGISTRY)
 # The built-in tasks, or those of --tasks FILE (bench/tasks/user.py), or both.
@@ -241,42 +253,83 @@ register("test_steps_per_call", steps_per_call_spec)
 register("test_micro_batches", micro_batch_spec)
 
 
-@pytest.mark.parametrize(
-    "impl, task_name", [("custom_graph", t) for t in ("linreg", "mlp") if t in SELECTED]
-)
-def test_harness_overhead(benchmark, impl, task_name, profile, task_data):
-    """The harness's per-step figure against K steps timed by a bare loop, same process,
-    same trainer, rounds interleaved: what pytest-benchmark and the round structure add
-    (linreg's tiny step shows it most)."""
-    task = TASKS[task_name]
-    benchmark.group = "harness-overhead"
-    trainer = implementations.get(impl)(task, initial_weights(task))
-    x, y = fixed_batch(task, task.batch_size, task_data(task))
-    bare = []
+OVERHEAD = [("custom_graph", t) for t in ("linreg", "mlp") if t in SELECTED]
 
-    def bare_round(k):
+
+class BareLoop:
+    """``member``'s trainer, batch and K calls a round, timed by a plain loop: what the
+    panel's rounds would read without the harness around them."""
+
+    def __init__(self, member: TFMember):
+        self.name = f"{member.name}[bare loop]"
+        self.member = member
+
+    def run_round(self) -> float:
+        m = self.member
         t0 = time.perf_counter()
-        for _ in range(k):
-            loss = trainer.step(x, y)
+        for _ in range(m.k):
+            loss = m.trainer.step(m.x, m.y)
         sync(loss)
-        bare.append((time.perf_counter() - t0) / k)
+        return (time.perf_counter() - t0) / (m.k * m.n)
 
-    # Bare rounds interleave with the harness's rounds, so drift in machine speed hits both;
-    # bare round i shares round i's steal window, so both keep the same rounds.
-    harness = measure_steps(benchmark, trainer, x, y, profile, between_rounds=bare_round)
-    k = harness["steps_per_round"]
-    bare_median = float(np.median([bare[i] for i in harness["kept_rounds"]]))
-    benchmark.extra_info.update(
-        kind="overhead",
+
+def overhead_spec(name: str, impl: str, task_name: str, profile) -> Spec:
+    return Spec(
+        name=name,
+        panel=f"overhead-{task_name}",
+        kind="sweep",  # a small panel of two: the sweep's rounds and cap
         implementation=impl,
-        task=task_name,
-        dataset=task_data(task).name,
-        seed=task.seed,
-        batch_size=task.batch_size,
-        steps_per_round=k,
-        rounds=len(harness["kept_rounds"]),
-        **steal_fields(harness),
-        harness_s_per_step=harness["median_s"],
-        bare_loop_s_per_step=bare_median,
-        harness_overhead_pct=100 * (harness["median_s"] / bare_median - 1),
+        task_name=task_name,
+        batch_size=TASKS[task_name].batch_size,
+        profile=profile,
     )
+
+
+def overhead_entry(name: str, params: dict, profile) -> Entry:
+    spec = overhead_spec(name, params["impl"], params["task_name"], profile)
+    limits = panel_limits(spec)
+    return Entry(spec.panel, "panel", limits["time_cap_s"], 1, spec.task_name, optional=True)
+
+
+@pytest.mark.parametrize("impl, task_name", OVERHEAD)
+def test_harness_overhead(benchmark, request, impl, task_name, profile, task_data):
+    """The harness's per-step figure against the same trainer's K calls timed by a bare
+    loop, the two members of one panel (rounds interleaved in blocks, same process, same
+    trainer): what the panel's rounds and the recording add (linreg's tiny step shows it
+    most)."""
+    spec = overhead_spec(request.node.name, impl, task_name, profile)
+    benchmark.group = "harness-overhead"
+    plan = PANELS.plan
+    why = plan.start(spec.panel) if plan is not None else None
+    if why is not None:
+        pytest.skip(why)
+    task = TASKS[task_name]
+    member = TFMember(spec, task_data(task), resident_mb())
+    bare = BareLoop(member)
+    limits = panel_limits(spec)
+    if plan is not None:
+        limits["time_cap_s"] = plan.cap(spec.panel)
+    result = run_blocks(
+        [member, bare], [(bare.name, member.name)], target_pct=profile.panel_target_pct, **limits
+    )
+    est = result.ratio(bare.name, member.name)  # > 1: the harness reads faster than bare
+    harness = result.rounds[member.name]
+    kept = harness.quiet()
+    seconds = [harness.seconds[i] for i in kept]
+    bare_rounds = result.rounds[bare.name]
+    bare_s = float(np.median([bare_rounds.seconds[i] for i in bare_rounds.quiet()]))
+    info = {
+        **member.finish(),
+        **panel_fields(result, harness, kept),
+        "kind": "overhead",
+        "harness_s_per_step": float(np.median(seconds)),
+        "bare_loop_s_per_step": bare_s,
+        "harness_overhead_pct": None if est is None else 100 * (1 / est.ratio - 1),
+        "harness_overhead_low_pct": None if est is None else 100 * (1 / est.high - 1),
+        "harness_overhead_high_pct": None if est is None else 100 * (1 / est.low - 1),
+    }
+    member.close()
+    record(benchmark, spec, Outcome(seconds=seconds, info=info), None)
+
+
+register_entry("test_harness_overhead", overhead_entry)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.report.load import AB_VERDICTS, ABRun, change_pct
-from bench.report.tables import MISSING, _num, _table, _when, fmt
+from bench.report.rows import MISSING, fmt, markdown_table, number_or_none, timestamp_text
 from bench.stats import paired as ab_stats
 
 SIDES = (("base", "BASE"), ("head", "HEAD"))
@@ -32,11 +32,11 @@ def ab_machine_table(ab_runs: Sequence[ABRun]) -> str:
 
     def field(ab: ABRun) -> dict[str, str]:
         m = ab.machine
-        steal = _num(m.get("steal_pct_session"))
+        steal = number_or_none(m.get("steal_pct_session"))
         count = m.get("cpu_count")
         return {
             "source": ab.source.name,
-            "date": _when(ab.datetime),
+            "date": timestamp_text(ab.datetime),
             "command": MISSING
             if ab.command is None
             else _cell(f"`{' '.join(shlex.quote(c) for c in ab.command)}`"),
@@ -49,7 +49,7 @@ def ab_machine_table(ab_runs: Sequence[ABRun]) -> str:
         }
 
     fields = [field(ab) for ab in ab_runs]
-    return _table(
+    return markdown_table(
         [[k] + [f[k] for f in fields] for k in fields[0]], [""] + [ab.label for ab in ab_runs]
     )
 
@@ -105,7 +105,7 @@ def _sides_table(ab: ABRun) -> str:
     interpreters = [side.get("python") for _, side in sides]
     if interpreters[0] != interpreters[1]:  # --base-python / --head-python
         rows.append(["interpreter"] + [str(p or MISSING) for p in interpreters])
-    return _table(rows, [""] + [name for name, _ in sides], text=(1, 2))
+    return markdown_table(rows, [""] + [name for name, _ in sides], text=(1, 2))
 
 
 def _versions_line(ab: ABRun) -> str:
@@ -129,13 +129,20 @@ def _versions_line(ab: ABRun) -> str:
 
 def _settings_line(ab: ABRun) -> str:
     s = ab.settings
-    threshold, confidence = _num(s.get("threshold_pct")), _num(s.get("confidence"))
+    threshold, confidence = (
+        number_or_none(s.get("threshold_pct")),
+        number_or_none(s.get("confidence")),
+    )
     parts = [
         "threshold " + (MISSING if threshold is None else f"±{threshold:g}%"),
         "confidence " + (MISSING if confidence is None else f"{confidence * 100:g}%"),
     ]
     rest = [
-        f"{k} `{v}`" if k == "select" else f"{k} {v:g}" if _num(v) is not None else f"{k} {v}"
+        f"{k} `{v}`"
+        if k == "select"
+        else f"{k} {v:g}"
+        if number_or_none(v) is not None
+        else f"{k} {v}"
         for k, v in s.items()
         if k not in ("threshold_pct", "confidence") and v is not None
     ]
@@ -153,7 +160,7 @@ def change_text(bench: dict[str, Any]) -> str:
 
 
 def _ms(side: Any) -> str:
-    median = _num(side.get("median_s")) if isinstance(side, dict) else None
+    median = number_or_none(side.get("median_s")) if isinstance(side, dict) else None
     return fmt(None if median is None else median * 1e3)
 
 
@@ -163,7 +170,10 @@ def _notes(bench: dict[str, Any], threshold: float | None) -> str:
         notes.append(str(bench.get("skip_reason") or "skipped"))
     numerics = bench.get("numerics") or {}
     if numerics.get("changed"):
-        rel, tol = _num(numerics.get("rel_diff")), _num(numerics.get("tolerance"))
+        rel, tol = (
+            number_or_none(numerics.get("rel_diff")),
+            number_or_none(numerics.get("tolerance")),
+        )
         detail = "loss after warm-up differs"
         if rel is not None:
             detail += f" by {rel:.1e}" + (f" > tolerance {tol:.0e}" if tol is not None else "")
@@ -173,7 +183,7 @@ def _notes(bench: dict[str, Any], threshold: float | None) -> str:
         pairs = bench.get("process_pairs")
         checked = f"checked by fresh worker processes ({pairs} process pairs in all)"
         notes.append(checked if first == bench["verdict"] else f"{first} at first; {checked}")
-    ratio, low, high = (_num(bench.get(k)) for k in ("ratio", "ci_low", "ci_high"))
+    ratio, low, high = (number_or_none(bench.get(k)) for k in ("ratio", "ci_low", "ci_high"))
     if None not in (ratio, low, high, threshold) and bench["verdict"] != "skipped":
         # bench ab samples until this is decided or --max-seconds run out: a verdict from an
         # interval still straddling the threshold is the best the time allowed, not a finding
@@ -184,12 +194,15 @@ def _notes(bench: dict[str, Any], threshold: float | None) -> str:
 
 
 def _benchmark_table(ab: ABRun) -> str:
-    threshold = _num(ab.settings.get("threshold_pct"))
-    confidence = _num(ab.settings.get("confidence"))
+    threshold = number_or_none(ab.settings.get("threshold_pct"))
+    confidence = number_or_none(ab.settings.get("confidence"))
     rows = []
     for bench in ab.benchmarks:
-        detectable = _num(bench.get("detectable_pct"))
-        pairs, dropped = _num(bench.get("pairs")), _num(bench.get("pairs_dropped_steal"))
+        detectable = number_or_none(bench.get("detectable_pct"))
+        pairs, dropped = (
+            number_or_none(bench.get("pairs")),
+            number_or_none(bench.get("pairs_dropped_steal")),
+        )
         rows.append(
             [
                 bench["name"],
@@ -213,7 +226,7 @@ def _benchmark_table(ab: ABRun) -> str:
         "pairs (kept / dropped)",
         "notes",
     ]
-    return _table(rows, headers, text=(4, 7))
+    return markdown_table(rows, headers, text=(4, 7))
 
 
 def _summary_line(ab: ABRun) -> str:
@@ -227,13 +240,13 @@ def _summary_line(ab: ABRun) -> str:
         for verdict, names in by_verdict.items()
     ]
     line = "; ".join(parts) + "."
-    highs = [_num(b.get("ci_high")) for b in ab.benchmarks if b["verdict"] == "no change"]
-    threshold = _num(ab.settings.get("threshold_pct"))
+    highs = [number_or_none(b.get("ci_high")) for b in ab.benchmarks if b["verdict"] == "no change"]
+    threshold = number_or_none(ab.settings.get("threshold_pct"))
     if not by_verdict["SLOWER"] and highs and None not in highs and threshold is not None:
         # what "no change" could still hide: the largest slowdown inside any interval
         worst = max(threshold, *(change_pct(h) for h in highs))
         line += f" No regression detected: a slowdown above +{worst:.1f}% is ruled out."
-    exit_code, wall = ab.summary.get("exit_code"), _num(ab.summary.get("wall_s"))
+    exit_code, wall = ab.summary.get("exit_code"), number_or_none(ab.summary.get("wall_s"))
     if exit_code is not None or wall is not None:
         took = "" if wall is None else f" took {fmt(wall / 60)} min"
         exited = "" if exit_code is None else f" exited {exit_code}"
@@ -248,9 +261,9 @@ def ab_sections(ab_runs: Sequence[ABRun]) -> list[str]:
         lines += ["## A/B: HEAD vs BASE" + (f" ({ab.label})" if len(ab_runs) > 1 else ""), ""]
         lines += [_sides_table(ab), "", _versions_line(ab), "", _settings_line(ab), ""]
         lines += [_benchmark_table(ab), "", _summary_line(ab), ""]
-        threshold = _num(ab.settings.get("threshold_pct"))
+        threshold = number_or_none(ab.settings.get("threshold_pct"))
         band = "the threshold" if threshold is None else f"±{threshold:g}%"
-        scale = _num(ab.settings.get("interval_scale"))
+        scale = number_or_none(ab.settings.get("interval_scale"))
         widened = (
             f" (the signed-rank interval widened {scale:g}x for the worker processes' own biases)"
             if scale and scale != 1

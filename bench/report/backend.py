@@ -1,7 +1,6 @@
 """The backend tables of ``python -m bench report``: per task, each Keras-on-JAX implementation
-(``bench/benchmarks/bench_jax.py``) next to the TensorFlow implementations that run the same model
-and
-loop, from the same run: ``jax_fit`` against ``keras_fit`` and ``keras_fit_xla``,
+(``bench/benchmarks/bench_jax.py``) next to the TensorFlow implementations that run the same
+model and loop, from the same run: ``jax_fit`` against ``keras_fit`` and ``keras_fit_xla``,
 ``jax_custom`` against ``custom_graph`` and ``custom_xla``, and the multi-step variants. No
 TensorFlow, no JAX: the twins are read from each JAX benchmark's ``tf_twins``. Where a JAX
 benchmark was measured interleaved with its twin (both members of one panel), the ratio is the
@@ -18,10 +17,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
-from bench.report.load import Run, _extra
+from bench.report.load import Run, extra_info
 from bench.report.ratios import PAIRED_NOTE, ratio_text
-from bench.report.rows import MISSING, Ratio, StepRow, _table, _tasks, fmt, step_rows
+from bench.report.rows import MISSING, Ratio, StepRow, fmt, markdown_table, step_rows, tasks_of
 
 # For results written before ``tf_twins`` was recorded (implementations/jax_backend.TF_TWINS).
 TF_TWINS = {
@@ -33,7 +33,7 @@ TF_TWINS = {
 
 
 def _is_jax(bench: dict) -> bool:
-    return _extra(bench).get("backend") == "jax"
+    return extra_info(bench).get("backend") == "jax"
 
 
 def _paired(jax: StepRow | None, tf: StepRow | None) -> Ratio | None:
@@ -69,15 +69,15 @@ def _ratio(a: StepRow | None, b: StepRow | None, devices: dict[str, str | None])
 
 def backend_section(run: Run, task: str) -> list[str]:
     """One task's table: a row per JAX implementation with its TensorFlow twins."""
-    jax_benches = [b for b in run.benchmarks if _is_jax(b) and _extra(b).get("kind") == "step"]
-    jax_benches = [b for b in jax_benches if _extra(b).get("task") == task]
+    jax_benches = [b for b in run.benchmarks if _is_jax(b) and extra_info(b).get("kind") == "step"]
+    jax_benches = [b for b in jax_benches if extra_info(b).get("task") == task]
     if not jax_benches:
         return []
     rows: dict[str, StepRow] = {}
     for row in step_rows(run, task):  # fastest first: one row per implementation
         rows.setdefault(row.implementation, row)
-    extras = {_extra(b)["implementation"]: _extra(b) for b in jax_benches}
-    devices = {b.get("name", ""): device_kind(_extra(b).get("device")) for b in run.benchmarks}
+    extras = {extra_info(b)["implementation"]: extra_info(b) for b in jax_benches}
+    devices = {b.get("name", ""): device_kind(extra_info(b).get("device")) for b in run.benchmarks}
     table, paired, apart = [], [], set()
     for impl in [name for name in TF_TWINS if name in extras] + sorted(set(extras) - set(TF_TWINS)):
         extra = extras[impl]
@@ -115,9 +115,24 @@ def backend_section(run: Run, task: str) -> list[str]:
         "TF XLA compile (s)",
         "JAX cold start (s)",
     ]
-    first = _extra(jax_benches[0])
+    jax_kinds = {devices.get(b.get("name", "")) for b in jax_benches}
+    note = _backend_note(jax_benches, paired, apart, jax_kinds)
+    return [markdown_table(table, headers, text=(0, 2, 5)), "", note]
+
+
+def _backend_note(
+    jax_benches: list[dict[str, Any]],
+    paired: list[bool],
+    apart: set[tuple[str, str]],
+    jax_kinds: set[str | None],
+) -> str:
+    """Where each side ran, how the ratios were measured (``paired``: per ratio shown, whether
+    it is a paired estimate) and what they can say."""
+    first = extra_info(jax_benches[0])
     if any(paired):
-        panels = sorted({p for b in jax_benches if isinstance(p := _extra(b).get("panel"), str)})
+        panels = sorted(
+            {p for b in jax_benches if isinstance(p := extra_info(b).get("panel"), str)}
+        )
         where = f" (panel {', '.join(panels)})" if panels else ""
         tf_side = (
             "TensorFlow in the pytest process; the rows were measured interleaved in the same "
@@ -132,15 +147,13 @@ def backend_section(run: Run, task: str) -> list[str]:
             "TensorFlow in the pytest process, the same run (not interleaved: read ratios within "
             "about 10% on a shared machine). Above 1: JAX slower."
         )
-    note = (
+    return (
         f"Keras {first.get('keras')} on jax {first.get('jax')} / jaxlib {first.get('jaxlib')}, "
         f"{first.get('device')} ({first.get('device_kind')}), in its own worker process; "
         + tf_side
         + " Compile: the first call (jit tracing, XLA compilation); cold start adds importing "
-        "jax and Keras. "
-        + devices_note(apart, {devices.get(b.get("name", "")) for b in jax_benches})
+        "jax and Keras. " + devices_note(apart, jax_kinds)
     )
-    return [_table(table, headers, text=(0, 2, 5)), "", note]
 
 
 def devices_note(apart: set[tuple[str, str]], jax_kinds: set[str | None]) -> str:
@@ -162,7 +175,7 @@ def backend_sections(runs: Sequence[Run]) -> list[str]:
     """Every run's backend tables, as markdown lines (headings included)."""
     lines: list[str] = []
     for run in runs:
-        for task in _tasks([run], "step"):
+        for task in tasks_of([run], "step"):
             section = backend_section(run, task)
             if section:
                 label = f" ({run.label})" if len(runs) > 1 else ""

@@ -25,10 +25,11 @@ each task gets a table of ms/step per run with the ratio to the first run.
 This module is the entry point; the work is in ``load`` (reading and validating files),
 ``rows`` (which benchmark is which, and its numbers in the report's units), ``ratios`` (the
 paired ratios and their intervals), ``tables`` (markdown for pytest-benchmark runs),
-``knobs`` (variants against their twins), ``backend`` (TensorFlow vs JAX), ``ab`` (markdown
-for A/B files) and ``plots``, all in ``bench/report/``. Nothing imports
-TensorFlow. Others reuse the loading and validation, importable from here: ``load_run``,
-``load_runs``, ``load_results`` (a pandas DataFrame), ``read_results`` and ``ResultsError``.
+``convergence`` (accuracy and parity), ``knobs`` (variants against their twins), ``backend``
+(TensorFlow vs JAX), ``ab`` (markdown for A/B files) and ``plots``, all in ``bench/report/``.
+Nothing imports TensorFlow. Others reuse the loading and validation from
+``bench.report.load``: ``load_run``, ``load_runs``, ``load_results`` (a pandas DataFrame),
+``read_results`` and ``ResultsError``.
 """
 
 from __future__ import annotations
@@ -45,73 +46,9 @@ from typing import Any
 
 from bench.report.ab import ab_machine_table, ab_sections
 from bench.report.knobs import knobs_frame
-from bench.report.load import (
-    SUITE_KINDS,
-    ABRun,
-    ResultsError,
-    Run,
-    _extra,
-    _is_number,
-    ab_frame,
-    load_ab,
-    load_inputs,
-    load_results,
-    load_run,
-    load_runs,
-    read_results,
-    runs_frame,
-    unique_labels,
-)
+from bench.report.load import ABRun, ResultsError, Run, ab_frame, load_inputs, runs_frame
 from bench.report.plots import write_plots
-from bench.report.tables import (
-    BASELINE,
-    IMPLEMENTATION_ORDER,
-    MISSING,
-    STEAL_LIMIT_PCT,
-    TASK_ORDER,
-    StepRow,
-    fmt,
-    machine_table,
-    run_sections,
-    step_rows,
-)
-
-# Everything importable from here before the split into report_* modules, and the A/B API.
-__all__ = [
-    "AB_CSV",
-    "BASELINE",
-    "KNOBS_CSV",
-    "IMPLEMENTATION_ORDER",
-    "MISSING",
-    "PLOT_PREFIXES",
-    "REPORT_MD",
-    "RESULTS_CSV",
-    "STEAL_LIMIT_PCT",
-    "SUITE_KINDS",
-    "TASK_ORDER",
-    "ABRun",
-    "ResultsError",
-    "Run",
-    "StepRow",
-    "_extra",  # bench.report.compare reads extra_info and checks numbers the same way
-    "_is_number",
-    "ab_frame",
-    "fmt",
-    "knobs_frame",
-    "load_ab",
-    "load_inputs",
-    "load_results",
-    "load_run",
-    "load_runs",
-    "main",
-    "read_results",
-    "render_markdown",
-    "runs_frame",
-    "step_rows",
-    "unique_labels",
-    "write_plots",
-    "write_report",
-]
+from bench.report.tables import machine_table, run_sections
 
 REPORT_MD, RESULTS_CSV, AB_CSV, KNOBS_CSV = "report.md", "results.csv", "ab.csv", "knobs.csv"
 # Everything matching these in --out belongs to the report and is replaced on each run.

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from bench.report.cli import ResultsError, _extra, _is_number, read_results
+from bench.report.load import ResultsError, extra_info, is_number, read_results
 
 COUNTED_KINDS = ("step", "convergence")
 ACCURACY_DROP_PP = 1.0
@@ -95,17 +95,17 @@ def load(path: str | Path) -> dict[str, Any]:
     except ResultsError as e:
         raise InputError(str(e)) from None
     for i, bench in enumerate(results["benchmarks"]):
-        if not _is_number(bench["stats"].get("median")):
+        if not is_number(bench["stats"].get("median")):
             raise InputError(f"{path}: benchmarks[{i}] has no numeric stats.median")
     return results
 
 
-def _kind(bench: dict[str, Any]) -> str | None:
-    return _extra(bench).get("kind")
+def bench_kind(bench: dict[str, Any]) -> str | None:
+    return extra_info(bench).get("kind")
 
 
 def counted(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [b for b in results["benchmarks"] if _kind(b) in COUNTED_KINDS]
+    return [b for b in results["benchmarks"] if bench_kind(b) in COUNTED_KINDS]
 
 
 def match(
@@ -133,7 +133,7 @@ def match(
     )
 
 
-def _loopbench(results: dict[str, Any]) -> dict[str, Any]:
+def loopbench_of(results: dict[str, Any]) -> dict[str, Any]:
     info = results.get("machine_info")
     lb = info.get("loopbench") if isinstance(info, dict) else None
     return lb if isinstance(lb, dict) else {}
@@ -141,7 +141,7 @@ def _loopbench(results: dict[str, Any]) -> dict[str, Any]:
 
 def machine(results: dict[str, Any]) -> dict[str, object]:
     """The fields that must agree for raw times to be comparable."""
-    lb = _loopbench(results)
+    lb = loopbench_of(results)
     info = results.get("machine_info") if isinstance(results.get("machine_info"), dict) else {}
     cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
     gpus = lb.get("gpus") if isinstance(lb.get("gpus"), list) else []
@@ -164,8 +164,8 @@ def machine_differences(baseline: dict[str, Any], current: dict[str, Any]) -> li
 
 
 def calibration_s(results: dict[str, Any], path: str) -> float:
-    value = _loopbench(results).get("calibration_matmul_s")
-    if not _is_number(value) or value <= 0:
+    value = loopbench_of(results).get("calibration_matmul_s")
+    if not is_number(value) or value <= 0:
         raise InputError(
             f"{path}: --normalize needs a positive machine_info.loopbench.calibration_matmul_s"
         )
@@ -178,8 +178,8 @@ def timing(bench: dict[str, Any], scale: float = 1.0) -> Timing:
     if stats["median"] <= 0:
         raise InputError(f"benchmark {bench['name']!r} has a non-positive stats.median")
     q1, q3, data = stats.get("q1"), stats.get("q3"), stats.get("data")
-    quartiles_ok = _is_number(q1) and _is_number(q3)
-    data_ok = isinstance(data, list) and len(data) > 0 and all(_is_number(x) for x in data)
+    quartiles_ok = is_number(q1) and is_number(q3)
+    data_ok = isinstance(data, list) and len(data) > 0 and all(is_number(x) for x in data)
     return Timing(
         median=stats["median"] * scale,
         q1=q1 * scale if quartiles_ok else None,
@@ -221,9 +221,9 @@ def bootstrap_ci_pct(base: Timing, cur: Timing) -> tuple[float, float] | None:
 
 
 def accuracy_delta_pp(base: dict[str, Any], cur: dict[str, Any]) -> float | None:
-    a = _extra(base).get("final_accuracy")
-    b = _extra(cur).get("final_accuracy")
-    if not (_is_number(a) and _is_number(b)):
+    a = extra_info(base).get("final_accuracy")
+    b = extra_info(cur).get("final_accuracy")
+    if not (is_number(a) and is_number(b)):
         return None
     # rounded so that a drop of exactly 1.00 pp (0.90 -> 0.89) is not 1.0000000000000009
     return round((b - a) * 100, 9)
@@ -242,7 +242,7 @@ def compare_pair(
     cur_scale: float = 1.0,
     name: str | None = None,
 ) -> Comparison:
-    kind = _kind(cur)
+    kind = bench_kind(cur)
     verdicts: list[str] = []
     failed = False
     b_t = c_t = change = ci = p = None
@@ -276,7 +276,7 @@ def compare_pair(
     )
 
 
-def _display_names(benches: list[dict[str, Any]]) -> list[str]:
+def display_names(benches: list[dict[str, Any]]) -> list[str]:
     """``name`` (short, with the parameters), or ``fullname`` where names repeat."""
     names = [b["name"] for b in benches]
     return [
@@ -303,7 +303,7 @@ def compare(
         )
     if normalize:
         precisions = [
-            _loopbench(r).get("calibration_precision") or "fp32" for r in (baseline, current)
+            loopbench_of(r).get("calibration_precision") or "fp32" for r in (baseline, current)
         ]
         if precisions[0] != precisions[1]:
             raise InputError(
@@ -330,7 +330,7 @@ def compare(
             cur_scale=cur_scale,
             name=name,
         )
-        for (b, c), name in zip(pairs, _display_names([c for _, c in pairs]), strict=True)
+        for (b, c), name in zip(pairs, display_names([c for _, c in pairs]), strict=True)
     ]
 
 
@@ -341,7 +341,7 @@ def reference_ratios(results: dict[str, Any]) -> dict[str, float]:
         e = b["extra_info"]
         return b.get("group"), e.get("task"), e.get("batch_size")
 
-    steps = [b for b in results["benchmarks"] if _kind(b) == "step"]
+    steps = [b for b in results["benchmarks"] if bench_kind(b) == "step"]
     reference = {
         key(b): b["stats"]["median"]
         for b in steps

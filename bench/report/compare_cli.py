@@ -13,19 +13,18 @@ from typing import Any
 
 from tabulate import tabulate
 
-from bench.report.cli import _is_number
 from bench.report.compare import (
     ACCURACY_DROP_PP,
     REFERENCE_IMPLEMENTATION,
     Comparison,
     InputError,
     Timing,
-    _display_names,
-    _kind,
-    _loopbench,
+    bench_kind,
     compare,
     counted,
+    display_names,
     load,
+    loopbench_of,
     machine,
     machine_differences,
     match,
@@ -33,6 +32,7 @@ from bench.report.compare import (
     timing,
 )
 from bench.report.files import write_json_atomic
+from bench.report.load import is_number
 
 # --- output --------------------------------------------------------------------------------
 
@@ -100,11 +100,11 @@ def format_ratios(baseline: dict[str, Any], current: dict[str, Any]) -> str | No
 def github_benchmark_entries(current: dict[str, Any]) -> list[dict[str, str | float]]:
     """CURRENT's step benchmarks for github-action-benchmark's customSmallerIsBetter tool, each
     named with its profile and batch size."""
-    steps = [b for b in current["benchmarks"] if _kind(b) == "step"]
-    calibration = _loopbench(current).get("calibration_matmul_s")
-    profile = _loopbench(current).get("profile") or "?"
+    steps = [b for b in current["benchmarks"] if bench_kind(b) == "step"]
+    calibration = loopbench_of(current).get("calibration_matmul_s")
+    profile = loopbench_of(current).get("profile") or "?"
     entries = []
-    for bench, short in zip(steps, _display_names(steps), strict=True):
+    for bench, short in zip(steps, display_names(steps), strict=True):
         t, extra = timing(bench), bench["extra_info"]
         # Stable and unique across runs: a quick and a full run's benchmark of one name are
         # not the same measurement (round length, rounds), nor are two batch sizes.
@@ -116,7 +116,7 @@ def github_benchmark_entries(current: dict[str, Any]) -> list[dict[str, str | fl
             f"batch {extra.get('batch_size')}",
             f"device {extra.get('device') or machine(current)['device']}",
         ]
-        if _is_number(calibration) and calibration > 0:
+        if is_number(calibration) and calibration > 0:
             details.append(f"{t.median / calibration:.4g} x calibration matmul")
         entries.append(
             {
@@ -260,8 +260,8 @@ def _header(baseline: dict[str, Any], current: dict[str, Any], args: argparse.Na
         m = machine(results)
         fields = [m["device"], m["gpus"] or m["cpu_model"]]
         fields.append(f"TF {m['tensorflow']}" if m["tensorflow"] else None)
-        calibration = _loopbench(results).get("calibration_matmul_s")
-        if _is_number(calibration):
+        calibration = loopbench_of(results).get("calibration_matmul_s")
+        if is_number(calibration):
             fields.append(f"calibration matmul {calibration * 1e3:.4g} ms")
         return f"{path} ({', '.join(str(f) for f in fields if f) or 'no machine info'})"
 

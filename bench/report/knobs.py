@@ -31,20 +31,20 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bench.report.load import Run, _extra
+from bench.report.load import Run, extra_info
 from bench.report.ratios import PAIRED_NOTE, panel_notes, ratio_text
 from bench.report.rows import (
     MISSING,
     TASK_ORDER,
     Ratio,
     StepRow,
-    _benches,
-    _order,
-    _rank,
-    _table,
-    _tasks,
+    benches_of,
     fmt,
+    implementation_rank,
+    in_order,
+    markdown_table,
     step_rows,
+    tasks_of,
 )
 
 STEPS_PER_CALL, PRECISION, MICRO_BATCHES = "steps per call", "precision", "micro-batches"
@@ -122,7 +122,7 @@ def knob_rows(run: Run, task: str) -> list[KnobRow]:
         knob, r = item
         return (
             KNOB_ORDER.index(knob),
-            _rank(r.one_step_twin or r.implementation),
+            implementation_rank(r.one_step_twin or r.implementation),
             r.implementation,
             r.steps_per_call,
             r.precision,
@@ -143,8 +143,8 @@ def knob_tasks(runs: Sequence[Run]) -> list[str]:
     """The tasks with a variant in any run, in the report's task order."""
     tasks = set()
     for kind in ("step", "steps_per_call", "precision", "micro_batches"):
-        tasks.update(t for t in _tasks(runs, kind) if any(knob_rows(r, t) for r in runs))
-    return _order(tasks, TASK_ORDER)
+        tasks.update(t for t in tasks_of(runs, kind) if any(knob_rows(r, t) for r in runs))
+    return in_order(tasks, TASK_ORDER)
 
 
 def _twin_text(row: KnobRow) -> str:
@@ -168,6 +168,23 @@ def knob_section(run: Run, task: str) -> list[str]:
     rows = knob_rows(run, task)
     if not rows:
         return []
+    with_twin = [r for r in rows if r.twin is not None]
+    notes = [_speedup_note(with_twin)] if with_twin else []
+    # A panel of the variant groups, unless the step table's notes already name it.
+    in_step_table = {extra_info(b).get("panel") for b in benches_of(run, "step", task)}
+    notes += panel_notes(
+        b
+        for kind in ("steps_per_call", "precision", "micro_batches")
+        for b in benches_of(run, kind, task)
+        if extra_info(b).get("panel") not in in_step_table
+    )
+    notes += _lonely_notes([r for r in rows if r.twin is None])
+    out = [_knob_table(with_twin), ""] if with_twin else []
+    return out + ["\n\n".join(notes)]
+
+
+def _knob_table(rows: list[KnobRow]) -> str:
+    """A row per variant with its twin (every row here has one)."""
     headers = [
         "knob",
         "variant",
@@ -194,38 +211,37 @@ def knob_section(run: Run, task: str) -> list[str]:
             str(r.variant.group),
         ]
         for r in rows
-        if r.twin is not None
     ]
-    notes = []
-    if table:
-        notes.append(
-            "Speedup = the twin's median ms/step / the variant's (above 1: the knob makes a "
-            "training step faster). Each variant is compared with its twin from the same run "
-            "(the task's step table, same batch size), never across runs; the twin differs in "
-            "that one knob: one step per call instead of N, float32 instead of mixed "
-            "precision, or whole batches instead of micro-batches. % of matmul rate: the "
-            "variant's GFLOP/s against the run's fp32 matmul rate."
-        )
-        paired = [r.paired is not None for r in rows if r.twin is not None]
-        if any(paired):
-            sentence = (
-                " Where the twin was measured interleaved with the variant (in the blocks of one "
-                "panel), the speedup is the paired estimate of their within-block ratios"
-            )
-            if not all(paired):
-                sentence += "; without an interval, the ratio of the medians"
-            notes[-1] += sentence + ". " + PAIRED_NOTE
-    # A panel of the variant groups, unless the step table's notes already name it.
-    in_step_table = {_extra(b).get("panel") for b in _benches(run, "step", task)}
-    notes += panel_notes(
-        b
-        for kind in ("steps_per_call", "precision", "micro_batches")
-        for b in _benches(run, kind, task)
-        if _extra(b).get("panel") not in in_step_table
+    return markdown_table(table, headers, text=(1, 3, 5, 9))
+
+
+def _speedup_note(rows: list[KnobRow]) -> str:
+    """How the speedups of ``rows`` (each with its twin) were measured and read."""
+    note = (
+        "Speedup = the twin's median ms/step / the variant's (above 1: the knob makes a "
+        "training step faster). Each variant is compared with its twin from the same run "
+        "(the task's step table, same batch size), never across runs; the twin differs in "
+        "that one knob: one step per call instead of N, float32 instead of mixed "
+        "precision, or whole batches instead of micro-batches. % of matmul rate: the "
+        "variant's GFLOP/s against the run's fp32 matmul rate."
     )
-    lonely = [r for r in rows if r.twin is None]
+    paired = [r.paired is not None for r in rows]
+    if any(paired):
+        sentence = (
+            " Where the twin was measured interleaved with the variant (in the blocks of one "
+            "panel), the speedup is the paired estimate of their within-block ratios"
+        )
+        if not all(paired):
+            sentence += "; without an interval, the ratio of the medians"
+        note += sentence + ". " + PAIRED_NOTE
+    return note
+
+
+def _lonely_notes(lonely: list[KnobRow]) -> list[str]:
+    """The variants without a twin in the run: the twin named but absent, or never named."""
     named = [f"{_variant_text(r)} in {r.variant.group}" for r in lonely if r.twin_name]
     unnamed = [f"{_variant_text(r)} in {r.variant.group}" for r in lonely if not r.twin_name]
+    notes = []
     if named:
         notes.append("No twin in this run's step table for: " + ", ".join(named) + ".")
     if unnamed:
@@ -234,8 +250,7 @@ def knob_section(run: Run, task: str) -> list[str]:
             + ", ".join(unnamed)
             + "."
         )
-    out = [_table(table, headers, text=(1, 3, 5, 9)), ""] if table else []
-    return out + ["\n\n".join(notes)]
+    return notes
 
 
 def knobs_frame(runs: Sequence[Run]) -> pd.DataFrame:

@@ -73,11 +73,11 @@ class ABRun:
 # Reading
 
 
-def _is_number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _extra(bench: dict[str, Any]) -> dict[str, Any]:
+def extra_info(bench: dict[str, Any]) -> dict[str, Any]:
     extra = bench.get("extra_info")
     return extra if isinstance(extra, dict) else {}
 
@@ -153,7 +153,7 @@ def _suite_run(path: Path, data: dict[str, Any], label: str | None) -> Run:
     def fail(problem: str) -> ResultsError:
         return ResultsError(f"{path}: {problem}")
 
-    suite = [b for b in data["benchmarks"] if _extra(b).get("kind") in SUITE_KINDS]
+    suite = [b for b in data["benchmarks"] if extra_info(b).get("kind") in SUITE_KINDS]
     if not suite:
         raise fail(
             "no tf-loop-bench benchmarks (no benchmark has extra_info.kind "
@@ -166,7 +166,7 @@ def _suite_run(path: Path, data: dict[str, Any], label: str | None) -> Run:
             if not isinstance(extra.get(key), str):
                 raise fail(f"{bench['name']}: extra_info.{key} is missing")
         if extra["kind"] in ("step", "distributed") and not (
-            _is_number(bench["stats"].get("median")) and bench["stats"]["median"] > 0
+            is_number(bench["stats"].get("median")) and bench["stats"]["median"] > 0
         ):
             raise fail(f"{bench['name']}: stats.median is not a positive number")
 
@@ -335,14 +335,14 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
                 "fullname": bench.get("fullname"),
                 "param": bench.get("param"),
             }
-            for key, value in _extra(bench).items():
+            for key, value in extra_info(bench).items():
                 row[f"extra_{key}" if key in row else key] = value
             median = bench["stats"].get("median")
-            if _extra(bench)["kind"] == "step" and _is_number(median):
+            if extra_info(bench)["kind"] == "step" and is_number(median):
                 row["ms_per_step"] = median * 1e3
             for key in PANEL_COLUMNS:  # present (empty) for results without panels too
                 row.setdefault(key, None)
-            info = _extra(bench).get("panel_info")
+            info = extra_info(bench).get("panel_info")
             info = info if isinstance(info, dict) else {}
             row["panel_blocks"] = info.get("blocks")
             row["panel_stopped_by"] = info.get("stopped_by")
@@ -363,7 +363,7 @@ def load_results(
 
 def change_pct(ratio: Any) -> float | None:
     """HEAD/BASE time ratio as a change in %: 1.083 -> +8.3 (positive: HEAD slower)."""
-    return 100 * (ratio - 1) if _is_number(ratio) else None
+    return 100 * (ratio - 1) if is_number(ratio) else None
 
 
 def ab_frame(ab_runs: Iterable[ABRun]) -> pd.DataFrame:

@@ -16,35 +16,43 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.knobs import STEPS_PER_CALL, twin_of
-from bench.report.load import ABRun, Run, _extra, _is_number, change_pct
-from bench.report.tables import (
+from bench.report.load import ABRun, Run, change_pct, extra_info, is_number
+from bench.report.rows import (
     IMPLEMENTATION_ORDER,
     StepRow,
-    _benches,
-    _device_summary,
-    _num,
-    _order,
-    _tasks,
+    benches_of,
     fmt,
+    in_order,
+    number_or_none,
     step_rows,
+    tasks_of,
 )
+from bench.report.tables import device_summary
 
 # Red for a regression, green for a speed-up; grey for "no change" so the two stand out.
 VERDICT_COLORS = {"SLOWER": "tab:red", "FASTER": "tab:green", "no change": "0.35"}
+THOUSANDS = "{x:,.0f}"
 
 
 def _colors(names: Iterable[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: matplotlib is optional and slow to import
 
     palette = colormaps["tab10"].colors
     known = {n: palette[i] for i, n in enumerate(IMPLEMENTATION_ORDER)}
-    extra = [n for n in _order(set(names), IMPLEMENTATION_ORDER) if n not in known]
+    extra = [n for n in in_order(set(names), IMPLEMENTATION_ORDER) if n not in known]
     known.update({n: palette[(len(IMPLEMENTATION_ORDER) + i) % 10] for i, n in enumerate(extra)})
     return known
 
 
+def _figure(**kwargs: Any) -> Any:
+    """A figure with constrained layout, drawn without pyplot (no global state, no GUI)."""
+    from matplotlib.figure import Figure  # lazy: matplotlib is optional and slow to import
+
+    return Figure(layout="constrained", **kwargs)
+
+
 def _save(fig: Any, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is optional
 
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=110)
@@ -52,28 +60,25 @@ def _save(fig: Any, path: Path) -> None:
 
 def _subtitle(runs: Sequence[Run], extra: str) -> str:
     if len(runs) == 1:
-        return f"{extra} · {_device_summary(runs[0])}"
-    return "\n".join([extra] + [f"{r.label}: {_device_summary(r)}" for r in runs])
+        return f"{extra} · {device_summary(runs[0])}"
+    return "\n".join([extra] + [f"{r.label}: {device_summary(r)}" for r in runs])
 
 
-def _thousands(axis: Any) -> None:
-    from matplotlib.ticker import StrMethodFormatter
+def _tick_format(axis: Any, template: str) -> None:
+    """Label the axis's ticks with ``template`` (``str.format`` of ``x``)."""
+    from matplotlib.ticker import StrMethodFormatter  # lazy: matplotlib is optional
 
-    axis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    axis.set_major_formatter(StrMethodFormatter(template))
 
 
 def _plot_step(runs: Sequence[Run], task: str, out: Path) -> str:
-    from matplotlib.figure import Figure
-
-    per_run = [(run, step_rows(run, task)) for run in runs if _benches(run, "step", task)]
+    per_run = [(run, step_rows(run, task)) for run in runs if benches_of(run, "step", task)]
     order = [r.name for r in per_run[0][1]]
     for _, rows in per_run[1:]:
         order += [r.name for r in rows if r.name not in order]
     order = order[::-1]  # barh draws bottom-up: fastest on top
     height = 0.8 / len(per_run)
-    fig = Figure(
-        figsize=(9, 1.6 + 0.55 * len(order) * max(1, len(per_run) * 0.7)), layout="constrained"
-    )
+    fig = _figure(figsize=(9, 1.6 + 0.55 * len(order) * max(1, len(per_run) * 0.7)))
     ax = fig.add_subplot()
     impl_colors = _colors(order)
     for k, (run, rows) in enumerate(per_run):
@@ -101,9 +106,9 @@ def _plot_step(runs: Sequence[Run], task: str, out: Path) -> str:
     ax.set_yticks(range(len(order)), order)
     ax.set_xlabel("throughput (samples/s, median); error bars: IQR of step time (q1–q3)")
     ax.margins(x=0.15)
-    _thousands(ax.xaxis)
-    first = _extra(_benches(per_run[0][0], "step", task)[0])
-    batch = fmt(_num(first.get("batch_size")))
+    _tick_format(ax.xaxis, THOUSANDS)
+    first = extra_info(benches_of(per_run[0][0], "step", task)[0])
+    batch = fmt(number_or_none(first.get("batch_size")))
     ax.set_title(
         f"{task}: training-step throughput\n"
         + _subtitle([r for r, _ in per_run], f"{first.get('dataset')}, batch {batch}"),
@@ -118,11 +123,9 @@ def _plot_step(runs: Sequence[Run], task: str, out: Path) -> str:
 
 
 def _plot_sweep(runs: Sequence[Run], task: str, out: Path) -> str:
-    from matplotlib.figure import Figure
-
-    with_task = [run for run in runs if _benches(run, "sweep", task)]
+    with_task = [run for run in runs if benches_of(run, "sweep", task)]
     styles = ["-", "--", ":", "-."]
-    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    fig = _figure(figsize=(9, 5.5))
     ax = fig.add_subplot()
     sizes: set[float] = set()
     series: dict[tuple[int, str], list[StepRow]] = {}
@@ -130,7 +133,7 @@ def _plot_sweep(runs: Sequence[Run], task: str, out: Path) -> str:
         for row in step_rows(run, task, kind="sweep"):
             series.setdefault((k, row.implementation), []).append(row)
     colors = _colors(impl for _, impl in series)
-    impl_order = _order({impl for _, impl in series}, IMPLEMENTATION_ORDER)
+    impl_order = in_order({impl for _, impl in series}, IMPLEMENTATION_ORDER)
     for (k, impl), rows in sorted(
         series.items(), key=lambda kv: (kv[0][0], impl_order.index(kv[0][1]))
     ):
@@ -157,7 +160,7 @@ def _plot_sweep(runs: Sequence[Run], task: str, out: Path) -> str:
     ax.set_xticks(sorted(sizes), [f"{s:.0f}" for s in sorted(sizes)])
     ax.set_xlabel("batch size (log2 scale)")
     ax.set_ylabel("throughput (samples/s, median)")
-    dataset = _extra(_benches(with_task[0], "sweep", task)[0]).get("dataset")
+    dataset = extra_info(benches_of(with_task[0], "sweep", task)[0]).get("dataset")
     ax.set_title(
         f"{task}: throughput vs batch size\n"
         + _subtitle(with_task, f"{dataset}; error bars: IQR of step time (q1–q3)"),
@@ -171,7 +174,7 @@ def _plot_sweep(runs: Sequence[Run], task: str, out: Path) -> str:
         ax.set_ylabel("throughput (samples/s, median, log scale)")
     else:
         ax.set_ylim(bottom=0)
-    _thousands(ax.yaxis)
+    _tick_format(ax.yaxis, THOUSANDS)
     ax.grid(alpha=0.3)
     ax.legend(title="implementation")
     name = f"sweep_{task}.png"
@@ -182,50 +185,14 @@ def _plot_sweep(runs: Sequence[Run], task: str, out: Path) -> str:
 def _plot_steps_per_call(runs: Sequence[Run], task: str, out: Path) -> str:
     """ms/step against N, one line per multi-step implementation, and its one-step twin's
     ms/step from the same run's step table as a dashed line in its colour; a panel per run."""
-    from matplotlib.figure import Figure
-
-    with_task = [run for run in runs if _benches(run, "steps_per_call", task)]
-    fig = Figure(figsize=(9 * min(len(with_task), 2), 5.5), layout="constrained")
+    with_task = [run for run in runs if benches_of(run, "steps_per_call", task)]
+    fig = _figure(figsize=(9 * min(len(with_task), 2), 5.5))
     axes = fig.subplots(1, len(with_task), squeeze=False, sharey=True)[0]
     per_run = [step_rows(run, task, kind="steps_per_call") for run in with_task]
     colors = _colors(r.implementation for rows in per_run for r in rows)
     values: list[float] = []
     for ax, run, rows in zip(axes, with_task, per_run, strict=True):
-        one_step = step_rows(run, task)
-        impls = _order({r.implementation for r in rows}, IMPLEMENTATION_ORDER)
-        ns: set[int] = set()
-        handles: list[Any] = []  # each line, then its twin's
-        for impl in impls:
-            line = sorted(
-                (r for r in rows if r.implementation == impl), key=lambda r: r.steps_per_call
-            )
-            xs = [r.steps_per_call for r in line]
-            ys = [r.ms_median for r in line]
-            lo = [r.ms_median - (r.ms_q1 or r.ms_median) for r in line]
-            hi = [(r.ms_q3 or r.ms_median) - r.ms_median for r in line]
-            ns.update(xs)
-            values += ys
-            handles.append(
-                ax.errorbar(
-                    xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=colors[impl], label=impl
-                )
-            )
-            twin = next((t for r in line if (t := twin_of(r, STEPS_PER_CALL, one_step))), None)
-            if twin is not None:
-                values.append(twin.ms_median)
-                handles.append(
-                    ax.axhline(
-                        twin.ms_median,
-                        linestyle="--",
-                        color=colors[impl],
-                        label=f"{twin.implementation} (one step per call)",
-                    )
-                )
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(ns), [str(n) for n in sorted(ns)])
-        ax.set_xlabel("steps per call N (log2 scale)")
-        ax.grid(alpha=0.3)
-        ax.legend(handles=handles, fontsize=8, title="implementation")
+        values += _steps_per_call_axes(ax, rows, step_rows(run, task), colors)
         if len(with_task) > 1:
             ax.set_title(run.label, fontsize=10)
     if values and min(values) > 0 and max(values) / min(values) > 20:
@@ -234,7 +201,7 @@ def _plot_steps_per_call(runs: Sequence[Run], task: str, out: Path) -> str:
     else:
         axes[0].set_ylim(bottom=0)
         axes[0].set_ylabel("ms per training step (median)")
-    dataset = _extra(_benches(with_task[0], "steps_per_call", task)[0]).get("dataset")
+    dataset = extra_info(benches_of(with_task[0], "steps_per_call", task)[0]).get("dataset")
     fig.suptitle(
         f"{task}: time per training step vs steps per call\n"
         + _subtitle(with_task, f"{dataset}; error bars: IQR; dashed: the one-step twin"),
@@ -245,33 +212,71 @@ def _plot_steps_per_call(runs: Sequence[Run], task: str, out: Path) -> str:
     return name
 
 
+def _steps_per_call_axes(
+    ax: Any, rows: list[StepRow], one_step: list[StepRow], colors: dict[str, Any]
+) -> list[float]:
+    """One run's panel: a line per implementation over N, its twin dashed; the ms/step drawn."""
+    values: list[float] = []
+    ns: set[int] = set()
+    handles: list[Any] = []  # each line, then its twin's
+    for impl in in_order({r.implementation for r in rows}, IMPLEMENTATION_ORDER):
+        line = sorted((r for r in rows if r.implementation == impl), key=lambda r: r.steps_per_call)
+        xs = [r.steps_per_call for r in line]
+        ys = [r.ms_median for r in line]
+        lo = [r.ms_median - (r.ms_q1 or r.ms_median) for r in line]
+        hi = [(r.ms_q3 or r.ms_median) - r.ms_median for r in line]
+        ns.update(xs)
+        values += ys
+        handles.append(
+            ax.errorbar(
+                xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=colors[impl], label=impl
+            )
+        )
+        twin = next((t for r in line if (t := twin_of(r, STEPS_PER_CALL, one_step))), None)
+        if twin is not None:
+            values.append(twin.ms_median)
+            handles.append(
+                ax.axhline(
+                    twin.ms_median,
+                    linestyle="--",
+                    color=colors[impl],
+                    label=f"{twin.implementation} (one step per call)",
+                )
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(ns), [str(n) for n in sorted(ns)])
+    ax.set_xlabel("steps per call N (log2 scale)")
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, title="implementation")
+    return values
+
+
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
 def _plot_curves(run: Run, task: str, out: Path, suffix: str) -> str | None:
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazy: matplotlib is optional
 
     curves = {
-        _extra(b)["implementation"]: _extra(b)["curves"]
-        for b in _benches(run, "convergence", task)
-        if isinstance(_extra(b).get("curves"), dict) and _extra(b)["curves"].get("epoch")
+        extra_info(b)["implementation"]: extra_info(b)["curves"]
+        for b in benches_of(run, "convergence", task)
+        if isinstance(extra_info(b).get("curves"), dict) and extra_info(b)["curves"].get("epoch")
     }
     if not curves:
         return None
     has_acc = any(c.get("test_accuracy") for c in curves.values())
-    fig = Figure(figsize=(12 if has_acc else 7, 5), layout="constrained")
+    fig = _figure(figsize=(12 if has_acc else 7, 5))
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
     colors = _colors(curves)
     losses = []
-    for impl in _order(curves, IMPLEMENTATION_ORDER):
+    for impl in in_order(curves, IMPLEMENTATION_ORDER):
         c = curves[impl]
         for key, style in (("train_loss", "--"), ("test_loss", "-")):
             if c.get(key):
                 label = impl if key == "test_loss" else None
                 axes[0].plot(c["epoch"], c[key], style, color=colors[impl], label=label)
-                losses += [v for v in c[key] if _is_number(v)]
+                losses += [v for v in c[key] if is_number(v)]
         if has_acc and c.get("test_accuracy"):
             acc = [None if v is None else v * 100 for v in c["test_accuracy"]]
             axes[1].plot(c["epoch"], acc, "-o", color=colors[impl], markersize=3, label=impl)
@@ -289,14 +294,17 @@ def _plot_curves(run: Run, task: str, out: Path, suffix: str) -> str | None:
         axes[1].set_ylabel("test accuracy (%)")
         axes[1].set_title("test accuracy")
         target = next(
-            (_num(_extra(b).get("accuracy_target")) for b in _benches(run, "convergence", task)),
+            (
+                number_or_none(extra_info(b).get("accuracy_target"))
+                for b in benches_of(run, "convergence", task)
+            ),
             None,
         )
         if target:
             axes[1].axhline(target * 100, color="grey", linestyle=":", label=f"anchor {target:.0%}")
         axes[1].legend(fontsize=8)
         axes[1].grid(alpha=0.3)
-    dataset = _extra(_benches(run, "convergence", task)[0]).get("dataset")
+    dataset = extra_info(benches_of(run, "convergence", task)[0]).get("dataset")
     fig.suptitle(
         f"{task}: learning curves (first seed)\n{_subtitle([run], str(dataset))}", fontsize=11
     )
@@ -313,22 +321,14 @@ def _side_text(side: dict[str, Any]) -> str:
 
 
 def _plot_ab(ab: ABRun, out: Path, suffix: str) -> str:
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import StrMethodFormatter
-
+    """Each benchmark's change with its interval, in its verdict's colour, against the
+    threshold band; a skipped benchmark's row says why, in the file's order top to bottom."""
     benches = ab.benchmarks
-    threshold = _num(ab.settings.get("threshold_pct"))
-    confidence = _num(ab.settings.get("confidence"))
-    fig = Figure(figsize=(9, 2.2 + 0.5 * len(benches)), layout="constrained")
+    threshold = number_or_none(ab.settings.get("threshold_pct"))
+    confidence = number_or_none(ab.settings.get("confidence"))
+    fig = _figure(figsize=(9, 2.2 + 0.5 * len(benches)))
     ax = fig.add_subplot()
-    measured = {}  # row -> (change, low, high) in %; the others were skipped
-    for y, bench in enumerate(benches):
-        change = change_pct(bench.get("ratio"))
-        if change is not None:
-            low, high = change_pct(bench.get("ci_low")), change_pct(bench.get("ci_high"))
-            measured[y] = (change, change if low is None else low, change if high is None else high)
+    measured = _ab_changes(benches)
     # 0 and the threshold band always in view; otherwise only as wide as the data needs, so
     # one large change does not leave half of the axes empty
     band = threshold or 1.0
@@ -338,75 +338,18 @@ def _plot_ab(ab: ABRun, out: Path, suffix: str) -> str:
     if threshold:
         ax.axvspan(-threshold, threshold, color="0.9", zorder=0)
     ax.axvline(0, color="0.5", linewidth=1, zorder=1)
-    verdicts, numerics_changed = [], False
     for y, bench in enumerate(benches):
-        verdict = bench["verdict"]
-        if y not in measured:
-            reason = bench.get("skip_reason")
-            text = verdict + (f": {reason}" if reason else "")
-            # x in axes fraction: the row's text starts at the left edge whatever the scale
-            ax.text(
-                0.01,
-                y,
-                text,
-                transform=ax.get_yaxis_transform(),
-                va="center",
-                color="0.4",
-                style="italic",
-                fontsize=9,
-            )
-            continue
-        change, low, high = measured[y]
-        color = VERDICT_COLORS.get(verdict, "tab:purple")
-        changed = bool((bench.get("numerics") or {}).get("changed"))
-        numerics_changed |= changed
-        ax.errorbar(
-            change,
-            y,
-            xerr=[[max(0.0, change - low)], [max(0.0, high - change)]],
-            fmt="o",
-            color=color,
-            markerfacecolor="white" if changed else color,
-            markeredgewidth=1.8,
-            markersize=8,
-            capsize=5,
-            elinewidth=2,
-            zorder=3,
-        )
-        label = f"{change:+.1f}%  {verdict}" + ("  (numbers changed)" if changed else "")
-        # text runs towards the middle of the axes, so it stays inside them
-        toward_right = change < (left + right) / 2
-        ax.annotate(
-            label,
-            (change, y),
-            xytext=(-6 if toward_right else 6, 9),
-            textcoords="offset points",
-            ha="left" if toward_right else "right",
-            va="bottom",
-            fontsize=9,
-            color=color,
-            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
-        )
-        if verdict not in verdicts:
-            verdicts.append(verdict)
+        if y in measured:
+            _ab_change_row(ax, y, bench, measured[y], middle=(left + right) / 2)
+        else:
+            _ab_skipped_row(ax, y, bench)
     ax.set_ylim(len(benches) - 0.4, -0.75)  # top to bottom in the file's order; room for labels
     ax.set_yticks(range(len(benches)), [b["name"] for b in benches])
-    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:+.0f}%"))
+    _tick_format(ax.xaxis, "{x:+.0f}%")
     ci = "interval" if confidence is None else f"{confidence * 100:g}% interval"
     ax.set_xlabel(f"HEAD time / BASE time per step - 1, with its {ci} (positive: HEAD slower)")
     ax.grid(axis="x", alpha=0.3)
-    dot = {"marker": "o", "linestyle": ""}
-    handles: list[Any] = [
-        Line2D([], [], color=VERDICT_COLORS.get(v, "tab:purple"), label=v, **dot) for v in verdicts
-    ]
-    if numerics_changed:
-        handles.append(
-            Line2D([], [], color="0.35", markerfacecolor="white", label="numbers changed", **dot)
-        )
-    if threshold:
-        handles.append(Patch(color="0.9", label=f"±{threshold:g}% threshold"))
-    if handles:  # below the axes: inside, it would cover whichever row sits in its corner
-        fig.legend(handles=handles, fontsize=9, loc="outside lower center", ncols=len(handles))
+    _ab_legend(fig, [bench for y, bench in enumerate(benches) if y in measured], threshold)
     cpu = ab.machine.get("cpu_model")
     ax.set_title(
         f"A/B: HEAD ({_side_text(ab.head)}) vs BASE ({_side_text(ab.base)})\n"
@@ -418,22 +361,112 @@ def _plot_ab(ab: ABRun, out: Path, suffix: str) -> str:
     return name
 
 
+def _ab_changes(benches: list[dict[str, Any]]) -> dict[int, tuple[float, float, float]]:
+    """Row -> (change, low, high) in %, for the benchmarks that were measured (not skipped)."""
+    measured = {}
+    for y, bench in enumerate(benches):
+        change = change_pct(bench.get("ratio"))
+        if change is not None:
+            low, high = change_pct(bench.get("ci_low")), change_pct(bench.get("ci_high"))
+            measured[y] = (change, change if low is None else low, change if high is None else high)
+    return measured
+
+
+def _numerics_changed(bench: dict[str, Any]) -> bool:
+    return bool((bench.get("numerics") or {}).get("changed"))
+
+
+def _ab_change_row(
+    ax: Any, y: int, bench: dict[str, Any], measured: tuple[float, float, float], middle: float
+) -> None:
+    """The change as a dot (hollow where the numbers changed) with its interval, labelled."""
+    change, low, high = measured
+    verdict = bench["verdict"]
+    color = VERDICT_COLORS.get(verdict, "tab:purple")
+    changed = _numerics_changed(bench)
+    ax.errorbar(
+        change,
+        y,
+        xerr=[[max(0.0, change - low)], [max(0.0, high - change)]],
+        fmt="o",
+        color=color,
+        markerfacecolor="white" if changed else color,
+        markeredgewidth=1.8,
+        markersize=8,
+        capsize=5,
+        elinewidth=2,
+        zorder=3,
+    )
+    label = f"{change:+.1f}%  {verdict}" + ("  (numbers changed)" if changed else "")
+    # text runs towards the middle of the axes, so it stays inside them
+    toward_right = change < middle
+    ax.annotate(
+        label,
+        (change, y),
+        xytext=(-6 if toward_right else 6, 9),
+        textcoords="offset points",
+        ha="left" if toward_right else "right",
+        va="bottom",
+        fontsize=9,
+        color=color,
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+    )
+
+
+def _ab_skipped_row(ax: Any, y: int, bench: dict[str, Any]) -> None:
+    reason = bench.get("skip_reason")
+    text = bench["verdict"] + (f": {reason}" if reason else "")
+    # x in axes fraction: the row's text starts at the left edge whatever the scale
+    ax.text(
+        0.01,
+        y,
+        text,
+        transform=ax.get_yaxis_transform(),
+        va="center",
+        color="0.4",
+        style="italic",
+        fontsize=9,
+    )
+
+
+def _ab_legend(fig: Any, measured: list[dict[str, Any]], threshold: float | None) -> None:
+    """The verdicts drawn, in the order they first appear, and the threshold band."""
+    from matplotlib.lines import Line2D  # lazy: matplotlib is optional
+    from matplotlib.patches import Patch  # lazy: matplotlib is optional
+
+    verdicts = list(dict.fromkeys(bench["verdict"] for bench in measured))
+    dot = {"marker": "o", "linestyle": ""}
+    handles: list[Any] = [
+        Line2D([], [], color=VERDICT_COLORS.get(v, "tab:purple"), label=v, **dot) for v in verdicts
+    ]
+    if any(_numerics_changed(bench) for bench in measured):
+        handles.append(
+            Line2D([], [], color="0.35", markerfacecolor="white", label="numbers changed", **dot)
+        )
+    if threshold:
+        handles.append(Patch(color="0.9", label=f"±{threshold:g}% threshold"))
+    if handles:  # below the axes: inside, it would cover whichever row sits in its corner
+        fig.legend(handles=handles, fontsize=9, loc="outside lower center", ncols=len(handles))
+
+
 def write_plots(runs: Sequence[Run], out: Path, ab_runs: Sequence[ABRun] = ()) -> list[str] | None:
     """Write the PNGs into ``out``; their names, or ``None`` when matplotlib is missing."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: optional; without it the report says the plots were skipped
     except ImportError:
         return None
     names: list[str | None] = []
     with matplotlib.rc_context({"font.size": 11, "axes.titlesize": 11}):
         for ab in ab_runs:
             names.append(_plot_ab(ab, out, f"_{_slug(ab.label)}" if len(ab_runs) > 1 else ""))
-        names += [_plot_step(runs, task, out) for task in _tasks(runs, "step")]
-        names += [_plot_sweep(runs, task, out) for task in _tasks(runs, "sweep")]
-        names += [_plot_steps_per_call(runs, task, out) for task in _tasks(runs, "steps_per_call")]
-        for task in _tasks(runs, "convergence"):
+        names += [_plot_step(runs, task, out) for task in tasks_of(runs, "step")]
+        names += [_plot_sweep(runs, task, out) for task in tasks_of(runs, "sweep")]
+        names += [
+            _plot_steps_per_call(runs, task, out) for task in tasks_of(runs, "steps_per_call")
+        ]
+        for task in tasks_of(runs, "convergence"):
             for run in runs:
-                if _benches(run, "convergence", task):
+                if benches_of(run, "convergence", task):
                     suffix = f"_{_slug(run.label)}" if len(runs) > 1 else ""
                     names.append(_plot_curves(run, task, out, suffix))
     return [n for n in names if n]

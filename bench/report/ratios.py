@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from bench.report.load import _extra, _is_number
+from bench.report.load import extra_info, is_number
 from bench.report.rows import BASELINE, Ratio, StepRow, fmt
 
 NO_DIFFERENCE = "~ no difference"
@@ -39,7 +39,7 @@ def _panels(benches: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Panel id -> its ``panel_info`` (empty when not recorded), in the benchmarks' order."""
     panels: dict[str, dict[str, Any]] = {}
     for b in benches:
-        e = _extra(b)
+        e = extra_info(b)
         panel, info = e.get("panel"), e.get("panel_info")
         if isinstance(panel, str):
             known = panels.setdefault(panel, {})
@@ -50,7 +50,7 @@ def _panels(benches: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _blocks(info: dict[str, Any]) -> str:
     blocks = info.get("blocks")
-    return f"{blocks:g} blocks" if _is_number(blocks) else "its blocks"
+    return f"{blocks:g} blocks" if is_number(blocks) else "its blocks"
 
 
 def speedup_note(rows: Sequence[StepRow], benches: Iterable[dict[str, Any]]) -> str | None:
@@ -87,10 +87,10 @@ def panel_notes(benches: Iterable[dict[str, Any]]) -> list[str]:
     for panel, info in _panels(benches).items():
         stopped, cap = info.get("stopped_by"), info.get("time_cap_s")
         if stopped == "time_cap":
-            cap_text = f"its {cap:.3g} s cap" if _is_number(cap) else "its time cap"
+            cap_text = f"its {cap:.3g} s cap" if is_number(cap) else "its time cap"
             own, budget = info.get("profile_cap_s"), info.get("run_budget_s")
-            if _is_number(cap) and _is_number(own) and cap < own:
-                of = f" {budget:g} s" if _is_number(budget) else ""
+            if is_number(cap) and is_number(own) and cap < own:
+                of = f" {budget:g} s" if is_number(budget) else ""
                 cap_text += f" (its share of the run's{of} budget; {own:g} s without it)"
             where = f"at {cap_text} after {_blocks(info)}"
         elif stopped == "max_blocks":
@@ -100,14 +100,14 @@ def panel_notes(benches: Iterable[dict[str, Any]]) -> list[str]:
         target = info.get("target_pct")
         before = (
             f", before every interval was within ±{target:g}%"
-            if _is_number(target)
+            if is_number(target)
             else ", before every interval reached its target"
         )
         lines.append(f"Panel {panel} stopped {where}{before}.")
     for b in benches:  # members too slow for their panel's pace, capped to a few rounds
-        cap = _extra(b).get("round_cap")
+        cap = extra_info(b).get("round_cap")
         if isinstance(cap, dict) and isinstance(cap.get("reason"), str):
             compile_s = cap.get("compile_s")
-            first = f" (first call {compile_s:.1f} s)" if _is_number(compile_s) else ""
+            first = f" (first call {compile_s:.1f} s)" if is_number(compile_s) else ""
             lines.append(f"{b.get('name', '?')}: {cap['reason']}{first}.")
     return lines

@@ -8,7 +8,7 @@ speedup, % of the matmul rate ...), shared by the tables, the knob section and t
 ``Ratio``, ``own_speedup`` and ``paired_ratios`` read the paired estimates of a benchmark
 measured interleaved in a panel (``extra_info.speedup*`` and ``paired``; absent in older
 files, whose speedups are the ratio of medians);
-``fmt`` and ``_table`` format every number and markdown table of the report. No TensorFlow.
+``fmt`` and ``markdown_table`` format every number and markdown table of the report. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tabulate import tabulate
 
 from bench.host import STEAL_LIMIT
-from bench.report.load import Run, _extra, _is_number
+from bench.report.load import Run, extra_info, is_number
 
 BASELINE = "keras_fit"
 IMPLEMENTATION_ORDER = (
@@ -60,11 +61,23 @@ def fmt(x: Any, sig: int = 3) -> str:
     return f"{x:,.{decimals}f}"
 
 
-def _num(x: Any) -> float | None:
-    return x if _is_number(x) else None
+def timestamp_text(stamp: str | None) -> str:
+    """An ISO timestamp as ``2026-12-01 14:03:07`` (`` UTC`` where its offset is zero)."""
+    if not stamp:
+        return MISSING
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    zone = " UTC" if when.utcoffset() is not None and not when.utcoffset() else ""
+    return when.strftime("%Y-%m-%d %H:%M:%S") + zone
 
 
-def _order(names: Iterable[str], known: Sequence[str]) -> list[str]:
+def number_or_none(x: Any) -> float | None:
+    return x if is_number(x) else None
+
+
+def in_order(names: Iterable[str], known: Sequence[str]) -> list[str]:
     names = set(names)
     return [n for n in known if n in names] + sorted(names - set(known))
 
@@ -85,7 +98,7 @@ def _group_kind(bench: dict[str, Any]) -> str:
     ``convergence``, ``distributed`` or ``overhead``; ``unknown`` for a step benchmark whose
     group is none of ``<task>`` and the prefixes of ``STEP_GROUP_KINDS`` followed by the task,
     so it lands in no table instead of the task's step table."""
-    extra = _extra(bench)
+    extra = extra_info(bench)
     kind = extra["kind"]
     group = bench.get("group")
     if kind != "step" or group is None or group == extra["task"]:
@@ -96,21 +109,21 @@ def _group_kind(bench: dict[str, Any]) -> str:
     return UNKNOWN_GROUP
 
 
-def _benches(run: Run, kind: str, task: str | None = None) -> list[dict[str, Any]]:
+def benches_of(run: Run, kind: str, task: str | None = None) -> list[dict[str, Any]]:
     return [
         b
         for b in run.benchmarks
-        if _group_kind(b) == kind and (task is None or _extra(b)["task"] == task)
+        if _group_kind(b) == kind and (task is None or extra_info(b)["task"] == task)
     ]
 
 
-def _tasks(runs: Sequence[Run], kind: str) -> list[str]:
-    return _order({_extra(b)["task"] for r in runs for b in _benches(r, kind)}, TASK_ORDER)
+def tasks_of(runs: Sequence[Run], kind: str) -> list[str]:
+    return in_order({extra_info(b)["task"] for r in runs for b in benches_of(r, kind)}, TASK_ORDER)
 
 
 def _row_names(benches: list[dict[str, Any]]) -> list[str]:
     """The implementation, or the benchmark's param where one implementation repeats."""
-    impls = [_extra(b)["implementation"] for b in benches]
+    impls = [extra_info(b)["implementation"] for b in benches]
     return [
         i if impls.count(i) == 1 else str(b.get("param") or b["name"])
         for i, b in zip(impls, benches, strict=True)
@@ -137,9 +150,9 @@ class Ratio:
 
 
 def _ratio(value: Any, low: Any, high: Any, pairs: Any = None) -> Ratio | None:
-    if not all(_is_number(x) and x > 0 for x in (value, low, high)):
+    if not all(is_number(x) and x > 0 for x in (value, low, high)):
         return None
-    return Ratio(float(value), float(low), float(high), int(pairs) if _is_number(pairs) else None)
+    return Ratio(float(value), float(low), float(high), int(pairs) if is_number(pairs) else None)
 
 
 def own_speedup(extra: dict[str, Any]) -> Ratio | None:
@@ -204,7 +217,7 @@ class StepRow:
 def _paired_baseline(benches: list[dict[str, Any]]) -> tuple[str, set[str]]:
     """The implementation the speedups are against, and the baseline's benchmark names: the
     panel's ``speedup_vs`` where the paired rows agree on one, else ``keras_fit``."""
-    paired = [_extra(b) for b in benches if own_speedup(_extra(b))]
+    paired = [extra_info(b) for b in benches if own_speedup(extra_info(b))]
     vs = {e.get("speedup_vs") for e in paired if isinstance(e.get("speedup_vs"), str)}
     if len(vs) != 1:
         return BASELINE, set()
@@ -217,82 +230,108 @@ def step_rows(run: Run, task: str, kind: str = "step") -> list[StepRow]:
     """The task's step benchmarks, fastest first, with speedups against ``keras_fit`` (or the
     baseline their panel names): the paired estimate where the results have one, else the
     ratio of medians."""
-    benches = _benches(run, kind, task)
-    medians = {
-        name: b["stats"]["median"] for name, b in zip(_row_names(benches), benches, strict=True)
-    }
+    benches = benches_of(run, kind, task)
+    names = _row_names(benches)
+    medians = {name: b["stats"]["median"] for name, b in zip(names, benches, strict=True)}
     baseline, baseline_names = _paired_baseline(benches)
-    base = medians.get(baseline)
-    peak = _num(run.loopbench.get("calibration_gflops"))
-    rows = []
-    for name, bench in zip(_row_names(benches), benches, strict=True):
-        extra, stats = _extra(bench), bench["stats"]
-        median, q1, q3 = stats["median"], _num(stats.get("q1")), _num(stats.get("q3"))
-        batch = _num(extra.get("batch_size"))
-        sps = _num(extra.get("samples_per_s")) or (batch / median if batch else None)
-        gflops = _num(extra.get("gflops_per_s"))
-        # Against the run's calibration in the header (the best of the session's
-        # measurements), so the column and the header agree.
-        pct = _num(extra.get("pct_of_matmul_peak"))
-        if gflops is not None and peak:
-            pct = gflops / peak * 100
-        overhead = _num(extra.get("fit_overhead_s"))
-        fit_step = _num(extra.get("fit_s_per_step"))
-        jit = extra.get("jit_compile")
-        jit_text = MISSING if jit is None else str(jit)
-        requested = extra.get("jit_compile_requested")
-        if requested is not None and requested != jit:
-            jit_text += f" (requested {requested})"
-        estimate = own_speedup(extra) if extra.get("speedup_vs") == baseline else None
-        if estimate is not None:
-            speedup: float | None = estimate.value
-        else:
-            speedup = base / median if base else None
-        panel = extra.get("panel")
-        rows.append(
-            StepRow(
-                name=name,
-                implementation=extra["implementation"],
-                ms_median=median * 1e3,
-                ms_q1=None if q1 is None else q1 * 1e3,
-                ms_q3=None if q3 is None else q3 * 1e3,
-                batch_size=batch,
-                samples_per_s=sps,
-                samples_per_s_q1=batch / q3 if batch and q3 else None,
-                samples_per_s_q3=batch / q1 if batch and q1 else None,
-                speedup=speedup,
-                gflops=gflops,
-                pct_of_peak=pct,
-                compile_s=_num(extra.get("compile_s")),
-                fit_overhead_ms=None if overhead is None else overhead * 1e3,
-                fit_ms_per_step=None if fit_step is None else fit_step * 1e3,
-                peak_memory_mb=_num(extra.get("peak_memory_mb")),
-                jit=jit_text,
-                graph_ops=_num(extra.get("graph_ops")),
-                group=bench.get("group"),
-                steps_per_call=int(_num(extra.get("steps_per_call")) or 1),
-                precision=str(extra.get("precision") or "float32"),
-                one_step_twin=extra.get("one_step_twin") or None,
-                micro_batches=int(_num(extra.get("micro_batches")) or 1),
-                micro_batch_twin=extra.get("micro_batch_twin") or None,
-                bench_name=bench["name"],
-                speedup_vs=baseline,
-                is_baseline=bench["name"] in baseline_names
-                or (not baseline_names and name == baseline),
-                speedup_ratio=estimate,
-                panel=panel if isinstance(panel, str) else None,
-                paired=paired_ratios(extra),
-            )
+    peak = number_or_none(run.loopbench.get("calibration_gflops"))
+    rows = [
+        _step_row(
+            name,
+            bench,
+            baseline=baseline,
+            is_baseline=bench["name"] in baseline_names
+            or (not baseline_names and name == baseline),
+            base=medians.get(baseline),
+            peak=peak,
         )
+        for name, bench in zip(names, benches, strict=True)
+    ]
     return sorted(rows, key=lambda r: r.ms_median)
 
 
-def _table(rows: list[list[str]], headers: list[str], text: Sequence[int] = ()) -> str:
+def _step_row(
+    name: str,
+    bench: dict[str, Any],
+    *,
+    baseline: str,
+    is_baseline: bool,
+    base: float | None,
+    peak: float | None,
+) -> StepRow:
+    """One benchmark in the report's units; ``base`` is the baseline's median (s/step),
+    ``peak`` the run's matmul rate (GFLOP/s)."""
+    extra, stats = extra_info(bench), bench["stats"]
+    median = stats["median"]
+    q1, q3 = number_or_none(stats.get("q1")), number_or_none(stats.get("q3"))
+    batch = number_or_none(extra.get("batch_size"))
+    gflops = number_or_none(extra.get("gflops_per_s"))
+    # Against the run's calibration in the header (the best of the session's
+    # measurements), so the column and the header agree.
+    pct = number_or_none(extra.get("pct_of_matmul_peak"))
+    if gflops is not None and peak:
+        pct = gflops / peak * 100
+    estimate = own_speedup(extra) if extra.get("speedup_vs") == baseline else None
+    if estimate is not None:
+        speedup: float | None = estimate.value
+    else:
+        speedup = base / median if base else None
+    panel = extra.get("panel")
+    return StepRow(
+        name=name,
+        implementation=extra["implementation"],
+        ms_median=median * 1e3,
+        ms_q1=_ms(q1),
+        ms_q3=_ms(q3),
+        batch_size=batch,
+        samples_per_s=number_or_none(extra.get("samples_per_s"))
+        or (batch / median if batch else None),
+        samples_per_s_q1=batch / q3 if batch and q3 else None,
+        samples_per_s_q3=batch / q1 if batch and q1 else None,
+        speedup=speedup,
+        gflops=gflops,
+        pct_of_peak=pct,
+        compile_s=number_or_none(extra.get("compile_s")),
+        fit_overhead_ms=_ms(number_or_none(extra.get("fit_overhead_s"))),
+        fit_ms_per_step=_ms(number_or_none(extra.get("fit_s_per_step"))),
+        peak_memory_mb=number_or_none(extra.get("peak_memory_mb")),
+        jit=_jit_text(extra),
+        graph_ops=number_or_none(extra.get("graph_ops")),
+        group=bench.get("group"),
+        steps_per_call=int(number_or_none(extra.get("steps_per_call")) or 1),
+        precision=str(extra.get("precision") or "float32"),
+        one_step_twin=extra.get("one_step_twin") or None,
+        micro_batches=int(number_or_none(extra.get("micro_batches")) or 1),
+        micro_batch_twin=extra.get("micro_batch_twin") or None,
+        bench_name=bench["name"],
+        speedup_vs=baseline,
+        is_baseline=is_baseline,
+        speedup_ratio=estimate,
+        panel=panel if isinstance(panel, str) else None,
+        paired=paired_ratios(extra),
+    )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
+def _jit_text(extra: dict[str, Any]) -> str:
+    """``jit_compile`` as recorded, and what was asked for where that differs."""
+    jit = extra.get("jit_compile")
+    text = MISSING if jit is None else str(jit)
+    requested = extra.get("jit_compile_requested")
+    if requested is not None and requested != jit:
+        text += f" (requested {requested})"
+    return text
+
+
+def markdown_table(rows: list[list[str]], headers: list[str], text: Sequence[int] = ()) -> str:
     """A GitHub table: the first column and the ``text`` columns left-aligned, numbers right."""
     align = ["left" if i == 0 or i in text else "right" for i in range(len(headers))]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True, colalign=align)
 
 
-def _rank(implementation: str) -> int:
+def implementation_rank(implementation: str) -> int:
     known = list(IMPLEMENTATION_ORDER)
     return known.index(implementation) if implementation in known else len(known)

@@ -2,77 +2,45 @@
 
 ``run_sections`` is the body of report.md after the machine header (``machine_table``): per
 task the step-time table (side by side when there are several runs), what each knob buys
-(``report_knobs``), the batch-size sweep, convergence, tf.distribute and the harness
-overhead. The numbers behind the tables (``step_rows``) are in ``report_rows``, shared with
-the plots. Called by ``bench.report.cli``; no TensorFlow.
+(``bench.report.knobs``), the batch-size sweep, convergence (``bench.report.convergence``),
+tf.distribute, the harness overhead and TensorFlow vs JAX (``bench.report.backend``). The
+numbers behind the tables (``step_rows``) are in ``bench.report.rows``, shared with the plots.
+Called by ``bench.report.cli``; no TensorFlow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime as _datetime
 from typing import Any
 
 from bench.report.backend import backend_sections
+from bench.report.convergence import convergence_section
 from bench.report.knobs import knob_section, knob_tasks
-from bench.report.load import Run, _extra
+from bench.report.load import Run, extra_info
 from bench.report.ratios import panel_notes, ratio_text, speedup_note
 from bench.report.rows import (
     BASELINE,
     IMPLEMENTATION_ORDER,
     MISSING,
     STEAL_LIMIT_PCT,
-    TASK_ORDER,
     UNKNOWN_GROUP,
     StepRow,
-    _benches,
-    _num,
-    _order,
-    _rank,
-    _table,
-    _tasks,
+    benches_of,
     fmt,
+    implementation_rank,
+    in_order,
+    markdown_table,
+    number_or_none,
     step_rows,
+    tasks_of,
+    timestamp_text,
 )
-
-# Importable from here as before report_rows was split off (report_ab, report_plots, report).
-__all__ = [
-    "BASELINE",
-    "IMPLEMENTATION_ORDER",
-    "MISSING",
-    "STEAL_LIMIT_PCT",
-    "TASK_ORDER",
-    "StepRow",
-    "_benches",
-    "_device_summary",
-    "_num",
-    "_order",
-    "_table",
-    "_tasks",
-    "_when",
-    "fmt",
-    "machine_table",
-    "run_sections",
-    "step_rows",
-]
-
 
 # ---------------------------------------------------------------------------------------------
 # Markdown
 
 
-def _when(stamp: str | None) -> str:
-    if not stamp:
-        return MISSING
-    try:
-        when = _datetime.fromisoformat(stamp)
-    except ValueError:
-        return stamp
-    zone = " UTC" if when.utcoffset() is not None and not when.utcoffset() else ""
-    return when.strftime("%Y-%m-%d %H:%M:%S") + zone
-
-
-def _device_summary(run: Run) -> str:
+def device_summary(run: Run) -> str:
     lb = run.loopbench
     gpus = lb.get("gpus") or []
     if lb.get("device") == "GPU" and gpus:
@@ -83,70 +51,77 @@ def _device_summary(run: Run) -> str:
 
 def machine_table(runs: Sequence[Run]) -> str:
     """One column per run: date, profile, CPU/GPU, versions, threads, steal, matmul rate."""
+    fields = [_machine_fields(r) for r in runs]
+    return markdown_table(
+        [[k] + [f[k] for f in fields] for k in fields[0]], [""] + [r.label for r in runs]
+    )
 
-    def field(run: Run) -> dict[str, str]:
-        lb = run.loopbench
-        cpu = lb.get("cpu_model") or (run.machine_info.get("cpu") or {}).get("brand_raw")
-        count = lb.get("cpu_count") or (run.machine_info.get("cpu") or {}).get("count")
-        gpus = lb.get("gpus") or []
-        onednn = lb.get("onednn") or {}
-        threads = lb.get("threads") or {}
-        xla = {k: v for k, v in (lb.get("xla_flags") or {}).items() if v}
-        rate = _num(lb.get("calibration_gflops"))
-        if onednn:
-            env = onednn.get("env")
-            state = "enabled" if onednn.get("enabled") else "disabled"
-            env_text = "unset" if env is None else f"= {env}"
-            onednn_text = f"{state} (TF_ENABLE_ONEDNN_OPTS {env_text})"
-        else:
-            onednn_text = MISSING
-        if threads:
-            thread_text = ", ".join(f"{k} {'default' if v == 0 else v}" for k, v in threads.items())
-        else:
-            thread_text = MISSING
 
-        def joined(*parts: Any) -> str:
-            return " / ".join(str(p) for p in parts if p) or MISSING
+def _machine_fields(run: Run) -> dict[str, str]:
+    lb = run.loopbench
+    cpu = lb.get("cpu_model") or (run.machine_info.get("cpu") or {}).get("brand_raw")
+    count = lb.get("cpu_count") or (run.machine_info.get("cpu") or {}).get("count")
+    gpus = lb.get("gpus") or []
+    threads = lb.get("threads") or {}
+    xla = {k: v for k, v in (lb.get("xla_flags") or {}).items() if v}
+    rate = number_or_none(lb.get("calibration_gflops"))
+    if threads:
+        thread_text = ", ".join(f"{k} {'default' if v == 0 else v}" for k, v in threads.items())
+    else:
+        thread_text = MISSING
 
-        return {
-            "source": run.source.name,
-            "date": _when(run.datetime),
-            "profile": lb.get("profile") or MISSING,
-            "device": lb.get("device") or MISSING,
-            "CPU": f"{cpu or MISSING}" + (f" ({count} logical cores)" if count else ""),
-            "GPU": ", ".join(
-                f"{g.get('name', '?')} (cc {g.get('compute_capability', '?')}, "
-                f"{fmt(_num(g.get('memory_mb')))} MB)"
-                for g in gpus
-            )
-            or MISSING,
-            "TensorFlow / Keras": joined(lb.get("tensorflow"), lb.get("keras")),
-            "Python / NumPy": joined(lb.get("python"), lb.get("numpy")),
-            "oneDNN": onednn_text,
-            "threads": thread_text,
-            "TF32": MISSING if lb.get("tf32") is None else str(lb["tf32"]),
-            "XLA flags": ", ".join(f"{k}={v}" for k, v in xla.items()) or "none",
-            "CPU steal during the run": MISSING
-            if _num(lb.get("steal_pct_session")) is None
-            else f"{fmt(lb['steal_pct_session'])}% of CPU time taken by the hypervisor",
-            "matmul rate (GFLOP/s)": MISSING
-            if rate is None
-            else fmt(rate)
-            + (
-                f" ({lb.get('calibration_precision') or 'fp32'}, n={lb['calibration_n']})"
-                if lb.get("calibration_n")
-                else ""
-            ),
-        }
+    def joined(*parts: Any) -> str:
+        return " / ".join(str(p) for p in parts if p) or MISSING
 
-    fields = [field(r) for r in runs]
-    return _table([[k] + [f[k] for f in fields] for k in fields[0]], [""] + [r.label for r in runs])
+    return {
+        "source": run.source.name,
+        "date": timestamp_text(run.datetime),
+        "profile": lb.get("profile") or MISSING,
+        "device": lb.get("device") or MISSING,
+        "CPU": f"{cpu or MISSING}" + (f" ({count} logical cores)" if count else ""),
+        "GPU": ", ".join(
+            f"{g.get('name', '?')} (cc {g.get('compute_capability', '?')}, "
+            f"{fmt(number_or_none(g.get('memory_mb')))} MB)"
+            for g in gpus
+        )
+        or MISSING,
+        "TensorFlow / Keras": joined(lb.get("tensorflow"), lb.get("keras")),
+        "Python / NumPy": joined(lb.get("python"), lb.get("numpy")),
+        "oneDNN": _onednn_text(lb.get("onednn") or {}),
+        "threads": thread_text,
+        "TF32": MISSING if lb.get("tf32") is None else str(lb["tf32"]),
+        "XLA flags": ", ".join(f"{k}={v}" for k, v in xla.items()) or "none",
+        "CPU steal during the run": MISSING
+        if number_or_none(lb.get("steal_pct_session")) is None
+        else f"{fmt(lb['steal_pct_session'])}% of CPU time taken by the hypervisor",
+        "matmul rate (GFLOP/s)": MISSING
+        if rate is None
+        else fmt(rate)
+        + (
+            f" ({lb.get('calibration_precision') or 'fp32'}, n={lb['calibration_n']})"
+            if lb.get("calibration_n")
+            else ""
+        ),
+    }
+
+
+def _onednn_text(onednn: dict[str, Any]) -> str:
+    if not onednn:
+        return MISSING
+    env = onednn.get("env")
+    state = "enabled" if onednn.get("enabled") else "disabled"
+    env_text = "unset" if env is None else f"= {env}"
+    return f"{state} (TF_ENABLE_ONEDNN_OPTS {env_text})"
 
 
 def _step_section(run: Run, task: str) -> list[str]:
     rows = step_rows(run, task)
-    benches = _benches(run, "step", task)
-    has_base = any(r.is_baseline for r in rows)
+    benches = benches_of(run, "step", task)
+    notes = "\n\n".join(_step_notes(rows, benches))  # one paragraph per note
+    return [_step_table(rows), "", notes]
+
+
+def _step_table(rows: list[StepRow]) -> str:
     headers = [
         "implementation",
         "ms/step (median)",
@@ -186,12 +161,17 @@ def _step_section(run: Run, task: str) -> list[str]:
                 r.jit,
             ]
         )
+    return markdown_table(table, headers)
+
+
+def _step_notes(rows: list[StepRow], benches: list[dict[str, Any]]) -> list[str]:
+    """What the step table measured, how its speedups read, and what got in the way."""
     first = benches[0]
-    extra = _extra(first)
-    memory_kind = {_extra(b).get("peak_memory_kind") for b in benches}
+    extra = extra_info(first)
+    memory_kind = {extra_info(b).get("peak_memory_kind") for b in benches}
     memory_kind.discard(None)
     notes = [
-        f"{extra.get('dataset', MISSING)}, batch {fmt(_num(extra.get('batch_size')))}, "
+        f"{extra.get('dataset', MISSING)}, batch {fmt(number_or_none(extra.get('batch_size')))}, "
         f"{extra.get('rounds', first['stats'].get('rounds'))} rounds of "
         f"{extra.get('steps_per_round', first['stats'].get('iterations'))} steps; "
         "IQR = q3 - q1 of the per-round step times"
@@ -201,7 +181,7 @@ def _step_section(run: Run, task: str) -> list[str]:
     paired = speedup_note(rows, benches)
     if paired:
         notes.append(paired)
-    elif not has_base:
+    elif not any(r.is_baseline for r in rows):
         notes.append(f"No {BASELINE} benchmark for this task, so no speedups.")
     contended = _contention_note(benches)
     if contended:
@@ -210,18 +190,18 @@ def _step_section(run: Run, task: str) -> list[str]:
     eager = _eager_overhead(rows)
     if eager:
         notes.append(eager)
-    return [_table(table, headers), "", "\n\n".join(notes)]  # one paragraph per note
+    return notes
 
 
 def _contention_note(benches: list[dict[str, Any]]) -> str | None:
     """Which benchmarks had rounds replaced, or kept, despite the hypervisor's CPU steal."""
     replaced, still = [], []
     for b in benches:
-        e = _extra(b)
-        run, kept = _num(e.get("rounds_run")), _num(e.get("rounds"))
+        e = extra_info(b)
+        run, kept = number_or_none(e.get("rounds_run")), number_or_none(e.get("rounds"))
         if run is not None and kept is not None and run > kept:
             replaced.append(f"{e.get('implementation', b.get('name'))} {run - kept:.0f}")
-        steal = _num(e.get("steal_pct"))
+        steal = number_or_none(e.get("steal_pct"))
         if steal is not None and steal > STEAL_LIMIT_PCT:
             still.append(f"{e.get('implementation', b.get('name'))} {fmt(steal)}%")
     parts = []
@@ -251,7 +231,7 @@ def _eager_overhead(rows: list[StepRow]) -> str | None:
 def _multi_step_section(runs: Sequence[Run], task: str) -> list[str]:
     per_run = [{r.name: r for r in step_rows(run, task)} for run in runs]
     first = runs[0].label
-    impls = _order({name for rows in per_run for name in rows}, IMPLEMENTATION_ORDER)
+    impls = in_order({name for rows in per_run for name in rows}, IMPLEMENTATION_ORDER)
 
     def sort_key(name: str) -> tuple[int, float]:
         for i, rows in enumerate(per_run):
@@ -282,145 +262,37 @@ def _multi_step_section(runs: Sequence[Run], task: str) -> list[str]:
         "spread = slowest / fastest median - 1 over the runs that have the benchmark: for "
         "repeats of one configuration, how far the runs disagree."
     )
-    return [_table(table, headers), "", note]
+    return [markdown_table(table, headers), "", note]
 
 
 def _sweep_section(run: Run, task: str) -> list[str]:
-    benches = _benches(run, "sweep", task)
-    sizes = sorted({_num(_extra(b).get("batch_size")) for b in benches} - {None})
+    benches = benches_of(run, "sweep", task)
+    sizes = sorted({number_or_none(extra_info(b).get("batch_size")) for b in benches} - {None})
     cells: dict[str, dict[float, float | None]] = {}
     for row in step_rows(run, task, kind="sweep"):
         cells.setdefault(row.implementation, {})[row.batch_size] = row.samples_per_s
     headers = ["implementation"] + [f"samples/s @ batch {b:.0f}" for b in sizes]
     table = [
         [impl] + [fmt(cells[impl].get(b)) for b in sizes]
-        for impl in _order(cells, IMPLEMENTATION_ORDER)
+        for impl in in_order(cells, IMPLEMENTATION_ORDER)
     ]
     notes = panel_notes(benches)
-    return [_table(table, headers)] + (["", "\n\n".join(notes)] if notes else [])
-
-
-def _pct(x: float | None) -> str:
-    return MISSING if x is None else f"{x * 100:.2f}"
-
-
-def _convergence_section(run: Run, task: str) -> list[str]:
-    benches = _benches(run, "convergence", task)
-    order = _order([_extra(b)["implementation"] for b in benches], IMPLEMENTATION_ORDER)
-    benches.sort(key=lambda b: (_is_mixed(_extra(b)), order.index(_extra(b)["implementation"])))
-    is_regression = any(_extra(b).get("w") is not None for b in benches)
-    tta_target = next(
-        (_num(_extra(b).get("tta_target")) for b in benches if _extra(b).get("tta_target")), None
-    )
-    tta_header = f"time to {tta_target * 100:.0f}% (s)" if tta_target else "time to accuracy (s)"
-    table = []
-    for bench in benches:
-        e = _extra(bench)
-        impl = e["implementation"]
-        name = f"{impl} (reference)" if impl == "sklearn_mlp" else impl
-        if _is_mixed(e):
-            name = f"{impl} ({e['precision']})"
-        seeds = e.get("seeds")
-        if isinstance(seeds, list):
-            seeds = len(seeds)
-        elif seeds is None and isinstance(e.get("final_accuracies"), list):
-            seeds = len(e["final_accuracies"])
-        wall = fmt(_num(bench["stats"].get("median")))
-        if is_regression:
-            table.append(
-                [
-                    name,
-                    fmt(_num(e.get("w")), 5),
-                    fmt(_num(e.get("b")), 5),
-                    fmt(_num(e.get("param_error"))),
-                    fmt(_num(e.get("final_loss"))),
-                    fmt(seeds),
-                    wall,
-                ]
-            )
-            continue
-        acc, std = _num(e.get("final_accuracy")), _num(e.get("final_accuracy_std"))
-        acc_text = _pct(acc) + ("" if std is None else f" ± {_pct(std)}")
-        table.append(
-            [
-                name,
-                acc_text,
-                fmt(seeds),
-                _parity(e),
-                _anchor(e),
-                fmt(_num(e.get("time_to_accuracy_s"))),
-                fmt(_num(e.get("final_loss"))),
-                wall,
-            ]
-        )
-    if is_regression:
-        headers = ["implementation", "w", "b", "max param error", "final loss", "seeds", "wall (s)"]
-    else:
-        headers = [
-            "implementation",
-            "final accuracy (%)",
-            "seeds",
-            f"parity vs {BASELINE} (pp)",
-            "anchor",
-            tta_header,
-            "final loss",
-            "wall (s)",
-        ]
-    note = (
-        "Accuracy: test accuracy after the last epoch, mean ± std over seeds; parity passes "
-        f"within 1 pp of {BASELINE}; wall: the whole benchmark, tracing and compilation included."
-    )
-    if any(_is_mixed(_extra(b)) for b in benches):
-        note += (
-            " A mixed-precision row's parity is against the same implementation in float32 "
-            "(same seeds, same batches)."
-        )
-    return [_table(table, headers), "", note if not is_regression else "wall: the whole benchmark."]
-
-
-def _is_mixed(e: dict[str, Any]) -> bool:
-    return e.get("precision", "float32") != "float32"
-
-
-def _parity(e: dict[str, Any]) -> str:
-    if e["implementation"] == BASELINE and not _is_mixed(e):
-        return "baseline"
-    delta = _num(e.get("parity_delta_pp"))
-    if delta is None:
-        return "n/a" if e.get("final_accuracy") is None else MISSING
-    if e["implementation"] == "sklearn_mlp":
-        return f"{delta:+.2f} (reference, not gated)"
-    ok = e.get("parity_ok")
-    ok = abs(delta) <= 1.0 if ok is None else ok
-    versus = f" vs {e['implementation']} float32" if _is_mixed(e) else ""
-    return f"{delta:+.2f} {'PASS' if ok else 'FAIL'}{versus}"
-
-
-def _anchor(e: dict[str, Any]) -> str:
-    target, acc = _num(e.get("accuracy_target")), _num(e.get("final_accuracy"))
-    if e.get("dataset") != "fashion-mnist" or target is None:
-        return "n/a"
-    ok = e.get("anchor_ok")
-    if ok is None and "anchor_ok" in e:
-        # The suite records null when the anchor does not apply (a subset or fewer epochs).
-        return f">= {target * 100:.0f}% n/a (full profile)"
-    ok = (acc is not None and acc >= target) if ok is None else ok
-    return f">= {target * 100:.0f}% {'PASS' if ok else 'FAIL'}"
+    return [markdown_table(table, headers)] + (["", "\n\n".join(notes)] if notes else [])
 
 
 def _distributed_section(run: Run, task: str) -> list[str]:
     benches = sorted(
-        _benches(run, "distributed", task),
+        benches_of(run, "distributed", task),
         key=lambda b: (
-            str(_extra(b).get("strategy")),
-            _rank(_extra(b)["implementation"]),
-            _num(_extra(b).get("replicas")) or 0,
+            str(extra_info(b).get("strategy")),
+            implementation_rank(extra_info(b)["implementation"]),
+            number_or_none(extra_info(b).get("replicas")) or 0,
         ),
     )
     rows = []
     for bench in benches:
-        e = _extra(bench)
-        eff = _num(e.get("scaling_efficiency"))
+        e = extra_info(bench)
+        eff = number_or_none(e.get("scaling_efficiency"))
         rows.append(
             [
                 e.get("strategy", MISSING),
@@ -428,10 +300,10 @@ def _distributed_section(run: Run, task: str) -> list[str]:
                 fmt(e.get("replicas")),
                 fmt(e.get("per_replica_batch")),
                 fmt(e.get("global_batch")),
-                fmt(_num(bench["stats"].get("median")) * 1e3),
-                fmt(_num(e.get("samples_per_s"))),
+                fmt(number_or_none(bench["stats"].get("median")) * 1e3),
+                fmt(number_or_none(e.get("samples_per_s"))),
                 MISSING if eff is None else f"{eff:.2f}",
-                fmt(_num(e.get("compile_s"))),
+                fmt(number_or_none(e.get("compile_s"))),
             ]
         )
     headers = [
@@ -450,33 +322,33 @@ def _distributed_section(run: Run, task: str) -> list[str]:
         "of the same strategy and implementation). On a CPU split into logical devices the "
         "replicas share the same cores, so this measures the strategy's overhead, not scaling."
     )
-    return [_table(rows, headers), "", note]
+    return [markdown_table(rows, headers), "", note]
 
 
 def _overhead_section(run: Run) -> list[str]:
     rows = []
-    for bench in _benches(run, "overhead"):
-        e = _extra(bench)
+    for bench in benches_of(run, "overhead"):
+        e = extra_info(bench)
         rows.append(
             [
                 f"{e['implementation']}-{e['task']}",
                 fmt(e.get("steps_per_round")),
-                fmt(_num(e.get("harness_s_per_step")) * 1e3),
-                fmt(_num(e.get("bare_loop_s_per_step")) * 1e3),
-                f"{_num(e.get('harness_overhead_pct')):+.1f}",
+                fmt(number_or_none(e.get("harness_s_per_step")) * 1e3),
+                fmt(number_or_none(e.get("bare_loop_s_per_step")) * 1e3),
+                f"{number_or_none(e.get('harness_overhead_pct')):+.1f}",
             ]
         )
     headers = ["benchmark", "steps/round", "harness ms/step", "bare loop ms/step", "difference (%)"]
     note = "Bare-loop rounds interleave with the harness's rounds in the same process."
-    return [_table(rows, headers), "", note]
+    return [markdown_table(rows, headers), "", note]
 
 
 def run_sections(runs: Sequence[Run]) -> list[str]:
     """Every per-task section of the runs, as markdown lines (headings included)."""
     lines: list[str] = []
-    for task in _tasks(runs, "step"):
+    for task in tasks_of(runs, "step"):
         lines += [f"## {task}: step time", ""]
-        with_task = [r for r in runs if _benches(r, "step", task)]
+        with_task = [r for r in runs if benches_of(r, "step", task)]
         if len(with_task) > 1:
             lines += [*_multi_step_section(with_task, task), ""]
         for run in with_task:
@@ -493,17 +365,17 @@ def run_sections(runs: Sequence[Run]) -> list[str]:
                 lines += [*section, ""]
     sections = (
         ("sweep", "batch-size sweep (samples/s)", _sweep_section),
-        ("convergence", "convergence", _convergence_section),
+        ("convergence", "convergence", convergence_section),
         ("distributed", "tf.distribute", _distributed_section),
     )
     for kind, title, section in sections:
-        for task in _tasks(runs, kind):
+        for task in tasks_of(runs, kind):
             lines += [f"## {task}: {title}", ""]
-            for run in (r for r in runs if _benches(r, kind, task)):
+            for run in (r for r in runs if benches_of(r, kind, task)):
                 if len(runs) > 1:
                     lines += [f"### {run.label}", ""]
                 lines += [*section(run, task), ""]
-    for run in (r for r in runs if _benches(r, "overhead")):
+    for run in (r for r in runs if benches_of(r, "overhead")):
         lines += ["## Harness overhead" + (f" ({run.label})" if len(runs) > 1 else ""), ""]
         lines += [*_overhead_section(run), ""]
     lines += backend_sections(runs)
@@ -518,7 +390,7 @@ def _unknown_groups_note(runs: Sequence[Run]) -> str | None:
     names = [
         (f"{run.label}: " if len(runs) > 1 else "") + f"{b['name']} (group {b.get('group')!r})"
         for run in runs
-        for b in _benches(run, UNKNOWN_GROUP)
+        for b in benches_of(run, UNKNOWN_GROUP)
     ]
     if not names:
         return None

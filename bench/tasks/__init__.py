@@ -2,12 +2,14 @@
 (``bench/tasks/task.py``): the suite's own tasks and a user's are the same class, and the rest
 of the suite asks this package, not its modules, for a task's weights, FLOPs and data.
 
-- ``task``: ``Task`` and what is done with any task (initial weights, each implementation's
-  own instance of the model, the loss, the FLOPs);
+- ``task``: ``Task``, its inputs and labels;
+- ``model``: what is built from any task (initial weights, each implementation's own instance
+  of the model, the loss, the FLOPs);
 - ``builtin``: the suite's tasks (linreg, mlp, cnn), built from layer lists (``Architecture``);
 - ``layers_tf``, ``layers_ops``: the seed's hand-written layers, in TensorFlow and in
   ``keras.ops`` (the built-ins' ``build_custom``);
-- ``user``: task files (``--tasks``): loading, checking, selecting; synthetic data;
+- ``user``: task files (``--tasks``): loading, checking, selecting;
+- ``task_data``: a task's data (``data=``), or synthetic data of its shapes, checked;
 - ``data``: the datasets (Fashion-MNIST IDX files, synthetic data, scikit-learn's digits).
 
 Importing this package imports no TensorFlow; building a model does.
@@ -15,10 +17,11 @@ Importing this package imports no TensorFlow; building a model does.
 
 from __future__ import annotations
 
-from bench.tasks import user as _user
 from bench.tasks.builtin import TASKS, Architecture, Conv2D, Dense, Flatten
 from bench.tasks.data import Dataset, DataSource, ImageData, LinearData
-from bench.tasks.task import Task, Tolerance, UserTask, initial_weights, train_flops_per_sample
+from bench.tasks.model import initial_weights, train_flops_per_sample
+from bench.tasks.task import Task, Tolerance
+from bench.tasks.task_data import load_data
 from bench.tasks.user import LOADED
 
 __all__ = [
@@ -32,7 +35,6 @@ __all__ = [
     "LinearData",
     "Task",
     "Tolerance",
-    "UserTask",
     "get_task",
     "initial_weights",
     "load_for_task",
@@ -55,5 +57,5 @@ def load_for_task(
 ) -> Dataset:
     """The task's data, ready to train on, its training split cut to ``n_train`` examples: a
     data source loads itself (``ImageData``: from ``data_dir`` or the standard places); any
-    other ``data=`` is read and checked by ``bench/tasks/user.py``."""
-    return _user.load_data(task, n_train, data_dir, quiet)
+    other ``data=`` is read and checked by ``bench/tasks/task_data.py``."""
+    return load_data(task, n_train, data_dir, quiet)

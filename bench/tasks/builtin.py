@@ -62,7 +62,7 @@ class Architecture:
 
     def build(self):
         """Built-in Keras layers (each takes the global dtype policy)."""
-        import keras
+        import keras  # lazy: heavy; importing bench.tasks imports no Keras
 
         layers: list = [keras.Input(shape=self.input_shape)]
         for spec in self.layers:
@@ -85,12 +85,14 @@ class Architecture:
     def build_custom(self, hand=None):
         """The hand-written layers, as a subclassed model: the TensorFlow ones on TensorFlow,
         their ``keras.ops`` twins on any other backend (``hand``: that module, to choose)."""
-        import keras
+        import keras  # lazy: heavy; importing bench.tasks imports no Keras
+
+        from bench.tasks.layers_ops import SpecModel  # lazy: imports Keras
 
         if hand is None and keras.backend.backend() == "tensorflow":
-            from bench.tasks import layers_tf as hand
+            from bench.tasks import layers_tf as hand  # lazy: imports TensorFlow
         elif hand is None:
-            from bench.tasks import layers_ops as hand
+            from bench.tasks import layers_ops as hand  # lazy: imports Keras
         blocks = []
         for spec in self.layers:
             if isinstance(spec, Flatten):
@@ -103,7 +105,7 @@ class Architecture:
                         spec.filters, spec.kernel, spec.stride, spec.activation, spec.padding
                     )
                 )
-        return hand.SpecModel(blocks, name=f"{self.name}_custom")
+        return SpecModel(blocks, name=f"{self.name}_custom")
 
     def weight_shapes(self) -> list[tuple[int, ...]]:
         """Shapes of every trainable array, in layer order: kernel then bias per layer."""
@@ -170,10 +172,10 @@ class Architecture:
 def logits_crossentropy(y_true, y_pred):
     """Sparse cross-entropy on logits, per example: the seed's ``loss_func`` (its softmax then
     cross-entropy is the same function, less stable); on TensorFlow its very op."""
-    import keras
+    import keras  # lazy: heavy; importing bench.tasks imports no Keras
 
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: heavy, and only on the TensorFlow backend
 
         # Keras's Loss hands compile's labels over as floats; the seed's loop, as int32
         labels = tf.cast(y_true, tf.int32)
@@ -184,10 +186,10 @@ def logits_crossentropy(y_true, y_pred):
 def squared_error(y_true, y_pred):
     """The squared error, per output: the seed's ``(y_pred - y_train) ** 2`` before its mean;
     on TensorFlow its very ops."""
-    import keras
+    import keras  # lazy: heavy; importing bench.tasks imports no Keras
 
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: heavy, and only on the TensorFlow backend
 
         return tf.square(y_pred - y_true)
     return keras.ops.square(y_pred - y_true)

@@ -214,9 +214,9 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
 
 def load_digits_28() -> Dataset:
     """scikit-learn's bundled 8x8 digits, upsampled to 28x28 uint8 images."""
-    from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from scipy.ndimage import zoom  # lazy: heavy; only without the IDX files
+    from sklearn.datasets import load_digits  # lazy: heavy; only without the IDX files
+    from sklearn.model_selection import train_test_split  # lazy: as above
 
     digits = load_digits()
     small = digits.images.astype(np.float32) * (255.0 / 16.0)
@@ -282,7 +282,7 @@ def synthetic_linear(
 def standardize(ds: Dataset, input_shape: tuple[int, ...]) -> Dataset:
     """Pixels as float32, scaled by one mean/std fitted on the training split (the seed's
     StandardScaler over all pixels), reshaped to the task's input shape."""
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import StandardScaler  # lazy: heavy; data.py is NumPy only
 
     scaler = StandardScaler().fit(ds.x_train.reshape(-1, 1).astype(np.float64))
 

@@ -4,7 +4,8 @@ models (their ``build_custom``, ``bench/tasks/builtin.py``) on the TensorFlow ba
 Seed: "custom Dense layer and training process" (``DenseLayer``: a ``keras.layers.Layer``
 with ``add_weight`` and a ``tf.matmul``) and "Keras custom models" (the CNN, here on a
 hand-written conv layer over ``tf.nn.conv2d``). Their twins in ``keras.ops``, for the JAX
-backend, are ``bench/tasks/layers_ops.py``. Imports TensorFlow.
+backend, are ``bench/tasks/layers_ops.py``, whose ``SpecModel`` holds either. Imports
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
-
-from bench.tasks.layers_ops import SpecModel  # noqa: F401 (the model these layers are put in)
 
 ACTIVATIONS: dict[str | None, Callable[[tf.Tensor], tf.Tensor]] = {
     None: tf.identity,

@@ -199,25 +199,7 @@ def run_blocks(
             break
         rng.shuffle(order)
         orders.append([m.name for m in order])
-        # Contention is read over the whole block, not round by round: /proc/stat counts in
-        # clock ticks (10 ms), so one tick of a kernel thread is 5% of a 0.1 s round on 2
-        # cores (and 25% of a 20 ms round), against a fraction of that over a block of a
-        # dozen rounds. A contended block is left out whole, which pairing within blocks
-        # needs anyway.
-        before = counters()
-        for member in order:
-            round_start = clock()
-            seconds = member.run_round()
-            if _cap(member) != math.inf:
-                capped_s += clock() - round_start
-            rec = rounds[member.name]
-            rec.block.append(block)
-            rec.seconds.append(float(seconds))
-        after = counters()
-        steal, foreign = steal_fraction(before, after), foreign_fraction(before, after)
-        for member in order:
-            rounds[member.name].steal.append(steal)
-            rounds[member.name].foreign.append(foreign)
+        capped_s += run_block(order, block, rounds, counters, clock)
         done = block + 1
         if done >= min_blocks and all(
             half_width_pct(paired_ratio(rounds[a], rounds[b])) <= target_pct for a, b in targets
@@ -241,48 +223,35 @@ def run_blocks(
     )
 
 
-def budgeted_cap(
-    cap_s: float, left_s: float, later_caps: Sequence[float], later_build_s: float
+def run_block(
+    order: Sequence[Member],
+    block: int,
+    rounds: dict[str, Rounds],
+    counters: Callable[[], tuple | None],
+    clock: Callable[[], float],
 ) -> float:
-    """A panel's time cap under the run's budget (``Profile.run_budget_s``): its share of the
-    time left (``left_s``, less ``later_build_s``, the estimated building of the panels still
-    to come), in proportion to its own cap against those of the panels still to come
-    (``later_caps``); never above its own cap, never below 0 (the panel then takes only its
-    first few blocks: ``run_blocks`` never stops before an interval exists)."""
-    spare = max(0.0, left_s - later_build_s)
-    return max(0.0, min(cap_s, spare * cap_s / (cap_s + sum(later_caps))))
-
-
-# A step panel holds time back for the batch-sweep points still to come only if each would get
-# at least this share of its own time cap (2 s of the quick profile's 8 s: about 6 blocks, the
-# fewest that give an interval). Below it a slow CPU's sweep points were measured from their
-# first 6 blocks (0 to 1.5 s, intervals like 0.05x to 0.27x) while the time held back for them
-# starved the step tables (docs/timing.md, "Profiles").
-SWEEP_MIN_SHARE = 0.25
-
-
-def step_panel_cap(
-    cap_s: float,
-    left_s: float,
-    later_caps: Sequence[float],
-    later_build_s: float,
-    sweep_caps: Sequence[float] = (),
-    sweep_build_s: float = 0.0,
-) -> tuple[float, bool]:
-    """A step panel's time cap under the run's budget, and whether time was held back for the
-    sweep points still to come (``sweep_caps``, their building guessed at ``sweep_build_s``):
-    only if, shared with them, each would get ``SWEEP_MIN_SHARE`` of its own cap. Otherwise
-    the step panels share the time, and the sweep points are skipped as unaffordable when
-    their turn comes (``bench.timing.panel.unaffordable``)."""
-    if sweep_caps:
-        # Shared in proportion to the caps, every panel gets the same share of its own cap,
-        # so this panel's share is each sweep point's.
-        shared = budgeted_cap(
-            cap_s, left_s, [*later_caps, *sweep_caps], later_build_s + sweep_build_s
-        )
-        if shared >= SWEEP_MIN_SHARE * cap_s:
-            return shared, True
-    return budgeted_cap(cap_s, left_s, later_caps, later_build_s), False
+    """One round of each member of ``order``, in that order, recorded in ``rounds`` with the
+    block's contention. Returns the seconds spent in the rounds of capped members."""
+    # Contention is read over the whole block, not round by round: /proc/stat counts in
+    # clock ticks (10 ms), so one tick of a kernel thread is 5% of a 0.1 s round on 2 cores
+    # (and 25% of a 20 ms round), against a fraction of that over a block of a dozen rounds.
+    # A contended block is left out whole, which pairing within blocks needs anyway.
+    capped_s = 0.0
+    before = counters()
+    for member in order:
+        round_start = clock()
+        seconds = member.run_round()
+        if _cap(member) != math.inf:
+            capped_s += clock() - round_start
+        rec = rounds[member.name]
+        rec.block.append(block)
+        rec.seconds.append(float(seconds))
+    after = counters()
+    steal, foreign = steal_fraction(before, after), foreign_fraction(before, after)
+    for member in order:
+        rounds[member.name].steal.append(steal)
+        rounds[member.name].foreign.append(foreign)
+    return capped_s
 
 
 def _cap(member: Member) -> float:

@@ -90,7 +90,9 @@ def count_graph_ops(trainer, x: tf.Tensor, y: tf.Tensor) -> int | None:
     return sum(1 for op in graph.get_operations() if op.type not in ("Placeholder", "NoOp"))
 
 
-def measure_fit(trainer, x, y, steps: int) -> dict:
+def measure_fit(
+    trainer, x, y, steps: int, *, clock: Callable[[], float] = time.perf_counter
+) -> dict:
     """Keras implementations only: what ``fit()`` costs, as ``fit(n) = setup + n * per_step``.
 
     ``fit()`` calls on K and 2K copies of the fixed batch (each the best of three, as one
@@ -102,7 +104,9 @@ def measure_fit(trainer, x, y, steps: int) -> dict:
 
     For ``steps_per_call`` N > 1, ``steps`` counts calls and ``x``, ``y`` stack N batches:
     ``fit`` gets K (2K) copies of the N batches, K x N (2K x N) steps, N per call of its
-    train function, and the per-step figure divides by K x N."""
+    train function, and the per-step figure divides by K x N.
+
+    ``clock`` reads the time (injected by the tests: a fake ``fit`` advances a fake clock)."""
     from implementations.keras_fit import KerasFitTrainer
 
     if not isinstance(trainer, KerasFitTrainer):
@@ -114,9 +118,9 @@ def measure_fit(trainer, x, y, steps: int) -> dict:
             ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat(n)
         else:
             ds = tf.data.Dataset.from_tensors((x, y)).repeat(n)
-        t0 = time.perf_counter()
+        t0 = clock()
         trainer.model.fit(ds, epochs=1, shuffle=False, verbose=0)
-        return time.perf_counter() - t0
+        return clock() - t0
 
     fit(2)  # the first fit() traces its iterator function: not what is measured
     once = min(fit(steps) for _ in range(3))

@@ -1,7 +1,7 @@
-"""A panel's members (``bench/timing/panel.py``): a TensorFlow trainer in this process, the
-same in a panel worker, one member spread over several processes, and a JAX trainer in the
-JAX worker. Each is built, compiled and warmed up when made; ``run_round()`` times one round,
-``finish()`` checks for retraces and returns the member's fields. Imports TensorFlow.
+"""A panel's members (``bench/timing/panel.py``): a TensorFlow trainer in this process, and
+a JAX trainer in the JAX worker. Each is built, compiled and warmed up when made;
+``run_round()`` times one round, ``finish()`` checks for retraces and returns the member's
+fields. Imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+import implementations
+from bench.jax import client as jax_client
+from bench.jax.client import backend_fields
+from bench.tasks import TASKS, get_task, initial_weights, train_flops_per_sample
 from bench.timing.harness import (
     RetraceError,
     check_retrace,
@@ -25,13 +30,11 @@ from bench.timing.harness import (
     steps_per_call,
 )
 from bench.timing.machine import device_name, peak_memory_mb, reset_peak_memory, sync
-from bench.timing.spec import Spec, spec_to_json
+from bench.timing.spec import Spec
 
 
 def resident_mb() -> float:
     """Memory in use now: the GPU allocator's current bytes, or the process's resident set."""
-    import tensorflow as tf
-
     if tf.config.list_logical_devices("GPU"):
         return tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20
     try:
@@ -66,13 +69,10 @@ def capped_rounds(spec: Spec, call_s: float, warmup_calls: int, n: int) -> tuple
 
 class TFMember:
     """A TensorFlow trainer built from the registry and the task's seeded initial weights, on
-    a fixed batch on the device, compiled and warmed up (the steps of
-    ``harness.measure_steps`` before its timed rounds)."""
+    a fixed batch on the device, compiled and warmed up (``bench/timing/harness.py``,
+    steps 1-4)."""
 
     def __init__(self, spec: Spec, dataset, panel_start_mb: float):
-        import implementations
-        from bench.tasks import get_task, initial_weights
-
         self.spec, self.name = spec, spec.name
         self.task = get_task(spec.task_name)
         self.dataset = dataset
@@ -124,9 +124,6 @@ class TFMember:
 
     def finish(self) -> dict:
         """After the blocks: the retrace check, what ``fit()`` adds, and the recorded fields."""
-        import implementations
-        from bench.tasks import train_flops_per_sample
-
         spec = self.spec
         check_retrace(self.trainer, self.traces_before, f"{spec.implementation}/{self.task.name}")
         info = {
@@ -164,8 +161,7 @@ class JaxMember:
     does it; a round is one request, timed inside the worker (no pipe in the figure)."""
 
     def __init__(self, spec: Spec, dataset, worker, hello: dict, tmp: Path):
-        from bench.jax import client as jax_client
-        from implementations import jax_backend
+        from implementations import jax_backend  # lazy: optional, imports jax
 
         self.spec, self.name = spec, spec.name
         self.worker, self.hello, self.dataset = worker, hello, dataset
@@ -201,8 +197,6 @@ class JaxMember:
         return answer["round_seconds"] / (self.k * self.n)
 
     def finish(self) -> dict:
-        from bench.jax import client as jax_client
-
         if self.retraced:
             raise RetraceError(
                 f"{self.bench_id}: traced {self.retraced} more time(s) during the timed rounds"
@@ -218,63 +212,12 @@ class JaxMember:
             self.worker.request({"op": "drop", "id": self.bench_id}, 60)
 
 
-class RemoteMember:
-    """A ``TFMember`` built in a panel worker process (``bench/timing/panel_worker.py``)."""
-
-    def __init__(self, spec: Spec, worker, index: int):
-        self.spec, self.name, self.worker = spec, spec.name, worker
-        self.id = f"{index}:{spec.name}"
-        self.worker.request(
-            {"op": "build", "id": self.id, "spec": spec_to_json(spec)}, BUILD_TIMEOUT_S
-        )
-
-    def run_round(self) -> float:
-        return self.worker.request({"op": "round", "id": self.id}, ROUND_TIMEOUT_S)["seconds"]
-
-    def finish(self) -> dict:
-        return self.worker.request({"op": "finish", "id": self.id}, BUILD_TIMEOUT_S)["info"]
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.worker.request({"op": "drop", "id": self.id}, 60)
-
-
-BUILD_TIMEOUT_S = 900.0  # a user's conv net compiled by XLA's loop on 2 busy cores
-ROUND_TIMEOUT_S = 600.0
-
-
-class Spread:
-    """One member measured in several processes: its round in block b runs in process
-    b mod P (every member gets exactly one round per block, so its calls count the blocks).
-    Its fields come from the first (this) process; every copy is checked for retraces."""
-
-    def __init__(self, instances: list):
-        self.instances = instances
-        self.name, self.spec = instances[0].name, instances[0].spec
-        self.calls = 0
-
-    def run_round(self) -> float:
-        instance = self.instances[self.calls % len(self.instances)]
-        self.calls += 1
-        return instance.run_round()
-
-    def finish(self) -> dict:
-        infos = [instance.finish() for instance in self.instances]
-        return infos[0]
-
-    def close(self) -> None:
-        for instance in self.instances:
-            instance.close()
-
-
 def jax_step_info(
     spec: Spec, dataset, hello: dict, setup: dict, fit: dict, described: dict
 ) -> dict:
     """A JAX panel member's extra_info (``bench.timing.panel.Spec`` ``spec``), in the
     TensorFlow step benchmarks' fields (docs/results-schema.md)."""
-    from bench.jax.client import backend_fields
-    from bench.tasks import TASKS, train_flops_per_sample
-    from implementations import jax_backend
+    from implementations import jax_backend  # lazy: optional, imports jax
 
     task = TASKS[spec.task_name]
     fields = backend_fields(hello)

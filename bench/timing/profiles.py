@@ -47,7 +47,7 @@ class Profile:
     panel_target_pct: float = 2.0
     # The run's wall time that the panels fit their sampling into, counted from pytest's
     # start (None: each panel takes its cap): each panel's cap shrinks to its share of the
-    # time left (bench/timing/blocks.budgeted_cap), so a slow CPU, whose convergence runs and
+    # time left (bench/timing/plan.py), so a slow CPU, whose convergence runs and
     # builds take longer, samples less instead of running longer. pytest --run-budget.
     run_budget_s: float | None = None
     panel_cap_s: float = 40.0

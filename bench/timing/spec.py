@@ -1,10 +1,10 @@
-"""A panel member, as its test would run it, in a form that can travel to a worker process
-(``bench/timing/panel.py``, ``bench/timing/panel_worker.py``)."""
+"""A panel member, as its test would run it (``bench/timing/panel.py``). No TensorFlow."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.tasks import get_task
 from bench.timing.profiles import Profile
 
 
@@ -40,8 +40,6 @@ class Spec:
 def in_step_panel(name: str, impl: str, task_name: str, profile: Profile, **fields) -> Spec:
     """A member of the task's step panel, at the task's batch size: ``fields`` are the
     variant's (precision, N, M, backend) and its twins."""
-    from bench.tasks import get_task
-
     return Spec(
         name=name,
         panel=task_name,
@@ -51,26 +49,6 @@ def in_step_panel(name: str, impl: str, task_name: str, profile: Profile, **fiel
         batch_size=get_task(task_name).batch_size,
         profile=profile,
         **fields,
-    )
-
-
-def spec_to_json(spec: Spec) -> dict:
-    """``spec`` as JSON for the panel worker: the profile by name."""
-    out = dict(spec.__dict__)
-    out["profile"] = spec.profile.name
-    out["twins"] = [list(t) for t in spec.twins]
-    return out
-
-
-def spec_from_json(data: dict) -> Spec:
-    from bench.timing.profiles import PROFILES
-
-    return Spec(
-        **{
-            **data,
-            "profile": PROFILES[data["profile"]],
-            "twins": tuple(tuple(t) for t in data["twins"]),
-        }
     )
 
 
