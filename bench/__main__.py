@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "ab":
         from bench.ab.cli import main as run
     elif command == "bisect":
-        from bench.ab.bisect import main as run
+        from bench.ab.bisect_cli import main as run
     else:
         print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

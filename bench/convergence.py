@@ -201,9 +201,9 @@ def anchor(task: Task, info: dict, full_training: bool) -> dict:
 def sklearn_reference(task: Task, data: Dataset, seeds, epochs: int) -> dict:
     """scikit-learn's MLPClassifier on the same standardised data: an independent,
     non-TensorFlow reference (same layer sizes, Adam, learning rate and batch size)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import log_loss
-    from sklearn.neural_network import MLPClassifier
+    from sklearn.exceptions import ConvergenceWarning  # lazy: heavy; only this reference
+    from sklearn.metrics import log_loss  # lazy: as above
+    from sklearn.neural_network import MLPClassifier  # lazy: as above
 
     kernels = [w for w in initial_weights(task) if w.ndim == 2]  # an MLP's, in layer order
     hidden = tuple(w.shape[1] for w in kernels)[:-1]

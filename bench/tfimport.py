@@ -61,7 +61,7 @@ def import_tensorflow():
     """``import tensorflow`` (and its device initialisation), without the start-up lines
     above on a machine with no NVIDIA driver; every other line is written back to stderr."""
     if "tensorflow" in sys.modules or not filtering():
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: importing it is this function's work
 
         return tf
     sys.stderr.flush()
@@ -69,7 +69,7 @@ def import_tensorflow():
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)
         try:
-            import tensorflow as tf
+            import tensorflow as tf  # lazy: with file descriptor 2 caught, as above
 
             tf.config.list_physical_devices()  # cuInit runs here
         finally:

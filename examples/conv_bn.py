@@ -15,6 +15,7 @@ by its own size (tests/test_equivalence.py; docs/tasks.md).
 import keras
 
 from bench.tasks import Task
+from bench.tasks.data import load_classification, standardize
 
 
 def conv_bn(x, filters):
@@ -35,8 +36,6 @@ def build():
 def fashion_mnist_rows():
     """The first 2,048 training and 2,048 test images, standardised as the built-in tasks',
     each a sequence of its 28 rows."""
-    from bench.tasks.data import load_classification, standardize
-
     ds = standardize(load_classification(quiet=True).subset(2048, 2048), (28, 28))
     return ds.x_train, ds.y_train, ds.x_test, ds.y_test
 

@@ -3,7 +3,7 @@
 
 Its op mix differs from the built-ins': two 3x3 convolutions with max pooling, and a Dropout
 layer, which draws a new random mask every training step. Every implementation's model starts
-from the same random-number state (``bench.tasks.task.new_model``), so those that draw the
+from the same random-number state (``bench.tasks.model.new_model``), so those that draw the
 same masks from the same state are compared with dropout on, and the others with it off
 (tests/test_equivalence.py; docs/tasks.md).
 
@@ -13,6 +13,7 @@ same masks from the same state are compared with dropout on, and the others with
 import keras
 
 from bench.tasks import Task
+from bench.tasks.data import load_classification, standardize
 
 
 def build():
@@ -35,8 +36,6 @@ def build():
 
 def fashion_mnist_subset():
     """The first 2,048 training and 2,048 test images, standardised as the built-in tasks'."""
-    from bench.tasks.data import load_classification, standardize
-
     ds = standardize(load_classification(quiet=True).subset(2048, 2048), (28, 28, 1))
     return ds.x_train, ds.y_train, ds.x_test, ds.y_test
 

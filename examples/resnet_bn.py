@@ -10,6 +10,7 @@ and update alike), an identity shortcut (an add).
 import keras
 
 from bench.tasks import Task, Tolerance
+from bench.tasks.data import load_classification, standardize
 
 
 def conv_bn(x, filters, stride=1):
@@ -33,8 +34,6 @@ def build():
 
 def fashion_mnist_subset():
     """The first 2,048 training and 2,048 test images, standardised as the built-in tasks'."""
-    from bench.tasks.data import load_classification, standardize
-
     ds = standardize(load_classification(quiet=True).subset(2048, 2048), (28, 28, 1))
     return ds.x_train, ds.y_train, ds.x_test, ds.y_test
 

@@ -281,7 +281,7 @@ def cmd_honesty(args) -> None:
     import implementations
     from bench.benchmarks import bench_step
     from bench.tasks import get_task, load_for_task
-    from bench.timing.panel import TFMember
+    from bench.timing.members import TFMember
     from bench.timing.profiles import PROFILES
 
     profile = PROFILES["quick"]
@@ -344,7 +344,7 @@ def cmd_noise(args) -> None:
     from bench.stats.paired import hodges_lehmann
     from bench.tasks import get_task, load_for_task
     from bench.timing.blocks import PANEL_INTERVAL_SCALE, run_blocks
-    from bench.timing.panel import TFMember
+    from bench.timing.members import TFMember
     from bench.timing.profiles import PROFILES
 
     profile = PROFILES["quick"]

@@ -21,10 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_lab import fake_lab
 
-from bench.ab.cli import Benchmark, keyword_match, main, numerics_rtol, select_benchmarks
-from bench.ab.sides import WORKER, InputError, Side, Worker, resolve_side, worker_env
+from bench import tasks
+from bench.ab import worker as ab_worker
+from bench.ab.cli import main
+from bench.ab.measure import Benchmark, Settings
+from bench.ab.output import format_table, github_entries, markdown_verdict, summary_line, undecided
+from bench.ab.run import ABRun, Selection, keyword_match, select_benchmarks
+from bench.ab.sides import WORKER, InputError, Side, Worker, numerics_rtol, resolve_side, worker_env
 from bench.stats import paired as S
+from bench.tasks import user as user_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,19 +140,19 @@ def _side(label: str, impls: list[str]) -> Side:
 
 def test_a_benchmark_one_side_lacks_is_skipped_with_the_reason():
     sides = [_side("base", ["custom_graph"]), _side("head", ["custom_graph", "new_loop"])]
-    benches, skips = select_benchmarks(sides, "mlp", None)
+    benches, skips = select_benchmarks(sides, Selection("mlp"))
     assert [b.name for b in benches] == ["custom_graph-mlp", "new_loop-mlp"]
     assert skips == {"new_loop-mlp": "not in base's registry"}
-    benches, _ = select_benchmarks(sides, "custom_graph and linreg", [8, 32])
+    benches, _ = select_benchmarks(sides, Selection("custom_graph and linreg", (8, 32)))
     assert [b.name for b in benches] == ["custom_graph-linreg-b8", "custom_graph-linreg"]
     headline = select_benchmarks(
-        [_side("base", ["custom_eager", "custom_graph", "keras_fit"])] * 2, None, None
+        [_side("base", ["custom_eager", "custom_graph", "keras_fit"])] * 2, Selection()
     )
     assert [b.name for b in headline[0]] == [
         f"{i}-{t}" for i in ("custom_graph", "keras_fit") for t in ("linreg", "mlp", "cnn")
     ]
     with pytest.raises(InputError, match="selects no benchmark"):
-        select_benchmarks(sides, "nothing_like_this", None)
+        select_benchmarks(sides, Selection("nothing_like_this"))
 
 
 def test_with_tasks_the_sides_tasks_are_benchmarked_and_one_lacking_a_task_skips_it():
@@ -155,7 +162,7 @@ def test_with_tasks_the_sides_tasks_are_benchmarked_and_one_lacking_a_task_skips
         "linreg": {"batch_size": 32, "numerics_rtol": None},
         "tiny": {"batch_size": 16, "numerics_rtol": 1e-4},
     }
-    benches, skips = select_benchmarks(sides, "custom_graph", None)
+    benches, skips = select_benchmarks(sides, Selection("custom_graph"))
     assert [(b.name, b.batch_size) for b in benches] == [
         ("custom_graph-linreg", 32),
         ("custom_graph-tiny", 16),
@@ -167,12 +174,12 @@ def test_with_tasks_the_sides_tasks_are_benchmarked_and_one_lacking_a_task_skips
 
 TINY_TASKS = """
 import keras
-from bench.tasks.user import UserTask
+from bench.tasks import Task
 
 def build():
     return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
 
-TINY = UserTask("tiny", build, input_shape=(8,), num_classes=3, n_train=64, batch_size=16,
+TINY = Task("tiny", build, input_shape=(8,), num_classes=3, n_train=64, batch_size=16,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True){extra})
 """
 
@@ -180,7 +187,7 @@ TINY = UserTask("tiny", build, input_shape=(8,), num_classes=3, n_train=64, batc
 PY_FUNCTION_TASK = """
 import keras
 import tensorflow as tf
-from bench.tasks.user import UserTask
+from bench.tasks import Task
 
 class Sin(keras.layers.Layer):
     def call(self, x):
@@ -189,7 +196,7 @@ class Sin(keras.layers.Layer):
 def build():
     return keras.Sequential([keras.Input((8,)), Sin(), keras.layers.Dense(3)])
 
-PYF = UserTask("pyf", build, input_shape=(8,), num_classes=3, n_train=64, batch_size=16,
+PYF = Task("pyf", build, input_shape=(8,), num_classes=3, n_train=64, batch_size=16,
                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 """
 
@@ -197,10 +204,6 @@ PYF = UserTask("pyf", build, input_shape=(8,), num_classes=3, n_train=64, batch_
 def test_a_worker_loads_a_task_file_writes_its_batch_and_trains_it(tmp_path):
     """The worker's side of --tasks, called in this process: hello loads the file with the
     side's code, write_batch writes the task's fixed batch, setup trains on it."""
-    from bench import tasks
-    from bench.ab import worker as ab_worker
-    from bench.tasks import user as user_tasks
-
     good = tmp_path / "good.py"
     good.write_text(TINY_TASKS.format(extra=""))
     saved = user_tasks.selected_tasks()
@@ -242,6 +245,125 @@ def test_a_bad_task_file_is_exit_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and f"{bad}: cannot import the task file" in err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+# --- the run, on fake sides: ABRun, and bench ab's command around it ---------------------------
+
+
+def slower_custom_graph(bench: Benchmark, sides: list[Side]) -> float:
+    return 1.10 if bench.implementation == "custom_graph" else 1.0
+
+
+def test_a_run_on_fake_sides_confirms_its_verdicts_within_its_deadline(capsys):
+    """ABRun with the measuring faked (tests/fake_lab.py): the slowed benchmarks read SLOWER,
+    are measured again by fresh workers (a second start, a second process pair each) and
+    judged on all their rounds; the unchanged ones read no change; one the workers cannot run
+    is skipped with why; the run ends by its deadline, its workers closed."""
+    labs: list = []
+    impls = ("custom_graph", "keras_fit", "custom_xla")
+    lab = fake_lab(
+        labs, ratio=slower_custom_graph, implementations=impls, unsupported=("custom_xla",)
+    )
+    sides = [
+        Side("base", "HEAD", "revision", ROOT, "python", revision="1234567890abc"),
+        Side("head", ".", "working tree", ROOT, "python"),
+    ]
+    settings = Settings(pairs=1, budget_s=45.0)  # less than the benchmarks would take
+    results = ABRun(sides, Selection("linreg or mlp"), settings, lab).run()
+    fake = labs[0]
+    assert [(r["name"], r["verdict"], r.get("first_verdict")) for r in results.benchmarks] == [
+        ("custom_graph-linreg", S.SLOWER, S.SLOWER),
+        ("custom_graph-mlp", S.SLOWER, S.SLOWER),
+        ("keras_fit-linreg", S.NO_CHANGE, None),
+        ("keras_fit-mlp", S.NO_CHANGE, None),
+        ("custom_xla-linreg", S.SKIPPED, None),
+        ("custom_xla-mlp", S.SKIPPED, None),
+    ]
+    assert results.benchmarks[-1]["skip_reason"] == "custom_xla cannot run mlp here"
+    assert results.named(S.SLOWER) == ["custom_graph-linreg", "custom_graph-mlp"]
+    assert results.exit_code == 1 and sorted(results.first_pass_order) == sorted(
+        r["name"] for r in results.benchmarks
+    )
+    slower = results.benchmarks[0]
+    assert fake.starts == 2 and slower["process_pairs"] == 2
+    assert {r["pair"] for r in slower["rounds"]} == {0, 1}
+    assert slower["ratio"] == pytest.approx(1.10, rel=0.01) and slower["ci_low"] > 1.05
+    # each confirmation's share of the deadline is asked once it is set up
+    confirmations = fake.samples[-2:]
+    assert [(name, now) for name, now, _, _ in confirmations] == fake.set_ups[-2:]
+    assert all(min_new == settings.min_pairs for *_, min_new in confirmations)
+    assert results.workers_s == 10.0 and results.confirm_s > 0
+    # the deadline shares out the time left: no first pass gets its --max-seconds, and the run
+    # ends by the deadline, confirmations included
+    assert all(cap < settings.max_seconds for _, _, cap, _ in fake.samples)
+    assert results.wall_s == fake.now <= settings.budget_s
+    assert fake.closed and not fake.live
+    out, err = capsys.readouterr()
+    assert out.startswith("BASE: HEAD @ 1234567890 (revision) -- Python 3.11, TensorFlow 2.21")
+    assert "ab: confirming 2 verdict(s) with 1 fresh worker pair(s) ..." in err
+
+
+def test_a_run_without_a_deadline_gives_each_benchmark_max_seconds_and_no_second_pass():
+    """An undecided benchmark (noisy, unchanged) samples for --max-seconds, once."""
+    labs: list = []
+    sides = [Side(label, ".", "working tree", ROOT, "python") for label in ("base", "head")]
+    settings = Settings(budget_s=None, max_seconds=3.0, confirm=False)
+    lab = fake_lab(labs, ratio=lambda bench, sides: 1.0, noise=0.2)
+    results = ABRun(sides, Selection("custom_graph-mlp"), settings, lab).run()
+    assert [cap for _, _, cap, _ in labs[0].samples] == [3.0]
+    assert results.benchmarks[0]["verdict"] == S.NO_CHANGE and results.confirm_s == 0.0
+
+
+def test_the_command_around_a_run_on_fake_sides_prints_and_writes_every_output(
+    tmp_path, capsys, monkeypatch
+):
+    """``bench ab``'s main() with the measuring faked: exit 1 on a SLOWER verdict (0 without
+    one), the sides, the table and the summary line on stdout, --json with its keys,
+    --github-json, --markdown, and the job summary."""
+    labs: list = []
+    out, gh, md, summary = (tmp_path / n for n in ("ab.json", "gh.json", "ab.md", "summary.md"))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    argv = ["--base", ".", "--head", ".", "-k", "linreg", "--pairs", "1", "--json", str(out)]
+    argv += ["--github-json", str(gh), "--markdown", str(md)]
+    assert main(argv, lab=fake_lab(labs, ratio=slower_custom_graph)) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("BASE: working tree @ ") and printed[1].startswith("HEAD: ")
+    assert "SLOWER" in next(line for line in printed if line.startswith("custom_graph-linreg"))
+    assert (
+        printed[-1].startswith("ab: 2 benchmark(s) in ")
+        and "SLOWER: custom_graph-linreg" in (printed[-1])
+    )
+    doc = json.loads(out.read_text())
+    assert list(doc) == [
+        "schema", "datetime", "command", "settings", "machine", "sides", "benchmarks", "summary",
+    ]  # fmt: skip
+    assert doc["schema"] == "loopbench-ab/1" and doc["command"][4:] == argv
+    assert doc["settings"] == {
+        "threshold_pct": 3.0, "confidence": 0.95, "round_seconds": 0.01, "process_pairs": 1,
+        "min_pairs": 30, "min_seconds": 5.0, "max_seconds": 20.0, "budget_seconds": 210.0,
+        "extend_to_seconds": 60.0, "order": "random", "seed": 0, "select": "linreg",
+        "tasks": None, "warmup_steps": 5, "interval_scale": S.INTERVAL_SCALE, "confirm": True,
+        "steal_limit_pct": 2.0,
+    }  # fmt: skip
+    assert set(doc["machine"]) == {"cpu_model", "cpu_count", "platform", "steal_pct_session"}
+    assert doc["sides"]["head"]["versions"]["tensorflow"] == "2.21"
+    summary_doc = doc["summary"]
+    assert list(summary_doc) == [
+        "slower", "faster", "exit_code", "wall_s", "workers_s", "passes_s", "confirm_s",
+        "first_pass_order",
+    ]  # fmt: skip
+    assert summary_doc["slower"] == ["custom_graph-linreg"] and summary_doc["exit_code"] == 1
+    assert summary_doc["wall_s"] == labs[0].now
+    assert [b["name"] for b in doc["benchmarks"]] == ["custom_graph-linreg", "keras_fit-linreg"]
+    assert [e["name"] for e in json.loads(gh.read_text())] == [
+        "ab custom_graph-linreg batch=32: HEAD/BASE",
+        "ab keras_fit-linreg batch=32: HEAD/BASE",
+    ]
+    verdict = md.read_text()
+    assert verdict.startswith(":red_circle: `bench ab`: **1 slower**, 0 faster, 1 unchanged (")
+    assert summary.read_text() == verdict
+    # nothing slower: exit 0
+    assert main(["-k", "keras_fit and mlp"], lab=fake_lab(labs, ratio=slower_custom_graph)) == 0
 
 
 # --- sides and bad input ------------------------------------------------------------------------
@@ -459,7 +581,6 @@ def test_end_to_end_a_doubled_step_is_slower_and_its_numbers_changed(tmp_path, c
     verdict = md.read_text()
     # the unchanged benchmark, sampled briefly here, reads "undecided" if its interval still
     # reaches past the threshold
-    from bench.ab.output import undecided
 
     other = "0 unchanged, 1 undecided" if undecided(same, 0.03) else "1 unchanged"
     assert verdict.startswith(f":red_circle: `bench ab`: **1 slower**, 0 faster, {other} (")
@@ -496,8 +617,6 @@ def _fake(name, verdict, ratio, low, high, base_ms=1.0, batch=32):
 
 
 def test_the_markdown_verdict_shows_the_changes_and_collapses_the_rest():
-    from bench.ab.output import github_entries, markdown_verdict
-
     class FakeSide:
         def __init__(self, label, text):
             self.label, self.text = label, text
@@ -586,7 +705,6 @@ def test_an_interrupted_run_leaves_no_worker_behind(tmp_path, signum):
 def test_an_interval_still_reaching_past_the_threshold_reads_undecided_not_unchanged():
     """A slow CPU's CNN stopped by the budget at +-8% is neither a regression nor ruled out:
     the summary line, the table and the markdown say so; a narrow "no change" does not."""
-    from bench.ab.output import format_table, markdown_verdict, summary_line, undecided
 
     class FakeSide:
         def __init__(self, label):

@@ -3,11 +3,14 @@ interval shrinks as 1/sqrt(seconds sampled), decided once it is narrower than 1.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import pytest
 
-from bench.ab.budget import Plan, first_pass_cap, run_plan
+from bench.ab import measure as M
+from bench.ab.budget import Plan, first_pass_cap, next_bench, run_plan
+from bench.ab.run import confirm_guess
 
 
 @dataclass
@@ -177,54 +180,19 @@ def test_a_first_pass_samples_its_least_seconds_before_stopping_early(monkeypatc
     """A plain 20% difference is decided after the first 30 pairs (0.6 s of 10 ms rounds);
     with ``min_s`` the pass goes on to that many seconds, unless its cap (the deadline's share)
     comes first. A short spell of slow noise cannot then decide alone."""
-    import random
-
-    from bench.ab import measure as M
-
     clock = {"now": 0.0}
     monkeypatch.setattr(M.time, "monotonic", lambda: clock["now"])
     monkeypatch.setattr(M, "cpu_steal_counters", lambda: None)
     grid = [[FakeWorker("base", clock, 1.2), FakeWorker("head", clock, 1.2)]]
     state = M.Sampled(k=10, rounds=[], setups={}, grid=grid, seconds=0.0, bench_id="b", live=True)
-    settings = M.Settings(0.03, 0.95, 0.01, 1, 30, 20.0, 0, 1.7, True, min_seconds=min_s)
+    settings = M.Settings(pairs=1, budget_s=None, min_seconds=min_s)
     M.sample(state, settings, random.Random(0), cap_s, 30)
     assert M.decided(state, settings)
     assert state.seconds == pytest.approx(max(0.6, min(min_s, cap_s)), abs=0.03)
 
 
-def test_a_confirmation_samples_for_the_share_its_cap_gives(monkeypatch):
-    """``measure(cap=...)`` (a confirmation within the deadline): the cap is asked once the
-    benchmark is set up, and wins over ``min_seconds``."""
-    import random
-
-    from bench.ab import measure as M
-
-    clock = {"now": 0.0}
-    monkeypatch.setattr(M.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(M, "cpu_steal_counters", lambda: None)
-    grid = [[FakeWorker("base", clock, 1.0), FakeWorker("head", clock, 1.0)]]
-    state = M.Sampled(
-        k=10, rounds=[], setups={}, grid=grid, seconds=0.0, bench_id="b", live=True, setup_s=3.0
-    )
-    monkeypatch.setattr(M, "set_up", lambda *a, **k: state)
-    monkeypatch.setattr(M, "drop", lambda sampled: None)
-    asked = []
-    settings = M.Settings(0.03, 0.95, 0.01, 1, 30, 20.0, 0, 1.7, True, min_seconds=5.0)
-    bench = M.Benchmark("custom_graph", "linreg", 32, True)
-    M.measure(
-        bench, None, grid, settings, random.Random(0), cap=lambda: asked.append(clock["now"]) or 2.0
-    )
-    assert asked == [0.0]  # set_up is faked: no time passed
-    assert state.seconds == pytest.approx(2.0, abs=0.03)
-    M.measure(bench, None, grid, settings, random.Random(0))  # no cap: up to min_seconds at least
-    assert state.seconds - 2.0 >= 5.0 - 0.03
-
-
 def test_a_confirmation_is_guessed_from_the_benchmarks_own_setup_and_pace():
-    from bench.ab.cli import confirm_guess
-    from bench.ab.measure import Settings
-
-    settings = Settings(0.03, 0.95, 0.01, 2, 30, 20.0, 0, 1.7, True, min_seconds=5.0)
+    settings = M.Settings(min_pairs=30, min_seconds=5.0)
     assert confirm_guess(2.0, 0.01, settings) == pytest.approx(2.0 + 5.0)  # min_seconds
     assert confirm_guess(4.0, 0.5, settings) == pytest.approx(4.0 + 30 * 0.5)  # min_pairs (CNN)
 
@@ -253,7 +221,6 @@ def test_the_first_pass_takes_each_kind_once_then_the_costliest_first():
     """Unknown costs go first, in the order given (so every task is seen early); then the
     benchmarks that take longest to decide, so the confirmations' reserve, which grows as
     verdicts are flagged, squeezes the quick ones last."""
-    from bench.ab.budget import next_bench
 
     names = ["fit-lin", "fit-cnn", "fit-mlp", "xla-lin", "xla-cnn", "xla-mlp"]
     fake = Fake({n: 0.5 for n in names})

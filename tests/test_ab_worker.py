@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.ab import worker as ab_worker
-from implementations.common import STEPS_PER_CALL
+from implementations.keras_parts import STEPS_PER_CALL
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 from experiment_loader import load_experiment as load_script
+from fake_lab import fake_lab
 
 from bench.ab import bisect as B
+from bench.ab import bisect_cli as C
+from bench.ab.cli import build_parser as ab_parser
+from bench.ab.measure import Settings
 from bench.ab.sides import InputError
 from bench.stats import paired as S
 
@@ -191,9 +195,9 @@ def test_good_against_bad_that_cannot_run_is_bad_input():
 
 
 def test_the_followed_benchmarks_narrow_the_users_selection():
-    assert B.followed_selection(None, ["custom_graph-mlp"]) == "custom_graph-mlp"
+    assert C.followed_selection(None, ["custom_graph-mlp"]) == "custom_graph-mlp"
     assert (
-        B.followed_selection("mlp and not xla", ["a-mlp", "b-mlp"])
+        C.followed_selection("mlp and not xla", ["a-mlp", "b-mlp"])
         == "(mlp and not xla) and (a-mlp or b-mlp)"
     )
 
@@ -209,13 +213,13 @@ def history(tmp_path_factory):
 
 
 def fake_ab(monkeypatch, fake):
-    def ab_measure(args, repo, workdir):
+    def ab_measure(settings, selection, repo, lab):
         def measure(base, head, follow=None):
             return fake(base, head)
 
         return measure
 
-    monkeypatch.setattr(B, "ab_measure", ab_measure)
+    monkeypatch.setattr(C, "ab_measure", ab_measure)
 
 
 def test_the_command_reports_the_culprit_and_writes_json(history, monkeypatch, tmp_path, capsys):
@@ -223,7 +227,7 @@ def test_the_command_reports_the_culprit_and_writes_json(history, monkeypatch, t
     fake_ab(monkeypatch, Fake(6, {4: 1.3}, commits=commits))
     out = tmp_path / "bisect.json"
     argv = [commits[0], commits[-1], "--repo", str(repo), "--json", str(out)]
-    assert B.main(argv) == 0
+    assert C.main(argv) == 0
     printed = capsys.readouterr().out
     assert f'slower commit: {commits[4][:10]} "commit 4: a note" (#4 of 6' in printed
     assert (
@@ -243,8 +247,38 @@ def test_the_command_reports_the_culprit_and_writes_json(history, monkeypatch, t
 def test_the_command_says_when_there_is_nothing_to_bisect(history, monkeypatch, capsys):
     repo, commits = history
     fake_ab(monkeypatch, Fake(6, {}, commits=commits))
-    assert B.main([commits[0], commits[-1], "--repo", str(repo)]) == 0
+    assert C.main([commits[0], commits[-1], "--repo", str(repo)]) == 0
     assert "is not slower than GOOD" in capsys.readouterr().out
+
+
+def test_the_command_bisects_with_ab_runs_on_fake_sides(history, tmp_path, capsys):
+    """Each step an ABRun of the commit against its base, the measuring faked
+    (tests/fake_lab.py): commit 4 makes custom_graph 30% slower. The first step measures the
+    user's selection, the later ones only what BAD was slower on; every step's table goes to
+    stderr, and stdout is the bisection's report alone."""
+    repo, commits = history
+
+    def ratio(bench, sides) -> float:
+        if bench.implementation != "custom_graph":
+            return 1.0
+        base, head = (commits.index(s.revision) for s in sides)
+        return 1.3 if base < 4 <= head else 1.0
+
+    labs: list = []
+    out = tmp_path / "bisect.json"
+    argv = [commits[0], commits[-1], "--repo", str(repo), "-k", "mlp", "--json", str(out)]
+    assert C.main(argv + ["--max-seconds", "4"], lab=fake_lab(labs, ratio=ratio)) == 0
+    printed, err = capsys.readouterr()
+    assert f'slower commit: {commits[4][:10]} "commit 4: a note"' in printed
+    assert "BASE:" not in printed and "BASE:" in err and "SLOWER: custom_graph-mlp" in err
+    doc = json.loads(out.read_text())
+    assert doc["followed"] == ["custom_graph-mlp"] and doc["culprits"][0]["confirmed"]
+    steps = [(commits.index(m["base"]), commits.index(m["head"])) for m in doc["measurements"]]
+    assert steps == [(0, 6), (0, 3), (0, 4), (3, 4), (4, 6)] and len(labs) == 5
+    assert {name for name, _ in labs[0].set_ups} == {"custom_graph-mlp", "keras_fit-mlp"}
+    assert all({name for name, _ in lab.set_ups} == {"custom_graph-mlp"} for lab in labs[1:])
+    # bisect's steps have no deadline (--budget-seconds 0): a first pass gets --max-seconds
+    assert {cap for lab in labs for _, _, cap, _ in lab.samples} == {4.0}
 
 
 @pytest.mark.parametrize(
@@ -261,7 +295,7 @@ def test_bad_input_is_one_line_and_exit_2(history, capsys, argv, message):
     repo, commits = history
     fill = {"good": commits[0], "bad": commits[-1]}
     argv = [a.format(**fill) for a in argv] + ["--repo", str(repo)]
-    assert B.main(argv) == 2
+    assert C.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message.format(**fill) in err[0]
 
@@ -307,7 +341,7 @@ def test_end_to_end_a_planted_history_skipping_a_broken_commit(tmp_path, capsys)
     argv += ["-k", "custom_graph-linreg", "--pairs", "1", "--min-pairs", "10"]
     argv += ["--max-seconds", "3", "--round-seconds", "0.02", "--no-confirm"]
     argv += ["--threshold", "25%"]  # a step several times slower; no false alarm from 3 s
-    assert B.main(argv) == 0
+    assert C.main(argv) == 0
     printed = capsys.readouterr().out
     doc = json.loads(out.read_text())
     steps = [
@@ -324,11 +358,9 @@ def test_end_to_end_a_planted_history_skipping_a_broken_commit(tmp_path, capsys)
 
 
 def test_a_bisection_step_has_no_second_pass_unless_asked_while_bench_ab_has_its_deadline():
-    from bench.ab import cli
-
-    assert cli.build_parser().parse_args([]).budget_seconds == cli.DEFAULT_BUDGET_S > 0
-    assert B.build_parser().parse_args(["a", "b"]).budget_seconds == 0
-    given = B.build_parser().parse_args(["a", "b", "--budget-seconds", "90"])
+    assert ab_parser().parse_args([]).budget_seconds == Settings().budget_s > 0
+    assert C.build_parser().parse_args(["a", "b"]).budget_seconds == 0
+    given = C.build_parser().parse_args(["a", "b", "--budget-seconds", "90"])
     assert given.budget_seconds == 90
 
 
@@ -372,7 +404,6 @@ def test_a_planted_runs_summary_counts_false_alarms_on_the_benchmarks_without_th
 def test_merging_planted_runs_sums_them_up_again_and_refuses_other_experiments(tmp_path):
     """ab_budget.py merge: more runs of the same experiment join the summary; a file of another
     experiment (other plants) or one that repeats a seed is refused."""
-    import json
 
     ab_budget = load_script("ab_budget")
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench.distributed.loop import (
+from bench.distributed.launch import (
     KERAS_MULTI_WORKER_REASON,
     LOOPBACK,
     XLA_CPU_COLLECTIVES_REASON,

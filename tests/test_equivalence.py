@@ -43,7 +43,7 @@ import tensorflow as tf
 import implementations
 from bench.tasks import TASKS, initial_weights
 from bench.tasks.data import take
-from bench.tasks.task import new_model, seed_states
+from bench.tasks.model import new_model, seed_states
 from implementations.common import epoch_dataset, get_weights, loss_value, stack_batches
 from implementations.custom_loop import MICRO_BATCHES, check_micro_batches, make_loop, make_step
 

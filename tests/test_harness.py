@@ -67,7 +67,7 @@ class SteadyTrainer:
 
 
 def test_report_uses_the_harness_steal_limit():
-    from bench.report.cli import STEAL_LIMIT_PCT
+    from bench.report.rows import STEAL_LIMIT_PCT
 
     assert pytest.approx(100 * STEAL_LIMIT) == STEAL_LIMIT_PCT
 
@@ -286,8 +286,8 @@ def test_tiny_run_records_every_field(tiny_run):
     machine = tiny_run["machine_info"]["loopbench"]
     assert set(machine) >= MACHINE_FIELDS
     assert machine["calibration_gflops"] > 0 and machine["device"] in ("CPU", "GPU")
-    # the run's plan: its panels (the smoke profile has no budget: nothing skipped)
-    assert machine["plan"] == {"run_budget_s": None, "entries": 3, "skipped": []}
+    # the run's plan: its two panels, linreg's and the MLP's (no budget: nothing skipped)
+    assert machine["plan"] == {"run_budget_s": None, "entries": 2, "skipped": []}
     for bench in tiny_run["benchmarks"]:
         info, stats = bench["extra_info"], bench["stats"]
         assert set(info) >= STEP_FIELDS, STEP_FIELDS - set(info)

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 import implementations
 from bench.tasks import TASKS, initial_weights, layers_tf
-from implementations.common import STEPS_PER_CALL, get_weights, stack_batches
+from implementations.common import get_weights, loss_value, stack_batches
+from implementations.keras_parts import STEPS_PER_CALL, set_weights
 
 IMPLS = list(implementations.REGISTRY)
 
@@ -90,8 +91,6 @@ def test_a_call_runs_steps_per_call_steps(impl, task_data):
 def test_gradients_are_finite_and_nonzero(task_name, task_data):
     task = TASKS[task_name]
     x, y = small_batch(task, task_data)
-    from implementations.common import loss_value, set_weights
-
     model = task.build_custom()
     model(x[:1])
     set_weights(model, initial_weights(task))
@@ -112,8 +111,6 @@ def test_custom_layers_compute_what_builtin_layers_compute(task_name, task_data)
                for b in custom.blocks)  # fmt: skip
     assert not any(isinstance(b, layers_tf.DenseLayer) for b in builtin.layers)
     custom(x[:1])
-    from implementations.common import set_weights
-
     set_weights(builtin, weights)
     set_weights(custom, weights)
     # Same weights, same ops up to kernel choice: float32 rounding only.

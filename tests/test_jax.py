@@ -46,9 +46,9 @@ from test_equivalence import (
     run,
 )
 
-from bench.ab.sides import InputError, WorkerAnswerError
 from bench.jax import client as jax_client
 from bench.tasks import TASKS
+from bench.workers.process import InputError, Side, WorkerAnswerError
 from implementations import jax_backend
 from implementations.common import epoch_dataset
 
@@ -234,7 +234,6 @@ def test_a_setup_request_times_rounds_per_training_step(worker, tmp_path):
 
 def test_bench_ab_starts_jax_workers_only_for_sides_that_have_the_backend(tmp_path):
     from bench.ab import jax_sides as ab_jax
-    from bench.ab.sides import Side
 
     assert ab_jax.wanted("jax_custom and mlp") and not ab_jax.wanted(None)
     assert not ab_jax.wanted("custom_xla")

@@ -12,7 +12,7 @@ import tensorflow as tf
 from bench.tasks import TASKS, initial_weights, layers_ops, layers_tf
 from bench.tasks.builtin import ARCHITECTURES
 from implementations import jax_backend
-from implementations.common import set_weights
+from implementations.keras_parts import set_weights
 
 
 @pytest.mark.parametrize("task_name", list(TASKS))

@@ -277,7 +277,7 @@ def test_a_planted_slowdown_moves_its_own_ratio_only():
 
 def specs(*impls, task="linreg"):
     from bench.tasks import TASKS
-    from bench.timing.panel import Spec, twin_key
+    from bench.timing.spec import Spec, twin_key
     from bench.timing.profiles import PROFILES
 
     return [

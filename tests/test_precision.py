@@ -33,8 +33,9 @@ import tensorflow as tf
 
 import implementations
 from bench.tasks import TASKS, initial_weights
-from implementations.common import PRECISIONS, epoch_dataset
+from implementations.common import epoch_dataset
 from implementations.custom_loop import make_step
+from implementations.keras_parts import PRECISIONS
 
 BATCH = 64
 STEPS = {"linreg": 40, "mlp": 30, "cnn": 12}

@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 from report_helpers import section
 
-from bench.report import cli as report
-from bench.report.cli import ResultsError, load_results, load_run, main
+from bench.__main__ import main as cli
+from bench.report.cli import main
+from bench.report.load import ResultsError, load_results, load_run
+from bench.report.rows import fmt
 
 pytestmark = pytest.mark.usefixtures("tables_only")
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -313,8 +315,6 @@ def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
 
 
 def test_cli_dispatch_and_help(tmp_path, capsys):
-    from bench.__main__ import main as cli
-
     assert cli(["report", "--help"]) == 0
     assert "--out" in capsys.readouterr().out
     assert cli(["report", str(CPU), "--out", str(tmp_path / "r")]) == 0
@@ -327,7 +327,7 @@ def test_cli_dispatch_and_help(tmp_path, capsys):
      (256, "256"), (0.0, "0"), (None, "—"), (float("nan"), "—")],
 )  # fmt: skip
 def test_fmt_three_significant_digits(value, text):
-    assert report.fmt(value) == text
+    assert fmt(value) == text
 
 
 def _write(path: Path, text: str) -> Path:
@@ -338,7 +338,7 @@ def _write(path: Path, text: str) -> Path:
 def test_distributed_section_shows_strategy_replicas_and_efficiency(tmp_path):
     src = FIXTURES / "report_distributed.json"
     data = json.loads(src.read_text())
-    assert report.main([str(src), "--out", str(tmp_path / "out")]) == 0
+    assert main([str(src), "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
     assert "tf.distribute" in md and "scaling efficiency" in md
     for bench in data["benchmarks"]:

@@ -17,7 +17,8 @@ import pytest
 from report_helpers import section
 from report_helpers import write as write_file
 
-from bench.report.cli import ResultsError, main, read_results
+from bench.report.cli import main
+from bench.report.load import ResultsError, read_results
 
 pytestmark = pytest.mark.usefixtures("tables_only")
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from test_report import CPU, first_table, number, raw, run_report, section
 
+from bench.report.backend import device_kind
+
 
 def with_jax(path: Path) -> dict:
     """The CPU fixture plus jax_fit and jax_custom on the MLP, 2x and 0.5x their XLA twins."""
@@ -102,8 +104,6 @@ def test_both_sides_on_the_gpu_keep_their_ratios_and_say_where(tmp_path):
 
 
 def test_device_kinds_are_read_from_any_recorded_device_name():
-    from bench.report.backend import device_kind
-
     assert device_kind("/GPU:0") == "GPU" and device_kind("/CPU:0") == "CPU"
     assert device_kind("/job:localhost/replica:0/task:0/device:GPU:1") == "GPU"
     assert device_kind(None) is None and device_kind("") is None

@@ -234,16 +234,16 @@ def test_several_runs_get_one_knob_section_per_task_with_only_the_runs_that_have
 
 
 def test_steps_per_call_plot_draws_each_implementation_and_its_twin(tmp_path, plots, monkeypatch):
-    from bench.report import plots as report_plots
+    from matplotlib.figure import Figure  # lazy: matplotlib is optional (``plots`` skips)
 
     figures = {}
-    save = report_plots._save
+    savefig = Figure.savefig
 
-    def keep(fig, path):
-        figures[path.name] = fig
-        save(fig, path)
+    def keep(fig, path, **kwargs):
+        figures[Path(path).name] = fig
+        savefig(fig, path, **kwargs)
 
-    monkeypatch.setattr(report_plots, "_save", keep)
+    monkeypatch.setattr(Figure, "savefig", keep)
     md, out = report(tmp_path, str(KNOBS))
     for task in ("mlp", "linreg"):
         name = f"steps_per_call_{task}.png"

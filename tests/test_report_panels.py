@@ -137,6 +137,26 @@ def test_a_panel_that_stopped_before_its_target_is_named_once(tmp_path, info, li
     assert md.count("Panel mlp stopped") == 1  # not again under the knob table
 
 
+@pytest.mark.parametrize("stopped_by", ["time_cap", "target"])
+def test_older_panel_fields_change_nothing_and_processes_are_not_reported(tmp_path, stopped_by):
+    """Older files record ``processes`` (multi-process panels, since deleted) and
+    ``held_back_for_sweep`` (the sweep hold-back, replaced by the run's planner, which records
+    ``planned_cap_s``): the report reads the same with either set of fields."""
+    data = raw(KNOBS)
+    mlp = [b for b in data["benchmarks"] if b["extra_info"]["task"] == "mlp"]
+    panelize(mlp, "mlp", stopped_by=stopped_by, time_cap_s=12.0, planned_cap_s=12.0)
+    (tmp_path / "new").mkdir()
+    new, _ = render(tmp_path / "new", data)
+    for b in mlp:
+        info = b["extra_info"]["panel_info"]
+        del info["planned_cap_s"]
+        info.update(processes=2, held_back_for_sweep=True)
+    (tmp_path / "old").mkdir()
+    old, _ = render(tmp_path / "old", data)
+    assert old == new
+    assert "processes" not in new
+
+
 def test_each_sweep_panel_that_stopped_early_is_named_under_the_sweep(tmp_path):
     data = raw(CPU)
     sweep = group(data, "sweep-mlp")

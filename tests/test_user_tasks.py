@@ -6,6 +6,7 @@ Small models and data: seconds, apart from the two subprocess tests (a fresh pyt
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -19,14 +20,17 @@ import pytest
 import implementations
 from bench.tasks import TASKS, Task, initial_weights
 from bench.tasks import user as user_tasks
-from bench.tasks.user import TaskError
+from bench.tasks.model import keras_loss, new_model, reference_model, seed_states
+from bench.tasks.task import DEFAULT_TOLERANCE, TaskError, binary_threshold, skip_unsupported
+from bench.tasks.task_data import load_data
+from implementations.common import epoch_dataset, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 
 HEADER = """
 import keras
 import numpy as np
-from bench.tasks.user import UserTask
+from bench.tasks import Task
 
 def dense(n_out, n_in=8):
     return lambda: keras.Sequential([keras.Input((n_in,)), keras.layers.Dense(n_out)])
@@ -41,66 +45,66 @@ def task_file(tmp_path, body: str, name: str = "my_tasks.py") -> Path:
     return path
 
 
-GOOD = "T = UserTask('tiny', dense(3), input_shape=(8,), loss=CE, num_classes=3, n_train=256)\n"
+GOOD = "T = Task('tiny', dense(3), input_shape=(8,), loss=CE, num_classes=3, n_train=256)\n"
 
 BAD = {
     "no_tasks": ("X = 1\n", "defines no tasks"),
     "import_error": ("import no_such_module_here\n", "cannot import the task file"),
     "output_does_not_fit_the_loss": (
-        "T = UserTask('bad', dense(5), input_shape=(8,), loss=CE, num_classes=3)\n",
+        "T = Task('bad', dense(5), input_shape=(8,), loss=CE, num_classes=3)\n",
         "task 'bad': model output (32, 5) does not fit class labels (32,) with num_classes=3",
     ),
     "regression_shapes_would_broadcast": (
-        "T = UserTask('bad', dense(1), input_shape=(8,), loss='mse',\n"
+        "T = Task('bad', dense(1), input_shape=(8,), loss='mse',\n"
         "             data=(np.zeros((64, 8)), np.zeros(64)))\n",
         "task 'bad': model output (32, 1) does not fit labels (32,)",
     ),
     "data_of_the_wrong_shape": (
-        "T = UserTask('bad', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+        "T = Task('bad', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
         "             data=(np.zeros((64, 7)), np.zeros(64, int)))\n",
         "task 'bad': data: x_train has shape (52, 7), expected (n, 8) (input_shape)",
     ),
     "labels_out_of_range": (
-        "T = UserTask('bad', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+        "T = Task('bad', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
         "             data=(np.zeros((64, 8)), np.arange(64) % 4))\n",
         "task 'bad': data: y_train has label 3, outside 0..2 (num_classes=3)",
     ),
     "loss_that_fails": (
         "def loss(y, out):\n    raise ValueError('shapes do not line up')\n"
-        "T = UserTask('bad', dense(3), input_shape=(8,), loss=loss, num_classes=3)\n",
+        "T = Task('bad', dense(3), input_shape=(8,), loss=loss, num_classes=3)\n",
         "task 'bad': the loss does not fit model output (32, 3) and labels (32,): "
         "ValueError: shapes do not line up",
     ),
     "build_not_a_model": (
-        "T = UserTask('bad', lambda: 42, input_shape=(8,), loss=CE, num_classes=3)\n",
+        "T = Task('bad', lambda: 42, input_shape=(8,), loss=CE, num_classes=3)\n",
         "task 'bad': build() returned int, not a keras.Model",
     ),
     "input_the_model_refuses": (
-        "T = UserTask('bad', dense(3, n_in=9), input_shape=(8,), loss=CE, num_classes=3)\n",
+        "T = Task('bad', dense(3, n_in=9), input_shape=(8,), loss=CE, num_classes=3)\n",
         "task 'bad': build() or its first call on input (None, 8) float32 failed",
     ),
     "integer_inputs_without_a_range": (
-        "T = UserTask('bad', dense(3), input_shape=(8,), input_dtype='int32', loss=CE,\n"
+        "T = Task('bad', dense(3), input_shape=(8,), input_dtype='int32', loss=CE,\n"
         "             num_classes=3)\n",
         "task 'bad': integer inputs need input_range",
     ),
     "a_built_in_name": (
-        "T = UserTask('mlp', dense(3), input_shape=(8,), loss=CE, num_classes=3)\n",
+        "T = Task('mlp', dense(3), input_shape=(8,), loss=CE, num_classes=3)\n",
         "task 'mlp': the name is already taken",
     ),
     "binary_head_that_does_not_say_logits_or_probabilities": (
-        "T = UserTask('bad', dense(1), input_shape=(8,), head='binary',\n"
+        "T = Task('bad', dense(1), input_shape=(8,), head='binary',\n"
         "             loss=lambda y, p: keras.ops.square(y - p))\n",
         "task 'bad': head='binary': say whether the model outputs logits or probabilities",
     ),
     "binary_labels_that_are_not_0_or_1": (
-        "T = UserTask('bad', dense(1), input_shape=(8,), head='binary',\n"
+        "T = Task('bad', dense(1), input_shape=(8,), head='binary',\n"
         "             loss='binary_crossentropy',\n"
         "             data=(np.zeros((64, 8)), np.full((64, 1), 2.0)))\n",
         "task 'bad': data: y_train has label 2; a binary head's labels are 0 or 1",
     ),
     "a_name_unfit_for_test_ids": (
-        "T = UserTask('my-task', dense(3), input_shape=(8,), loss=CE, num_classes=3)\n",
+        "T = Task('my-task', dense(3), input_shape=(8,), loss=CE, num_classes=3)\n",
         "task 'my-task': a name is a letter, then letters, digits or _",
     ),
 }
@@ -127,7 +131,7 @@ def test_a_good_file_loads_and_is_the_same_kind_of_task_as_the_builtins(tmp_path
     (task,) = user_tasks.load(task_file(tmp_path, GOOD))
     assert task.name == "tiny" and task.source == str((tmp_path / "my_tasks.py").resolve())
     assert type(task) is Task and all(type(t) is Task for t in TASKS.values())
-    assert task.equivalence_tolerance == user_tasks.DEFAULT_TOLERANCE
+    assert task.equivalence_tolerance == DEFAULT_TOLERANCE
 
 
 def test_the_examples_load():
@@ -140,7 +144,7 @@ def test_the_examples_load():
 
 def test_synthetic_data_has_the_task_shapes_and_learnable_labels(tmp_path):
     (task,) = user_tasks.load(task_file(tmp_path, GOOD))
-    ds = user_tasks.load_data(task)
+    ds = load_data(task)
     assert ds.name == "synthetic"
     assert ds.x_train.shape == (256, 8) and ds.x_test.shape == (512, 8)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
@@ -157,12 +161,12 @@ BINARY = (
     "def head(units, activation):\n"
     "    return lambda: keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, 'relu'),\n"
     "                                     keras.layers.Dense(units, activation)])\n"
-    "SIGMOID = UserTask('sigmoid', head(1, 'sigmoid'), input_shape=(8,), head='binary',\n"
+    "SIGMOID = Task('sigmoid', head(1, 'sigmoid'), input_shape=(8,), head='binary',\n"
     "                   loss='binary_crossentropy', learning_rate=1e-2, n_train=512)\n"
-    "LOGIT = UserTask('logit', head(1, None), input_shape=(8,), head='binary',\n"
+    "LOGIT = Task('logit', head(1, None), input_shape=(8,), head='binary',\n"
     "                 loss=keras.losses.BinaryCrossentropy(from_logits=True), learning_rate=1e-2,\n"
     "                 n_train=512)\n"
-    "LABELS = UserTask('labels', head(3, None), input_shape=(8,), head='binary',\n"
+    "LABELS = Task('labels', head(3, None), input_shape=(8,), head='binary',\n"
     "                  from_logits=True, n_train=512, learning_rate=1e-2,\n"
     "                  loss=lambda y, p: keras.ops.binary_crossentropy(y, p, from_logits=True))\n"
 )
@@ -172,13 +176,11 @@ def test_binary_and_multi_label_heads(tmp_path):
     """One sigmoid unit, one logit unit, three logit units (multi-label): 0/1 labels of the
     output's shape, about half 1s; accuracy counts each label, right at probability 0.5; and
     the custom loop trains the same as fit."""
-    from implementations.common import epoch_dataset, evaluate
-
     tasks = {t.name: t for t in user_tasks.load(task_file(tmp_path, BINARY))}
     for name, units, threshold in (("sigmoid", 1, 0.5), ("logit", 1, 0.0), ("labels", 3, 0.0)):
         task = tasks[name]
-        assert task.kind == "classification" and user_tasks.binary_threshold(task) == threshold
-        ds = user_tasks.load_data(task)
+        assert task.kind == "classification" and binary_threshold(task) == threshold
+        ds = load_data(task)
         assert ds.y_train.shape == (512, units) and ds.y_train.dtype == np.float32
         assert set(np.unique(ds.y_train)) == {0.0, 1.0} and 0.3 < ds.y_train.mean() < 0.7
         fit, loop = (
@@ -202,10 +204,10 @@ def test_synthetic_tokens_stay_in_their_range(tmp_path):
         "    return keras.Sequential([keras.Input((6,), dtype='int32'),\n"
         "        keras.layers.Embedding(11, 4), keras.layers.GlobalAveragePooling1D(),\n"
         "        keras.layers.Dense(2)])\n"
-        "T = UserTask('tok', build, input_shape=(6,), input_dtype='int32', input_range=(1, 11),\n"
+        "T = Task('tok', build, input_shape=(6,), input_dtype='int32', input_range=(1, 11),\n"
         "             loss=CE, num_classes=2, n_train=128, n_test=32)\n",
     )
-    ds = user_tasks.load_data(user_tasks.load(path)[0])
+    ds = load_data(user_tasks.load(path)[0])
     assert ds.x_train.dtype == np.int32 and ds.x_train.min() >= 1 and ds.x_train.max() <= 10
 
 
@@ -218,12 +220,12 @@ def test_data_from_arrays_a_npz_file_and_a_callable(tmp_path):
         tmp_path,
         "rng = np.random.default_rng(0)\n"
         "x, y = rng.standard_normal((100, 8)).astype(np.float32), np.arange(100) % 3\n"
-        "A = UserTask('a', dense(3), input_shape=(8,), loss=CE, num_classes=3, data=(x, y))\n"
-        "B = UserTask('b', dense(3), input_shape=(8,), loss=CE, num_classes=3, data='d.npz')\n"
+        "A = Task('a', dense(3), input_shape=(8,), loss=CE, num_classes=3, data=(x, y))\n"
+        "B = Task('b', dense(3), input_shape=(8,), loss=CE, num_classes=3, data='d.npz')\n"
         "def mine():\n    return {'x': x, 'y': y}\n"
-        "C = UserTask('c', dense(3), input_shape=(8,), loss=CE, num_classes=3, data=mine)\n",
+        "C = Task('c', dense(3), input_shape=(8,), loss=CE, num_classes=3, data=mine)\n",
     )
-    a, b, c = (user_tasks.load_data(t) for t in user_tasks.load(path))
+    a, b, c = (load_data(t) for t in user_tasks.load(path))
     assert (len(a.x_train), len(a.x_test)) == (80, 20)  # the last 20% become the test split
     np.testing.assert_array_equal(b.x_test, x[80:])
     assert b.name == "d.npz" and c.name == "mine()"
@@ -239,12 +241,12 @@ STREAMS = (
     "        return 10\n"
     "    def __getitem__(self, i):\n"
     "        return X[30 * i : 30 * (i + 1)], Y[30 * i : 30 * (i + 1)]\n"
-    "BATCHED = UserTask('batched', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+    "BATCHED = Task('batched', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
     "                   n_train=200, n_test=50,\n"
     "                   data=tf.data.Dataset.from_tensor_slices((X, Y)).batch(64))\n"
-    "SINGLE = UserTask('single', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+    "SINGLE = Task('single', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
     "                  n_train=100, n_test=20, data=tf.data.Dataset.from_tensor_slices((X, Y)))\n"
-    "SHORT = UserTask('short', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
+    "SHORT = Task('short', dense(3), input_shape=(8,), loss=CE, num_classes=3,\n"
     "                 n_train=1000, data=Batches())\n"
 )
 
@@ -253,7 +255,7 @@ def test_data_from_a_tf_data_dataset_or_a_py_dataset(tmp_path):
     """Taken up to n_train + n_test examples, batched or not; a shorter stream is split 80/20."""
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((300, 8)).astype("float32"), rng.integers(0, 3, 300)
-    got = {t.name: user_tasks.load_data(t) for t in user_tasks.load(task_file(tmp_path, STREAMS))}
+    got = {t.name: load_data(t) for t in user_tasks.load(task_file(tmp_path, STREAMS))}
     for name, n_train, n_test in (("batched", 200, 50), ("single", 100, 20), ("short", 240, 60)):
         ds = got[name]
         assert (len(ds.x_train), len(ds.x_test)) == (n_train, n_test), name
@@ -264,9 +266,7 @@ def test_data_from_a_tf_data_dataset_or_a_py_dataset(tmp_path):
 
 def test_a_npz_without_the_expected_keys_is_refused(tmp_path):
     np.savez(tmp_path / "odd.npz", inputs=np.zeros((10, 8)))
-    path = task_file(
-        tmp_path, "T = UserTask('t', dense(3), (8,), CE, num_classes=3, data='odd.npz')\n"
-    )
+    path = task_file(tmp_path, "T = Task('t', dense(3), (8,), CE, num_classes=3, data='odd.npz')\n")
     with pytest.raises(TaskError, match=r"task 't': data odd.npz: has keys \['inputs'\]"):
         user_tasks.load(path)
 
@@ -286,7 +286,7 @@ def build():
         keras.layers.Dense(3),
     ])
 
-T = UserTask('bn', build, input_shape=(8,), loss=CE, num_classes=3, n_train=256)
+T = Task('bn', build, input_shape=(8,), loss=CE, num_classes=3, n_train=256)
 """
 
 
@@ -303,7 +303,7 @@ def test_every_implementation_starts_from_every_seeded_weight(tmp_path, impl):
             implementations.get(impl)(task, start)
         return
     trainer = implementations.get(impl)(task, start)
-    assert trainer.model is not user_tasks.reference_model(task)[0]  # its own instance
+    assert trainer.model is not reference_model(task)[0]  # its own instance
     for v, w in zip(trainer.model.weights, start):
         np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
 
@@ -316,7 +316,7 @@ def test_a_build_that_changes_between_calls_fails_clearly(tmp_path):
         "    calls.append(1)\n"
         "    return dense(3)() if len(calls) == 1 else keras.Sequential(\n"
         "        [keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(3)])\n"
-        "T = UserTask('shifty', build, input_shape=(8,), loss=CE, num_classes=3)\n",
+        "T = Task('shifty', build, input_shape=(8,), loss=CE, num_classes=3)\n",
     )
     (task,) = user_tasks.load(path)
     made = "task 'shifty': build\\(\\) made 4 weights, the initial weights are 2"
@@ -439,7 +439,7 @@ def build():
     return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), Sin(),
                              keras.layers.Dense(3)])
 
-T = UserTask('pyfunc', build, input_shape=(8,), loss=CE, num_classes=3, n_train=64)
+T = Task('pyfunc', build, input_shape=(8,), loss=CE, num_classes=3, n_train=64)
 """
 
 
@@ -447,14 +447,14 @@ def test_an_implementation_that_cannot_run_the_model_is_skipped_with_the_reason(
     import tensorflow as tf
 
     (task,) = user_tasks.load(task_file(tmp_path, PY_FUNCTION))
-    ds = user_tasks.load_data(task)
+    ds = load_data(task)
     x, y = tf.constant(ds.x_train[:16]), tf.constant(ds.y_train[:16])
-    with user_tasks.skip_unsupported("custom_graph", task):  # runs: no skip
+    with skip_unsupported("custom_graph", task):  # runs: no skip
         implementations.get("custom_graph")(task, initial_weights(task)).step(x, y)
     xla = implementations.get("custom_xla")(task, initial_weights(task))
     with (
         pytest.raises(pytest.skip.Exception) as skipped,
-        user_tasks.skip_unsupported("custom_xla", task),
+        skip_unsupported("custom_xla", task),
     ):
         xla.step(x, y)
     # XLA_CPU_JIT here, XLA_GPU_JIT on a GPU host
@@ -462,7 +462,7 @@ def test_an_implementation_that_cannot_run_the_model_is_skipped_with_the_reason(
         r"custom_xla cannot run pyfunc: XLA \(XLA_\w+_JIT\) has no kernel for EagerPyFunc",
         str(skipped.value),
     ), str(skipped.value)
-    with pytest.raises(ValueError), user_tasks.skip_unsupported("custom_xla", task):
+    with pytest.raises(ValueError), skip_unsupported("custom_xla", task):
         raise ValueError("any other error is an error")
 
 
@@ -473,17 +473,13 @@ def build():
     return keras.Sequential([keras.Input((8,)), keras.layers.Dropout(0.5),
                              keras.layers.GaussianNoise(0.3), keras.layers.Dense(3)])
 
-T = UserTask('drop', build, input_shape=(8,), loss=CE, num_classes=3, n_train=64)
+T = Task('drop', build, input_shape=(8,), loss=CE, num_classes=3, n_train=64)
 """
 
 
 def test_random_layers_start_from_the_task_seeds_state_in_every_instance(tmp_path):
     """Each implementation's own instance of the model draws the same dropout masks from the
     same generator states, set by the task's seed (tests/test_equivalence.py relies on it)."""
-    import dataclasses
-
-    from bench.tasks.task import new_model, seed_states
-
     (task,) = user_tasks.load(task_file(tmp_path, DROPOUT))
     start = initial_weights(task)
     a, b = new_model(task, start), new_model(task, start)
@@ -520,9 +516,9 @@ SHAPES = {'image': (6, 6, 1), 'meta': (4,)}
 """
 
 MULTI = TWO_INPUTS + (
-    "DICT = UserTask('two_dict', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+    "DICT = Task('two_dict', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
     "                n_train=256, n_test=128, learning_rate=1e-2)\n"
-    "LIST = UserTask('two_list', build_list, input_shape=[(5,), (7,)],\n"
+    "LIST = Task('two_list', build_list, input_shape=[(5,), (7,)],\n"
     "                input_dtype=['float32', 'int32'], input_range=[None, (0, 10)], loss=CE,\n"
     "                num_classes=3, n_train=256, n_test=128, learning_rate=1e-2)\n"
 )
@@ -539,12 +535,10 @@ MULTI_RUNS = [(impl, "two_dict") for impl in implementations.REGISTRY] + [
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
     """The two tasks, their data and batches, and keras_fit's run on each (filled lazily)."""
-    from implementations.common import epoch_dataset
-
     path = task_file(tmp_path_factory.mktemp("multi"), MULTI)
     out = {}
     for task in user_tasks.load(path):
-        ds = user_tasks.load_data(task)
+        ds = load_data(task)
         batches = list(epoch_dataset(ds.x_train, ds.y_train, task.batch_size, 0, 0))
         out[task.name] = {"task": task, "data": ds, "batches": batches[:MULTI_STEPS]}
     return out
@@ -570,9 +564,7 @@ def test_a_task_with_several_inputs_loads_and_gets_synthetic_data_per_input(mult
     assert tokens.min() >= 0 and tokens.max() <= 9 and set(np.unique(lst.y_train)) == {0, 1, 2}
     # The labels are a linear function of both inputs' features: a least-squares linear
     # classifier on both predicts the test split better than on either input alone.
-    import dataclasses
-
-    big = user_tasks.load_data(dataclasses.replace(multi["two_dict"]["task"], n_train=2048))
+    big = load_data(dataclasses.replace(multi["two_dict"]["task"], n_train=2048))
 
     def accuracy(keys):
         def features(x):
@@ -592,9 +584,9 @@ SEVERAL_ARRAYS = TWO_INPUTS + (
     "IMAGE, META = rng.standard_normal((100, 6, 6, 1)), rng.standard_normal((100, 4))\n"
     "VALUES, TOKENS = rng.standard_normal((100, 5)), rng.integers(0, 10, (100, 7))\n"
     "Y = np.arange(100) % 3\n"
-    "ARRAYS = UserTask('dict_arrays', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+    "ARRAYS = Task('dict_arrays', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
     "                  data=({'meta': META, 'image': IMAGE}, Y))\n"
-    "STREAM = UserTask('list_stream', build_list, input_shape=[(5,), (7,)], loss=CE,\n"
+    "STREAM = Task('list_stream', build_list, input_shape=[(5,), (7,)], loss=CE,\n"
     "                  input_dtype=['float32', 'int32'], num_classes=3, n_train=64, n_test=16,\n"
     "                  data=tf.data.Dataset.from_tensor_slices(((VALUES, TOKENS), Y)).batch(16))\n"
 )
@@ -607,7 +599,7 @@ def test_several_inputs_from_arrays_and_from_a_stream(tmp_path):
     image, meta = rng.standard_normal((100, 6, 6, 1)), rng.standard_normal((100, 4))
     values, tokens = rng.standard_normal((100, 5)), rng.integers(0, 10, (100, 7))
     tasks = user_tasks.load(task_file(tmp_path, SEVERAL_ARRAYS))
-    got = {t.name: user_tasks.load_data(t) for t in tasks}
+    got = {t.name: load_data(t) for t in tasks}
     a = got["dict_arrays"]
     assert list(a.x_train) == ["image", "meta"] and len(a.y_train) == 80  # the last 20%: test
     np.testing.assert_array_equal(a.x_test["meta"], meta[80:].astype(np.float32))
@@ -621,36 +613,36 @@ def test_several_inputs_from_arrays_and_from_a_stream(tmp_path):
 
 BAD_SEVERAL = {
     "x_without_an_input": (
-        "T = UserTask('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+        "T = Task('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
         "             data=({'image': np.zeros((64, 6, 6, 1))}, np.zeros(64, int)))\n",
         "task 'bad': data arrays: x must be a dict of arrays with input_shape's keys "
         "['image', 'meta'], got ['image']",
     ),
     "an_input_of_the_wrong_shape": (
-        "T = UserTask('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+        "T = Task('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
         "             data=({'image': np.zeros((64, 6, 6, 1)), 'meta': np.zeros((64, 3))},\n"
         "                   np.zeros(64, int)))\n",
         "task 'bad': data: x_train['meta'] has shape (52, 3), expected (n, 4) "
         "(input_shape['meta'])",
     ),
     "a_list_of_the_wrong_length": (
-        "T = UserTask('bad', build_list, input_shape=[(5,), (7,)], loss=CE, num_classes=3,\n"
+        "T = Task('bad', build_list, input_shape=[(5,), (7,)], loss=CE, num_classes=3,\n"
         "             input_dtype=['float32', 'int32'],\n"
         "             data=([np.zeros((64, 5))], np.zeros(64)))\n",
         "task 'bad': data arrays: x must be a list of 2 arrays, one per input, got 1",
     ),
     "a_dtype_for_an_input_that_does_not_exist": (
-        "T = UserTask('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
+        "T = Task('bad', build_dict, input_shape=SHAPES, loss=CE, num_classes=3,\n"
         "             input_dtype={'other': 'int32'})\n",
         "task 'bad': input_dtype names inputs ['other'] that input_shape does not have",
     ),
     "integer_inputs_without_a_range": (
-        "T = UserTask('bad', build_list, input_shape=[(5,), (7,)], loss=CE, num_classes=3,\n"
+        "T = Task('bad', build_list, input_shape=[(5,), (7,)], loss=CE, num_classes=3,\n"
         "             input_dtype=['float32', 'int32'])\n",
         "task 'bad': integer inputs need input_range",
     ),
     "inputs_the_model_does_not_have": (
-        "T = UserTask('bad', build_dict, input_shape={'image': (6, 6, 1), 'extra': (4,)},\n"
+        "T = Task('bad', build_dict, input_shape={'image': (6, 6, 1), 'extra': (4,)},\n"
         "             loss=CE, num_classes=3)\n",
         "task 'bad': build() or its first call on inputs {'image': (None, 6, 6, 1) float32, "
         "'extra': (None, 4) float32} failed",
@@ -708,15 +700,13 @@ def test_the_fixed_batch_of_a_multi_step_trainer_stacks_each_input(multi, task_n
 @pytest.mark.parametrize("task_name", ["two_dict", "two_list"])
 def test_evaluation_of_several_inputs(multi, task_name):
     """``evaluate`` in batches (the last one shorter) agrees with one call on every example."""
-    from implementations.common import evaluate
-
     r = multi[task_name]
-    model = user_tasks.new_model(r["task"], initial_weights(r["task"]))
+    model = new_model(r["task"], initial_weights(r["task"]))
     ds = r["data"]
     loss, accuracy = evaluate(model, r["task"], ds.x_test, ds.y_test, batch_size=50)
     out = model(ds.x_test, training=False).numpy()
     assert accuracy == pytest.approx(np.mean(out.argmax(-1) == ds.y_test))
-    assert loss == pytest.approx(float(user_tasks.keras_loss(r["task"])(ds.y_test, out)), 1e-5)
+    assert loss == pytest.approx(float(keras_loss(r["task"])(ds.y_test, out)), 1e-5)
 
 
 def test_bench_ab_skips_a_task_with_several_inputs(tmp_path):
@@ -724,7 +714,7 @@ def test_bench_ab_skips_a_task_with_several_inputs(tmp_path):
     benchmark is skipped with the reason, not an error that ends the run."""
     from types import SimpleNamespace
 
-    from bench.ab import cli
+    from bench.ab import measure
     from bench.ab import worker as ab_worker
     from bench.workers.process import WorkerAnswerError
 
@@ -743,8 +733,8 @@ def test_bench_ab_skips_a_task_with_several_inputs(tmp_path):
     try:
         ab_worker.op_hello({"op": "hello", "tasks": [str(path)]}, {}, str(ROOT))
         for task in ("ab_two_dict", "ab_two_list"):
-            bench = cli.Benchmark("custom_graph", task, 32, True)
-            with pytest.raises(cli.Unsupported, match="bench ab times single-input tasks only"):
-                cli.write_batch(bench, tmp_path, {}, fake)
+            bench = measure.Benchmark("custom_graph", task, 32, True)
+            with pytest.raises(measure.Unsupported, match="bench ab times single-input tasks only"):
+                measure.write_batch(bench, tmp_path, {}, fake)
     finally:
         user_tasks._selected[:] = saved

@@ -1,13 +1,12 @@
-"""Which commit made it slower: ``bench ab`` measurements arranged as a bisection.
+"""Which commit made it slower: ``bench ab`` measurements arranged as a bisection, and its
+report (the command, ``python -m bench bisect``: ``bench/ab/bisect_cli.py``).
 
-    python -m bench bisect GOOD BAD [-k EXPR] [--json FILE] [any option of bench ab]
-
-GOOD and BAD are revisions of this repository (``--repo``), GOOD an ancestor of BAD; the
-commits between them are BAD's first-parent line back to GOOD. Every step is one interleaved
-A/B measurement (``bench.ab.cli.run``: fresh worker processes, rounds taken in turn, a
-Hodges-Lehmann ratio with its interval, SLOWER verdicts confirmed by fresh processes), so a
-commit is judged against GOOD measured in the same seconds, never against a number from
-minutes before: the noise that sends a bisection by sequential timings the wrong way cancels.
+GOOD and BAD are revisions of this repository, GOOD an ancestor of BAD; the commits between
+them are BAD's first-parent line back to GOOD. Every step is one interleaved A/B measurement
+(``bench.ab.run.ABRun``: fresh worker processes, rounds taken in turn, a Hodges-Lehmann ratio
+with its interval, SLOWER verdicts confirmed by fresh processes), so a commit is judged
+against GOOD measured in the same seconds, never against a number from minutes before: the
+noise that sends a bisection by sequential timings the wrong way cancels.
 
 1. BAD against GOOD. Not SLOWER on any selected benchmark: nothing to bisect (exit 0).
    Otherwise the benchmarks that were SLOWER are the ones followed from then on.
@@ -26,44 +25,26 @@ minutes before: the noise that sends a bisection by sequential timings the wrong
    culprit was a misread one); the rest of the range is bisected the same way, with the
    culprit as its base, and so on.
 
-Exit codes: 0 culprit(s) found and confirmed, or BAD is not slower (nothing to find); 2 bad
-input (a revision that does not resolve, GOOD not on BAD's first-parent line, GOOD or BAD
-cannot be measured); 3 could not decide (a culprit is among commits that were skipped, or no
-culprit was confirmed).
-The search itself (``bisect``) takes the measurement as a function, so it is tested without
-processes (tests/test_bisect.py). Imports no TensorFlow (the A/B workers do).
+The search (``bisect``) takes the measurement as a function, so it is tested without
+processes (tests/test_bisect.py). No TensorFlow, no processes, no I/O.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import math
-import os
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.ab import cli
-from bench.ab.sides import InputError, resolve_revision
-from bench.report.files import write_json_atomic
+from bench.ab.output import pct
+from bench.ab.sides import InputError
 from bench.stats import paired as S
-from bench.workers.process import run_command
 
 SCHEMA = "loopbench-bisect/1"
 SLOW, SAME, FAILED = "SLOWER", "not slower", "could not run"
-EXIT_FOUND, EXIT_INPUT, EXIT_UNDECIDED = 0, 2, 3
-# bench ab's options that name the two sides or its own outputs: in a bisection the sides are
-# the commits and the output is the bisection's (GOOD and BAD, --json).
-NOT_PASSED_ON = ("base", "head", "base_python", "head_python", "github_json", "markdown")
+EXIT_FOUND, EXIT_UNDECIDED = 0, 3
 
 
 # --- the search, given a way to measure -----------------------------------------------------
@@ -145,17 +126,44 @@ def part_of(m: Measurement, end: Measurement) -> tuple[float, float, float] | No
     return tuple(sum(col) / len(col) for col in zip(*parts))
 
 
+def halve(
+    base: int,
+    last: int,
+    end: Measurement,
+    step: Callable[[int, int], Measurement],
+    skipped: dict[int, str],
+) -> tuple[int, int, dict[int, Measurement]]:
+    """Halve the range (``base``, ``last``], its end measured ``end`` against the base, with
+    ``step(base, commit)`` until no commit that could be measured is left between ``lo`` (like
+    the base) and ``hi`` (like the end); returns them and the measurements by commit, and
+    adds the commits that could not be measured to ``skipped``, with why.
+
+    The middle commit goes with the end if it is SLOWER than the base, or shows more than
+    half of the end's slowdown (nearer the end than the base, in log terms); else with the
+    base. The second test lets a step whose interval is too wide for a verdict still count
+    for the side it is nearer; the first keeps an end measured too slow (its estimate is the
+    noisiest number of the range: it was kept for being SLOWER) from sending a commit that is
+    clearly slower to the base's side."""
+    lo, hi, seen = base, last, {last: end}
+    while (mid := middle(lo, hi, set(skipped))) is not None:
+        m = step(base, mid)
+        part = part_of(m, end) if m.outcome != FAILED else None
+        if part is None:
+            why = "none of the benchmarks slower in this range ran"
+            skipped[mid] = first_line(m.error) if m.outcome == FAILED else why
+            continue
+        m.part = part
+        seen[mid] = m
+        lo, hi = (lo, mid) if m.outcome == SLOW or part[0] > 0.5 else (mid, hi)
+    return lo, hi, seen
+
+
 def bisect(commits: list[str], measure: Measure) -> Bisection:
     """Find the commits of ``commits`` (GOOD first, BAD last) that made it slower, with
     ``measure(base, head)``. Raises InputError where GOOD against BAD cannot be measured.
 
-    A range (base, BAD] with BAD SLOWER than its base is halved until one commit is left:
-    the middle commit, measured against the base, goes with BAD if it is SLOWER than the
-    base, or shows more than half of BAD's slowdown (nearer BAD than the base, in log terms);
-    else with the base. The second test lets a step whose interval is too wide for a verdict
-    still count for the side it is nearer; the first keeps a BAD measured too slow (its
-    estimate is the noisiest number of the range: it was kept for being SLOWER) from sending
-    a commit that is clearly slower to the base's side. The culprit is then measured against
+    A range (base, BAD] with BAD SLOWER than its base is halved until one commit is left
+    (``halve``). The culprit is then measured against
     the commit before it: confirmed where that reads SLOWER; one that is not (a step misread
     on a noisy machine) is reported as such. And BAD against the culprit: still SLOWER, the
     rest of the range is bisected the same way, with the culprit as its base (so a real
@@ -178,17 +186,7 @@ def bisect(commits: list[str], measure: Measure) -> Bisection:
     ranges = [(0, first)] if first.outcome == SLOW else []  # (base, BAD against it)
     while ranges:
         base, slower = ranges.pop(0)
-        lo, hi, seen = base, last, {last: slower}
-        while (mid := middle(lo, hi, set(skipped))) is not None:
-            m = step(base, mid)
-            part = part_of(m, slower) if m.outcome != FAILED else None
-            if part is None:
-                why = "none of the benchmarks slower in this range ran"
-                skipped[mid] = first_line(m.error) if m.outcome == FAILED else why
-                continue
-            m.part = part
-            seen[mid] = m
-            lo, hi = (lo, mid) if m.outcome == SLOW or part[0] > 0.5 else (mid, hi)
+        lo, hi, seen = halve(base, last, slower, step, skipped)
         if any(i in skipped for i in range(lo + 1, hi)):
             undecided.append(commits[lo + 1 : hi + 1])
             continue
@@ -213,138 +211,17 @@ def bisect(commits: list[str], measure: Measure) -> Bisection:
     return Bisection(status, commits, log, culprits, skips, undecided, notes)
 
 
-# --- measuring with bench ab ----------------------------------------------------------------
-
-
-def followed_selection(expression: str | None, names: list[str]) -> str:
-    """A ``-k`` expression selecting the benchmarks BAD was slower on (within the user's)."""
-    names_expr = " or ".join(names)
-    return f"({expression}) and ({names_expr})" if expression else names_expr
-
-
-@contextlib.contextmanager
-def quiet_job_summary():
-    """A step's A/B verdict is not the job's: keep it out of GitHub's job summary."""
-    saved = os.environ.pop("GITHUB_STEP_SUMMARY", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["GITHUB_STEP_SUMMARY"] = saved
-
-
-def ab_measure(args: argparse.Namespace, repo: Path, workdir: Path) -> Callable[..., Measurement]:
-    """``measure(base, head, follow)`` by ``bench.ab.cli.run`` with the bisection's A/B
-    options; with ``follow`` (benchmark names), only those are measured and judged. bench ab's
-    tables go to stderr, as progress: stdout is the bisection's own report."""
-    count = [0]
-
-    def measure(base: str, head: str, follow: list[str] | None = None) -> Measurement:
-        count[0] += 1
-        out = workdir / f"step{count[0]}.json"
-        select = followed_selection(args.select, follow) if follow else args.select
-        changed = {"base": base, "head": head, "select": select, "json_out": str(out)}
-        step_args = argparse.Namespace(**{**vars(args), **changed})
-        argv = ["--base", base, "--head", head, "--json", str(out), "--repo", str(repo)]
-        argv += ["-k", select] if select else []
-        t0 = time.monotonic()
-        try:
-            with contextlib.redirect_stdout(sys.stderr), quiet_job_summary():
-                cli.run(step_args, argv)
-        except InputError as e:
-            error = str(e).strip() or type(e).__name__
-            return Measurement(base, head, FAILED, error=error, seconds=time.monotonic() - t0)
-        seconds = time.monotonic() - t0
-        doc = json.loads(out.read_text())
-        rows = [b for b in doc["benchmarks"] if not follow or b["name"] in follow]
-        measured = [b for b in rows if b["verdict"] != S.SKIPPED]
-        keep = ("name", "verdict", "ratio", "ci_low", "ci_high", "skip_reason")
-        benchmarks = [{k: b.get(k) for k in keep} for b in rows]
-        if not measured:
-            why = "; ".join(f"{b['name']} skipped: {b['skip_reason']}" for b in rows)
-            return Measurement(base, head, FAILED, benchmarks, why or "nothing measured", seconds)
-        outcome = SLOW if any(b["verdict"] == S.SLOWER for b in measured) else SAME
-        return Measurement(base, head, outcome, benchmarks, seconds=seconds)
-
-    return measure
-
-
-# --- the command ----------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """bench ab's parser (every A/B option is passed on to each step), with GOOD and BAD in
-    place of the sides."""
-    p = cli.build_parser()
-    p.prog = "python -m bench bisect"
-    p.usage = "%(prog)s GOOD BAD [-k EXPR] [--json FILE] [bench ab options]"
-    p.description = (
-        "Find the commit(s) between GOOD and BAD that made the selected benchmarks slower, "
-        "each step an interleaved A/B measurement (docs/regression.md)."
-    )
-    p.add_argument("good", metavar="GOOD", help="a revision that is not slower")
-    p.add_argument("bad", metavar="BAD", help="a later revision that is slower")
-    # argparse has no public way to drop an inherited option: hide it, and refuse it in run()
-    for action in p._actions:
-        if action.dest in NOT_PASSED_ON:
-            action.help = argparse.SUPPRESS
-        elif action.dest == "json_out":
-            action.help = "write the bisection here: every step's verdicts, ratios, intervals"
-        elif action.dest == "repo":
-            action.help = "repository GOOD and BAD belong to (default: this one)"
-    p.set_defaults(**dict.fromkeys(NOT_PASSED_ON))
-    # A step judges a range, for which the estimate suffices (slower, or over half of BAD's
-    # slowdown): its benchmarks get --max-seconds each and no second pass (bench/ab/budget.py),
-    # unless --budget-seconds is given.
-    p.set_defaults(budget_seconds=0.0)
-    return p
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120, check=False
-    )
-    if out.returncode != 0:
-        raise InputError(f"git {' '.join(args)}: {out.stderr.strip()}")
-    return out.stdout
-
-
-def commit_range(repo: Path, good: str, bad: str) -> tuple[list[str], dict[str, str]]:
-    """GOOD, then BAD's first-parent line after it, oldest first; and each commit's subject."""
-    ids = {}
-    for which, spec in (("GOOD", good), ("BAD", bad)):
-        ids[which] = resolve_revision(repo, spec)
-        if ids[which] is None:
-            raise InputError(f"{which} {spec!r}: not a git revision of {repo}")
-    if ids["GOOD"] == ids["BAD"]:
-        raise InputError(f"GOOD {good!r} and BAD {bad!r} are the same commit")
-    lines = git(repo, "log", "--first-parent", "--format=%H %s", ids["BAD"], "--").splitlines()
-    line: list[tuple[str, str]] = []
-    for entry in lines:
-        sha, _, subject = entry.partition(" ")
-        line.append((sha, subject))
-        if sha == ids["GOOD"]:
-            break
-    else:
-        raise InputError(
-            f"GOOD {good!r} is not on BAD {bad!r}'s first-parent line (GOOD must be the older)"
-        )
-    line.reverse()
-    return [sha for sha, _ in line], dict(line)
+# --- the report ---------------------------------------------------------------------------
 
 
 def short(commit: str, subjects: dict[str, str]) -> str:
     return f'{commit[:10]} "{subjects.get(commit, "")}"'
 
 
-def _pct(ratio: float | None) -> str:
-    return "—" if ratio is None else f"{100 * (ratio - 1):+.1f}%"
-
-
 def _figures(m: Measurement) -> str:
     rows = [b for b in m.benchmarks if b.get("ratio") is not None]
     return ", ".join(
-        f"{b['name']} {_pct(b['ratio'])} [{_pct(b['ci_low'])}, {_pct(b['ci_high'])}]" for b in rows
+        f"{b['name']} {pct(b['ratio'])} [{pct(b['ci_low'])}, {pct(b['ci_high'])}]" for b in rows
     )
 
 
@@ -478,50 +355,3 @@ def record(
         "measurements": [m_doc(m) for m in result.measurements],
         "wall_s": wall_s,
     }
-
-
-def run(args: argparse.Namespace, argv: list[str]) -> int:
-    given = [f"--{d.replace('_', '-')}" for d in NOT_PASSED_ON if getattr(args, d) is not None]
-    if given:
-        raise InputError(
-            f"{', '.join(given)}: not an option of bisect (GOOD and BAD are the sides; every "
-            "commit runs under this interpreter)"
-        )
-    repo = Path(args.repo).resolve()
-    commits, subjects = commit_range(repo, args.good, args.bad)
-    t0 = time.monotonic()
-    print(
-        f"bisect: GOOD {short(commits[0], subjects)} .. BAD {short(commits[-1], subjects)}: "
-        f"{len(commits) - 1} commits",
-        file=sys.stderr,
-        flush=True,
-    )
-    follow: list[str] = []  # the benchmarks BAD is slower on, once the first step said so
-    steps: list[Measurement] = []
-    with tempfile.TemporaryDirectory(prefix="loopbench-bisect-") as tmp:
-        ab = ab_measure(args, repo, Path(tmp))
-
-        def measure(base: str, head: str) -> Measurement:
-            what = f"{label(head, commits)} against {label(base, commits)}"
-            print(f"bisect: step {len(steps) + 1}: {what} ...", file=sys.stderr, flush=True)
-            steps.append(ab(base, head, follow))
-            if len(steps) == 1:
-                follow.extend(b["name"] for b in steps[0].benchmarks if b["verdict"] == S.SLOWER)
-            print(f"bisect: {what}: {steps[-1].outcome}", file=sys.stderr, flush=True)
-            return steps[-1]
-
-        result = bisect(commits, measure)
-    wall = time.monotonic() - t0
-    print()
-    print(format_steps(result))
-    print()
-    print(format_result(result, subjects))
-    print(f"{len(result.measurements)} A/B measurement(s), {wall:.0f} s")
-    if args.json_out:
-        write_json_atomic(args.json_out, record(result, subjects, argv, follow, wall))
-    return result.exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return run_command("bisect", run, build_parser().parse_args(argv), argv)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.ab.jax_sides import grid_for, start_jax_workers, wanted
+from bench.ab.jax_sides import grid_for, start_jax_workers
 from bench.ab.sides import (
     InputError,
     Side,
@@ -338,7 +338,9 @@ class WorkerLab:
     ) -> None:
         self.sides, self.settings, self.tasks, self.want_jax = sides, settings, tasks, jax
         self.stack = stack
-        self.batches = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-")))
+        self.batches = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-"))
+        )
         self.cache: dict = {}
         self.rng = random.Random(settings.seed)
         self.grid: list[list[Worker]] = []

@@ -15,7 +15,7 @@ from bench.host import cpu_model
 from bench.stats import paired as S
 
 
-def _pct(ratio: float | None) -> str:
+def pct(ratio: float | None) -> str:
     return "—" if ratio is None else f"{100 * (ratio - 1):+.1f}%"
 
 
@@ -44,7 +44,7 @@ def format_table(results: list[dict], threshold: float | None = None) -> str:
                 r["name"],
                 f"{1e3 * r['base']['median_s']:.3f}",
                 f"{1e3 * r['head']['median_s']:.3f}",
-                f"{_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+                f"{pct(r['ratio'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]",
                 verdict,
                 f"±{r['detectable_pct']:.1f}%",
                 f"{r['pairs']} (+{r['pairs_dropped_steal']} contended)",
@@ -175,7 +175,7 @@ def _markdown_table(rows: list[dict], verdict: str | None = None) -> str:
             f"`{r['name']}`",
             f"{1e3 * r['base']['median_s']:.3f}",
             f"{1e3 * r['head']['median_s']:.3f}",
-            f"{_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+            f"{pct(r['ratio'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]",
             (verdict or r["verdict"]) + (", numbers changed" if r["numerics"]["changed"] else ""),
         ]
         for r in rows
@@ -203,7 +203,7 @@ def machine() -> dict:
 def progress(r: dict) -> None:
     again = f", first {r['first_verdict']}" if r.get("first_verdict") else ""
     print(
-        f"  {r['name']}: {_pct(r['ratio'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] "
+        f"  {r['name']}: {pct(r['ratio'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}] "
         f"{r['verdict']}{again} ({r['pairs']} pairs, {r['process_pairs']} process pairs, "
         f"{r['seconds']:.0f} s)",
         file=sys.stderr,

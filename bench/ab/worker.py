@@ -181,7 +181,7 @@ def _unsupported(impl: str, task, error: Exception) -> str | None:
     judged by the side's own code; None for any other error, and where the side predates user
     tasks."""
     try:
-        unsupported_reason = _side_module("bench.tasks.user", "bench.user_tasks").unsupported_reason
+        unsupported_reason = _side_module("bench.tasks.task", "bench.user_tasks").unsupported_reason
     except ImportError:
         return None
     return unsupported_reason(impl, task, error)

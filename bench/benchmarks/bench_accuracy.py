@@ -27,7 +27,8 @@ from bench.convergence import (
 )
 from bench.host import BF16_EMULATED, cpu_has_bf16
 from bench.tasks import TASKS, get_task
-from bench.tasks.user import selected_tasks, skip_unsupported
+from bench.tasks.task import skip_unsupported
+from bench.tasks.user import selected_tasks
 from bench.timing.panel import PANELS, register_entry
 from bench.timing.plan import RUN_GUESS_S, Entry
 

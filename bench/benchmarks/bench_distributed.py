@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.distributed.loop import (
+from bench.distributed.launch import (
     IMPLEMENTATIONS,
     STRATEGIES,
     WorkerError,

@@ -31,7 +31,8 @@ from bench.convergence import CONVERGENCE, PARITY_PP, anchor, failures, summariz
 from bench.jax import client as jax_client
 from bench.jax.client import backend_fields
 from bench.tasks import TASKS
-from bench.timing.panel import PANELS, Spec, in_step_panel, register, run_in_panel, twin_key
+from bench.timing.panel import PANELS, register, run_in_panel
+from bench.timing.spec import Spec, in_step_panel, twin_key
 from implementations import jax_backend
 
 if not jax_client.jax_available():

@@ -1,6 +1,6 @@
 """One process of a distributed run; prints one JSON line (its last line on stdout).
 
-Started by ``bench.distributed.loop.run_workers`` (benchmarks and tests), or by hand on each host
+Started by ``bench.distributed.launch.run_workers`` (benchmarks and tests), or by hand on each host
 of a multi-worker cluster (docs/distributed.md). A fresh process because the CPU's split
 into logical devices must happen before TensorFlow initialises, and every worker of a
 MultiWorkerMirroredStrategy is a process of its own (``TF_CONFIG`` says which).
@@ -31,6 +31,14 @@ import sys
 import traceback
 
 import numpy as np
+import tensorflow as tf
+
+from bench.distributed import loop as D
+from bench.distributed.launch import ENV_WORKER_GPU, IMPLEMENTATIONS, STRATEGIES, unsupported_reason
+from bench.tasks import get_task, initial_weights, load_for_task
+from bench.timing.machine import peak_memory_mb, reset_peak_memory, sync
+from implementations import get as get_impl
+from implementations.common import epoch_dataset, get_weights
 
 
 def worker_index() -> int:
@@ -39,8 +47,6 @@ def worker_index() -> int:
 
 
 def load(task, n_train: int):
-    from bench.tasks import load_for_task
-
     # Only the first examples are needed; standardised on themselves (values do not matter
     # to a step's time, and the parity runs compare like with like).
     return load_for_task(task, n_train=n_train, quiet=True)
@@ -54,71 +60,75 @@ def workers() -> int:
 def cmd_bench(args) -> dict:
     """For each replica count (mirrored) or for the cluster (multiworker), a strategy, one
     fixed global batch, and each implementation timed in turn."""
-    import tensorflow as tf
-
-    from bench.distributed import loop as D
-    from bench.tasks import get_task, initial_weights
-    from bench.timing.machine import peak_memory_mb, reset_peak_memory
-
     task = get_task(args.task)
     replica_counts = args.replicas if args.strategy == "mirrored" else [workers()]
     D.split_cpu(max(replica_counts) if args.strategy == "mirrored" else 1)
     gpus = len(tf.config.list_physical_devices("GPU"))
-    loopback = bool(os.environ.get(D.ENV_WORKER_GPU))  # run_workers' cluster, on this host
+    loopback = bool(os.environ.get(ENV_WORKER_GPU))  # run_workers' cluster, on this host
     out: dict = {"worker": worker_index(), "workers": workers(), "tensorflow": tf.__version__}
-    runs = out["runs"] = []
+    out["runs"] = []
     for replicas in replica_counts:
         todo = {
-            i: D.unsupported_reason(args.strategy, i, replicas, gpus, loopback) for i in args.impl
+            i: unsupported_reason(args.strategy, i, replicas, gpus, loopback) for i in args.impl
         }
-        run: dict = {"replicas": replicas, "results": {}}
-        runs.append(run)
-        if all(todo.values()):  # nothing runnable: do not even build the strategy
-            run["results"] = {impl: {"skip": reason} for impl, reason in todo.items()}
-            continue
-        try:
-            strategy = D.make_strategy(args.strategy, replicas)
-            per_replica = args.per_replica_batch or task.batch_size
-            global_batch = per_replica * strategy.num_replicas_in_sync
-            data = load(task, global_batch)
-            x, y = D.fixed_distributed_batch(strategy, data, global_batch)
-        except Exception as e:  # every implementation of this replica count fails alike
-            error = failure(e)
-            run["results"] = {i: {"skip": r} if r else {"error": error} for i, r in todo.items()}
-            continue
-        run.update(
-            replicas=strategy.num_replicas_in_sync,
-            strategy_class={
-                "mirrored": "MirroredStrategy",
-                "multiworker": "MultiWorkerMirroredStrategy",
-            }[args.strategy],
-            collective=D.collective(args.strategy),
-            devices=list(strategy.extended.worker_devices),
-            per_replica_batch=per_replica,
-            global_batch=global_batch,
-            dataset=data.name,
-        )
-        for impl, reason in todo.items():
-            if reason:
-                run["results"][impl] = {"skip": reason}
-                continue
-            try:
-                reset_peak_memory()
-                trainer = D.make_trainer(strategy, impl, task, initial_weights(task), global_batch)
-                timing = D.time_steps(
-                    trainer, x, y, strategy, args.rounds, args.warmup, args.round_seconds
-                )
-                peak_mb, peak_kind = peak_memory_mb()
-            except Exception as e:  # this implementation's failure; the others still run
-                run["results"][impl] = {"error": failure(e)}
-                continue
-            run["results"][impl] = {
-                **timing,
-                **D.resolved(trainer),
-                "peak_memory_mb": peak_mb,
-                "peak_memory_kind": peak_kind,
-            }
+        out["runs"].append(bench_replicas(args, task, replicas, todo))
     return out
+
+
+def bench_replicas(args, task, replicas: int, todo: dict[str, str | None]) -> dict:
+    """One replica count: its strategy and fixed global batch, then each implementation that
+    ``todo`` gives no reason to skip, timed in turn."""
+    run: dict = {"replicas": replicas, "results": {}}
+    if all(todo.values()):  # nothing runnable: do not even build the strategy
+        run["results"] = {impl: {"skip": reason} for impl, reason in todo.items()}
+        return run
+    try:
+        strategy = D.make_strategy(args.strategy, replicas)
+        per_replica = args.per_replica_batch or task.batch_size
+        global_batch = per_replica * strategy.num_replicas_in_sync
+        data = load(task, global_batch)
+        x, y = D.fixed_distributed_batch(strategy, data, global_batch)
+    except Exception as e:  # every implementation of this replica count fails alike
+        error = failure(e)
+        run["results"] = {i: {"skip": r} if r else {"error": error} for i, r in todo.items()}
+        return run
+    run.update(
+        replicas=strategy.num_replicas_in_sync,
+        strategy_class={
+            "mirrored": "MirroredStrategy",
+            "multiworker": "MultiWorkerMirroredStrategy",
+        }[args.strategy],
+        collective=D.collective(args.strategy),
+        devices=list(strategy.extended.worker_devices),
+        per_replica_batch=per_replica,
+        global_batch=global_batch,
+        dataset=data.name,
+    )
+    for impl, reason in todo.items():
+        if reason:
+            run["results"][impl] = {"skip": reason}
+        else:
+            run["results"][impl] = time_impl(args, strategy, impl, task, (x, y), global_batch)
+    return run
+
+
+def time_impl(args, strategy, impl: str, task, batch: tuple, global_batch: int) -> dict:
+    """One implementation's timing and peak memory, or its error: the others still run."""
+    try:
+        reset_peak_memory()
+        trainer = D.make_trainer(strategy, impl, task, initial_weights(task), global_batch)
+        timing = D.time_steps(
+            trainer, *batch, strategy, args.rounds, args.warmup, args.round_seconds
+        )
+        peak_mb, peak_kind = peak_memory_mb()
+    except Exception as e:  # this implementation's failure; the others still run
+        return {"error": failure(e)}
+    return {
+        **timing,
+        **D.resolved(trainer),
+        "peak_memory_mb": peak_mb,
+        "peak_memory_kind": peak_kind,
+    }
 
 
 def failure(e: Exception) -> str:
@@ -131,11 +141,6 @@ def failure(e: Exception) -> str:
 def cmd_parity(args) -> dict:
     """Single-device training with global batch B against a 2-replica MirroredStrategy with
     the same global batch (B/2 per replica), on the same batches in the same order."""
-    from bench.distributed import loop as D
-    from bench.tasks import get_task, initial_weights
-    from implementations import get as get_impl
-    from implementations.common import epoch_dataset, get_weights
-
     task = get_task(args.task)
     D.split_cpu(args.replicas)  # before anything else touches TensorFlow
     strategy = D.make_strategy("mirrored", args.replicas)
@@ -161,8 +166,6 @@ def cmd_parity(args) -> dict:
             ),
         }
     # The XLA skip is a claim about TensorFlow: check it still holds (the test reports it).
-    from bench.timing.machine import sync
-
     out["xla_errors"] = {}
     for impl in ("custom_xla", "keras_fit_xla"):
         dist = D.make_trainer(strategy, impl, task, weights, args.global_batch)
@@ -176,10 +179,6 @@ def cmd_parity(args) -> dict:
 
 
 def cmd_train(args) -> dict:
-    from bench.distributed import loop as D
-    from bench.tasks import get_task, initial_weights
-    from implementations.common import epoch_dataset, get_weights
-
     task = get_task(args.task)
     if args.strategy == "mirrored":
         D.split_cpu(args.replicas)
@@ -200,8 +199,6 @@ def cmd_train(args) -> dict:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    from bench.distributed.loop import IMPLEMENTATIONS, STRATEGIES
-
     p = argparse.ArgumentParser(
         prog="python -m bench.distributed.worker", description=__doc__.split("\n")[0]
     )
@@ -245,9 +242,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
-        from bench.distributed.loop import prepare_gpus
-
-        prepare_gpus()  # before anything initialises TensorFlow
+        D.prepare_gpus()  # before anything initialises TensorFlow
         out = {"bench": cmd_bench, "parity": cmd_parity, "train": cmd_train}[args.command](args)
     except Exception:
         traceback.print_exc()

@@ -49,26 +49,29 @@ import time
 import types
 from pathlib import Path
 
-os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported, by anything
+import numpy as np
+
+from bench.host import cpu_steal_counters, steal_fraction
+from bench.tasks import get_task, initial_weights, load_for_task
+from bench.tasks.data import epoch_order
+from bench.workers import protocol
+
+os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported (nothing above imports it)
 
 
 def _sync(value) -> float:
-    import numpy as np
-
     # sync: fetching the loss to the host waits for the step that produced it (and, since
     # each step takes the state the one before returned, for every step before it)
     return float(np.asarray(value).ravel()[-1])
 
 
 def _registry():
-    from implementations import jax_backend
+    from implementations import jax_backend  # lazy: the package main() makes, without TensorFlow
 
     return jax_backend
 
 
 def _task(request: dict):
-    from bench.tasks import get_task
-
     task = get_task(request["task"])
     overrides = request.get("task_overrides") or {}
     return dataclasses.replace(task, **overrides) if overrides else task
@@ -90,8 +93,6 @@ def _single_input(task) -> None:
 
 
 def _build(request: dict, task, seed: int | None = None):
-    from bench.tasks import initial_weights
-
     _single_input(task)
     jb = _registry()
     if request["impl"] not in jb.REGISTRY:
@@ -128,10 +129,9 @@ def peak_memory(device) -> tuple[float | None, str]:
 
 def op_hello(request: dict, trainers: dict, root: str) -> dict:
     t0 = time.perf_counter()
-    import jax
-    import jaxlib
-    import keras
-    import numpy as np
+    import jax  # lazy: after main() hides TensorFlow; op_hello times its import
+    import jaxlib  # lazy: as jax
+    import keras  # lazy: as jax (and after KERAS_BACKEND)
 
     import_s = time.perf_counter() - t0
     jb = _registry()
@@ -158,8 +158,7 @@ def op_hello(request: dict, trainers: dict, root: str) -> dict:
 
 
 def _device_batch(request: dict, n: int):
-    import jax.numpy as jnp
-    import numpy as np
+    import jax.numpy as jnp  # lazy: after main() hides TensorFlow; op_hello times its import
 
     with np.load(request["batch"]) as batch:
         bx, by = batch["x"], batch["y"]
@@ -232,8 +231,6 @@ def _round(entry: dict, k: int) -> float:
 
 
 def op_round(request: dict, trainers: dict, root: str) -> dict:
-    from bench.host import cpu_steal_counters, steal_fraction
-
     entry = trainers[request["id"]]
     traces = entry["trainer"].traces()
     start = cpu_steal_counters()
@@ -250,8 +247,6 @@ def op_round(request: dict, trainers: dict, root: str) -> dict:
 def op_fit(request: dict, trainers: dict, root: str) -> dict:
     """``harness.measure_fit`` on JAX: ``fit()`` over K and 2K copies of the batch (x N for a
     trainer of N steps per call), best of three each."""
-    import numpy as np
-
     entry = trainers[request["id"]]
     trainer, k, n = entry["trainer"], int(request["k"]), entry["steps_per_call"]
     if not hasattr(trainer, "fit_seconds"):
@@ -273,7 +268,7 @@ def op_fit(request: dict, trainers: dict, root: str) -> dict:
 
 
 def op_info(request: dict, trainers: dict, root: str) -> dict:
-    import jax
+    import jax  # lazy: after main() hides TensorFlow; op_hello times its import
 
     trainer = trainers[request["id"]]["trainer"]
     peak_mb, kind = peak_memory(jax.devices()[0])
@@ -286,8 +281,7 @@ def op_info(request: dict, trainers: dict, root: str) -> dict:
 
 
 def op_step_losses(request: dict, trainers: dict, root: str) -> dict:
-    import jax
-    import numpy as np
+    import jax  # lazy: after main() hides TensorFlow; op_hello times its import
 
     with np.load(request["batches"]) as f:
         xs, ys = f["x"], f["y"]
@@ -306,11 +300,6 @@ _data_cache: dict = {}
 
 
 def op_train(request: dict, trainers: dict, root: str) -> dict:
-    import numpy as np
-
-    from bench.tasks import load_for_task
-    from bench.tasks.data import epoch_order
-
     task, seed, epochs = _task(request), int(request["seed"]), int(request["epochs"])
     key = (task.name, request.get("n_train"))
     if key not in _data_cache:
@@ -385,8 +374,6 @@ def main(root: str) -> int:
     package = types.ModuleType("implementations")
     package.__path__ = [os.path.join(root, "implementations")]
     sys.modules["implementations"] = package
-    from bench.workers import protocol  # standard library only (PYTHONPATH: this tree)
-
     return protocol.serve(root, _ops(protocol))
 
 

@@ -101,6 +101,7 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def bench_kind(bench: dict[str, Any]) -> str | None:
+    """``extra_info.kind``: "step", "convergence" ...; None where it is not recorded."""
     return extra_info(bench).get("kind")
 
 
@@ -134,6 +135,7 @@ def match(
 
 
 def loopbench_of(results: dict[str, Any]) -> dict[str, Any]:
+    """``machine_info.loopbench`` of a results file (the suite's machine fields), or {}."""
     info = results.get("machine_info")
     lb = info.get("loopbench") if isinstance(info, dict) else None
     return lb if isinstance(lb, dict) else {}

@@ -74,10 +74,12 @@ class ABRun:
 
 
 def is_number(x: Any) -> bool:
+    """A finite int or float; a bool is not a number here."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def extra_info(bench: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's ``extra_info``, or an empty dict where it has none (or not a dict)."""
     extra = bench.get("extra_info")
     return extra if isinstance(extra, dict) else {}
 

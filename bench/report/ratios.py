@@ -3,13 +3,12 @@ notes of the panels the estimates come from.
 
 A step benchmark measured interleaved in a panel (blocks of one round per member, in random
 order; ``bench/timing/blocks.py``) records its speedup over the panel's baseline and over every
-other
-member as a paired estimate with its interval (docs/results-schema.md, ``kind == "step"``);
-``report_rows`` reads them into ``Ratio``s. Here: ``ratio_text`` (``1.73x [1.65, 1.83]``, and
-``~ no difference`` after an interval that includes 1), the notes that explain them
-(``speedup_note``, ``PAIRED_NOTE``) and ``panel_notes`` for a panel that stopped before its
-target. Results without these fields get none of this: their tables read as before. No
-TensorFlow.
+other member as a paired estimate with its interval (docs/results-schema.md,
+``kind == "step"``); ``bench.report.rows`` reads them into ``Ratio``s. Here: ``ratio_text``
+(``1.73x [1.65, 1.83]``, and ``~ no difference`` after an interval that includes 1), the notes
+that explain them (``speedup_note``, ``PAIRED_NOTE``) and ``panel_notes`` for a panel that
+stopped before its target. Results without these fields get none of this: their tables read as
+before. No TensorFlow.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """The numbers behind ``python -m bench report``: which benchmark is which, in the report's units.
 
-``_group_kind`` sorts a step benchmark by its group (the task's step table, the batch-size
-sweep, the steps-per-call sweep, the precision variants, the micro-batch sweep, or a group the
-report does not know);
+``benches_of`` and ``tasks_of`` pick a run's benchmarks by the table they belong in, sorted by
+their group (the task's step table, the batch-size sweep, the steps-per-call sweep, the
+precision variants, the micro-batch sweep, or a group the report does not know);
 ``step_rows`` turns a task's benchmarks of one kind into ``StepRow``s (ms/step, samples/s,
 speedup, % of the matmul rate ...), shared by the tables, the knob section and the plots;
 ``Ratio``, ``own_speedup`` and ``paired_ratios`` read the paired estimates of a benchmark
 measured interleaved in a panel (``extra_info.speedup*`` and ``paired``; absent in older
 files, whose speedups are the ratio of medians);
-``fmt`` and ``markdown_table`` format every number and markdown table of the report. No TensorFlow.
+``fmt``, ``timestamp_text`` and ``markdown_table`` format every number, date and markdown
+table of the report. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -74,10 +75,12 @@ def timestamp_text(stamp: str | None) -> str:
 
 
 def number_or_none(x: Any) -> float | None:
+    """``x`` where it is a finite number (not a bool), else None."""
     return x if is_number(x) else None
 
 
 def in_order(names: Iterable[str], known: Sequence[str]) -> list[str]:
+    """``names`` in the order of ``known``, then those it does not list, sorted."""
     names = set(names)
     return [n for n in known if n in names] + sorted(names - set(known))
 
@@ -110,6 +113,7 @@ def _group_kind(bench: dict[str, Any]) -> str:
 
 
 def benches_of(run: Run, kind: str, task: str | None = None) -> list[dict[str, Any]]:
+    """The run's benchmarks of ``kind`` (a kind of benchmark or of step group), of ``task``."""
     return [
         b
         for b in run.benchmarks
@@ -118,6 +122,7 @@ def benches_of(run: Run, kind: str, task: str | None = None) -> list[dict[str, A
 
 
 def tasks_of(runs: Sequence[Run], kind: str) -> list[str]:
+    """The tasks with a benchmark of ``kind`` in any run, in the report's task order."""
     return in_order({extra_info(b)["task"] for r in runs for b in benches_of(r, kind)}, TASK_ORDER)
 
 
@@ -333,5 +338,6 @@ def markdown_table(rows: list[list[str]], headers: list[str], text: Sequence[int
 
 
 def implementation_rank(implementation: str) -> int:
+    """Where ``IMPLEMENTATION_ORDER`` puts the implementation (unknown ones last)."""
     known = list(IMPLEMENTATION_ORDER)
     return known.index(implementation) if implementation in known else len(known)

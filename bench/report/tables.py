@@ -41,6 +41,7 @@ from bench.report.rows import (
 
 
 def device_summary(run: Run) -> str:
+    """``GPU: <its name>`` or ``CPU: <the CPU model>``: the run's device in a few words."""
     lb = run.loopbench
     gpus = lb.get("gpus") or []
     if lb.get("device") == "GPU" and gpus:

@@ -105,7 +105,7 @@ class Task:
     learning_rate: float = 1e-3
     batch_size: int = 32
     # None (synthetic), arrays, a .npz path, a callable, a tf.data.Dataset or PyDataset, or a
-    # ``bench.tasks.data.DataSource`` (``ImageData``: Fashion-MNIST): bench/tasks/user.py
+    # ``bench.tasks.data.DataSource`` (``ImageData``: Fashion-MNIST): bench/tasks/task_data.py
     data: Any = None
     n_train: int = 2048  # synthetic data, and how much of a tf.data / PyDataset stream is taken
     n_test: int = 512

@@ -35,7 +35,7 @@ import implementations
 from bench.host import cpu_counters, process_age_s
 from bench.jax import client as jax_client
 from bench.tasks import get_task
-from bench.tasks.user import skip_unsupported
+from bench.tasks.task import skip_unsupported
 from bench.timing.blocks import PanelResult, Rounds, baseline_of, ratio_fields, run_blocks
 from bench.timing.members import JaxMember, TFMember, resident_mb
 from bench.timing.plan import Entry, Plan
