@@ -29,9 +29,10 @@ from bench.ab.cli import main
 from bench.ab.measure import Benchmark, Settings
 from bench.ab.output import format_table, github_entries, markdown_verdict, summary_line, undecided
 from bench.ab.run import ABRun, Selection, keyword_match, select_benchmarks
-from bench.ab.sides import WORKER, InputError, Side, Worker, numerics_rtol, resolve_side, worker_env
+from bench.ab.sides import WORKER, numerics_rtol, resolve_side
 from bench.stats import paired as S
 from bench.tasks import user as user_tasks
+from bench.workers.process import InputError, Side, Worker, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,8 +20,8 @@ from bench.ab import bisect as B
 from bench.ab import bisect_cli as C
 from bench.ab.cli import build_parser as ab_parser
 from bench.ab.measure import Settings
-from bench.ab.sides import InputError
 from bench.stats import paired as S
+from bench.workers.process import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 

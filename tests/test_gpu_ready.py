@@ -1,60 +1,17 @@
 """What a GPU host needs that a CPU run cannot show, checked without a GPU (issue "Ready for a
-GPU host"): memory growth is set before TensorFlow can initialise, whatever the command, and
-every JAX worker starts without preallocating the GPU."""
+GPU host"): memory growth is set before TensorFlow can initialise, whatever the command (in a
+fresh process: tests/test_gpu_ready_integration.py), and every JAX worker starts without
+preallocating the GPU."""
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Records TF_FORCE_GPU_ALLOW_GROWTH at the moment TensorFlow is first imported, then runs
-# pytest: a user's task file (built and called in pytest_configure) initialises TensorFlow
-# there, which is where set_memory_growth used to raise on a GPU host.
-PROBE = """
-import importlib.abc, os, sys
-seen = []
-
-class Watch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "tensorflow" and not seen:
-            seen.append(os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH"))
-        return None
-
-sys.meta_path.insert(0, Watch())
-import pytest
-code = pytest.main(["--co", "-q", "-p", "no:cacheprovider", *sys.argv[1:]])
-print("GROWTH_AT_TF_IMPORT", seen)
-sys.exit(int(code))
-"""
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--tasks", "examples/sequence_gru.py", "bench/benchmarks/bench_step.py"],
-        ["tests/test_precision.py"],  # a plain pytest (the README's and CI's test command)
-    ],
-    ids=["tasks-file", "plain"],
-)
-def test_memory_growth_is_set_before_tensorflow_starts(args):
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in __import__("os").environ.items() if k != "TF_FORCE_GPU_ALLOW_GROWTH"},
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "GROWTH_AT_TF_IMPORT ['true']" in proc.stdout
 
 
 def test_conftest_leaves_no_set_memory_growth_call_behind():

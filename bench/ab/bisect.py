@@ -39,8 +39,8 @@ from datetime import datetime, timezone
 from tabulate import tabulate
 
 from bench.ab.output import pct
-from bench.ab.sides import InputError
 from bench.stats import paired as S
+from bench.workers.process import InputError
 
 SCHEMA = "loopbench-bisect/1"
 SLOW, SAME, FAILED = "SLOWER", "not slower", "could not run"

@@ -43,10 +43,10 @@ from bench.ab.cli import ROOT, add_measuring_options, selection_from, settings_f
 from bench.ab.measure import Settings
 from bench.ab.output import print_verdicts
 from bench.ab.run import ABRun, OpenLab, Selection, worker_lab
-from bench.ab.sides import InputError, resolve_revision, resolve_side
+from bench.ab.sides import resolve_revision, resolve_side
 from bench.report.files import write_json_atomic
 from bench.stats import paired as S
-from bench.workers.process import run_command
+from bench.workers.process import InputError, run_command
 
 # bench ab's options that name the two sides or its own outputs: in a bisection the sides are
 # the commits and the output is the bisection's (GOOD and BAD, --json).

@@ -57,13 +57,13 @@ from bench.ab.budget import EXTEND
 from bench.ab.measure import WARMUP_STEPS, Settings
 from bench.ab.output import github_entries, machine, markdown_verdict, print_verdicts, side_record
 from bench.ab.run import HEADLINE, ABResults, ABRun, OpenLab, Selection, worker_lab
-from bench.ab.sides import InputError, resolve_side
+from bench.ab.sides import resolve_side
 from bench.host import STEAL_LIMIT
 from bench.report.compare_cli import parse_threshold
 from bench.report.files import write_json_atomic, write_text_atomic
 from bench.stats import paired as S
 from bench.tasks.user import specs_from
-from bench.workers.process import run_command
+from bench.workers.process import InputError, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "loopbench-ab/1"

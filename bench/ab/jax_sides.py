@@ -2,7 +2,7 @@
 from the coordinator's tree, importing ``implementations/jax_backend.py`` from its side's tree)
 per side and process pair, started only when ``-k`` names JAX, so the default gate does not
 pay for them. The JAX worker speaks ``ab_worker``'s protocol (``setup``, ``round``, ``drop``),
-so ``bench.ab.cli.measure`` runs a JAX benchmark as it runs any other, on this grid instead.
+so ``bench.ab.measure.WorkerLab`` sets up and times a JAX benchmark as any other, on this grid.
 
 A side whose tree or interpreter has no JAX backend (an older revision, no jax installed) has
 no JAX implementations: those benchmarks are skipped with the reason, as for any

@@ -18,17 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.ab.jax_sides import grid_for, start_jax_workers
-from bench.ab.sides import (
-    InputError,
-    Side,
-    Worker,
-    WorkerAnswerError,
-    numerics_rtol,
-    start_workers,
-)
+from bench.ab.sides import numerics_rtol, start_workers
 from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
 from bench.stats import paired as S
 from bench.tasks import TASKS, load_for_task
+from bench.workers.process import InputError, Side, Worker, WorkerAnswerError
 
 WARMUP_STEPS = 5
 SETUP_TIMEOUT_S = 900.0

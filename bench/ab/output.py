@@ -10,9 +10,9 @@ import sys
 
 from tabulate import tabulate
 
-from bench.ab.sides import Side
 from bench.host import cpu_model
 from bench.stats import paired as S
+from bench.workers.process import Side
 
 
 def pct(ratio: float | None) -> str:

@@ -36,9 +36,10 @@ from bench.ab.measure import (
     skipped,
 )
 from bench.ab.output import format_sides, progress
-from bench.ab.sides import InputError, Side, side_tasks
+from bench.ab.sides import side_tasks
 from bench.host import cpu_steal_counters, steal_fraction
 from bench.stats import paired as S
+from bench.workers.process import InputError, Side
 
 # Without -k: the headline step benchmarks of the compiled loops on every task (12 today).
 # The eager loop (10x slower, and not what a regression gate is for) and any variants added

@@ -21,14 +21,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from bench.workers.process import (  # noqa: F401 (re-exported)
-    InputError,
-    Side,
-    Worker,
-    WorkerAnswerError,
-    kill_group,
-    worker_env,
-)
+from bench.tasks import TASKS
+from bench.workers.process import InputError, Side, Worker, worker_env
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
 HELLO_TIMEOUT_S = 300.0  # importing TensorFlow in several processes at once on 2 cores
@@ -135,8 +129,6 @@ def start_workers(
 def side_tasks(sides: list[Side]) -> dict[str, int]:
     """Task name -> batch size: the built-in tasks, or with --tasks the union of what the
     sides' workers loaded (``Side.tasks``), in order."""
-    from bench.tasks import TASKS
-
     loaded = [s.tasks for s in sides if s.tasks is not None]
     if not loaded:
         return {t.name: t.batch_size for t in TASKS.values()}

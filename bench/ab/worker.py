@@ -1,4 +1,4 @@
-"""One side's worker process of ``python -m bench ab`` (started by ``bench/ab/cli.py``, not by
+"""One side's worker process of ``python -m bench ab`` (started by ``bench/ab/sides.py``, not by
 hand).
 
     python /path/to/bench/ab/worker.py SIDE_ROOT

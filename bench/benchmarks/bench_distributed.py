@@ -211,8 +211,20 @@ def test_distributed(
             benchmark.stats.update(seconds)
     per_step = statistics.median(to_per_step(benchmark, k))
 
-    global_batch = run["global_batch"]
     base = dist_runs(strategy, task_name, 1)
+    benchmark.extra_info.update(
+        distributed_info(run, base, (strategy, task_name, impl), per_step, matmul_calibration)
+    )
+
+
+def distributed_info(
+    run: dict, base: dict, case: tuple[str, str, str], per_step: float, calibration: dict
+) -> dict:
+    """A distributed benchmark's extra_info (docs/results-schema.md), from its launch's
+    ``run`` and the one-replica ``base`` launch; ``case`` is (strategy, task, impl)."""
+    strategy, task_name, impl = case
+    result = run["results"][impl]
+    global_batch = run["global_batch"]
     base_result = base["results"].get(impl, {})
     base_samples = (
         samples_per_s(base_result, base["global_batch"]) if "round_s" in base_result else None
@@ -221,46 +233,44 @@ def test_distributed(
     task = TASKS[task_name]
     flops = train_flops_per_sample(task) * global_batch
     gflops = flops / per_step / 1e9
-    calibration = matmul_calibration["calibration_gflops"]
-    benchmark.extra_info.update(
-        {
-            "kind": "distributed",
-            "implementation": impl,
-            "task": task_name,
-            "dataset": run["dataset"],
-            "seed": task.seed,
-            "strategy": strategy,
-            "strategy_class": run["strategy_class"],
-            "collective": run.get("collective"),
-            "replicas": run["replicas"],
-            "workers": run["worker_info"]["workers"],
-            "devices": run["devices"],
-            "device": run["devices"][0],
-            "per_replica_batch": run["per_replica_batch"],
-            "global_batch": global_batch,
-            "batch_size": global_batch,
-            "steps_per_round": k,
-            "rounds": len(result["round_s"]),
-            "samples_per_s": throughput,
-            "samples_per_s_one_replica": base_samples,
-            "scaling_efficiency": (
-                throughput / (run["replicas"] * base_samples) if base_samples else None
-            ),
-            "compile_s": result["compile_s"],
-            "fit_overhead_s": None,
-            "flops_per_step": flops,
-            "gflops_per_s": gflops,
-            "pct_of_matmul_peak": 100 * gflops / calibration if calibration else None,
-            "peak_memory_mb": result["peak_memory_mb"],
-            "peak_memory_kind": result["peak_memory_kind"],
-            "jit_compile": result["jit_compile"],
-            "jit_compile_requested": result["jit_compile_requested"],
-            "run_eagerly": result["run_eagerly"],
-            "loop": result["loop"],
-            "graph_ops": None,
-            "traces": result["traces"],
-        }
-    )
+    peak = calibration["calibration_gflops"]
+    return {
+        "kind": "distributed",
+        "implementation": impl,
+        "task": task_name,
+        "dataset": run["dataset"],
+        "seed": task.seed,
+        "strategy": strategy,
+        "strategy_class": run["strategy_class"],
+        "collective": run.get("collective"),
+        "replicas": run["replicas"],
+        "workers": run["worker_info"]["workers"],
+        "devices": run["devices"],
+        "device": run["devices"][0],
+        "per_replica_batch": run["per_replica_batch"],
+        "global_batch": global_batch,
+        "batch_size": global_batch,
+        "steps_per_round": result["steps_per_round"],
+        "rounds": len(result["round_s"]),
+        "samples_per_s": throughput,
+        "samples_per_s_one_replica": base_samples,
+        "scaling_efficiency": (
+            throughput / (run["replicas"] * base_samples) if base_samples else None
+        ),
+        "compile_s": result["compile_s"],
+        "fit_overhead_s": None,
+        "flops_per_step": flops,
+        "gflops_per_s": gflops,
+        "pct_of_matmul_peak": 100 * gflops / peak if peak else None,
+        "peak_memory_mb": result["peak_memory_mb"],
+        "peak_memory_kind": result["peak_memory_kind"],
+        "jit_compile": result["jit_compile"],
+        "jit_compile_requested": result["jit_compile_requested"],
+        "run_eagerly": result["run_eagerly"],
+        "loop": result["loop"],
+        "graph_ops": None,
+        "traces": result["traces"],
+    }
 
 
 register_entry("test_distributed", launch_entry)

@@ -178,9 +178,8 @@ def run_blocks(
     side; at ``time_cap_s`` seconds of blocks (but not before ``min(min_blocks, 6)`` blocks, the
     fewest that give an interval); or at ``max_blocks``. A member with a ``max_rounds``
     attribute runs in the first that many blocks only, and its rounds do not count against
-    ``time_cap_s``: it has a budget of its own (``Profile.member_budget_s``). Before, the full
-    profile's two XLA loops of convolutions (12 s a round) spent the CNN panel's whole 300 s
-    cap in its first 12 blocks, and every other CNN ratio came from those 12."""
+    ``time_cap_s``: it has a budget of its own (``Profile.member_budget_s``; docs/timing.md:
+    the full profile's XLA loops of convolutions once spent the CNN panel's whole cap)."""
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"panel members must have distinct names: {names}")
