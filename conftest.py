@@ -153,14 +153,16 @@ def check_datasets(items: list[pytest.Item]) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Check the datasets, and plan the run's time: every panel, convergence run and
-    distributed launch selected (``bench/timing/plan.py``), where the benchmark modules
-    (which load ``bench.timing.panel``) were collected."""
+    distributed launch selected (``bench/timing/plan.py``), where benchmarks run (not in a
+    plain ``pytest``: ``--benchmark-skip``) and their modules were collected."""
     if session.config.option.collectonly:
         return
     check_datasets(session.items)
     panel = sys.modules.get("bench.timing.panel")
-    if panel is not None:
-        panel.PANELS.set_plan(session.items, profile_of(session.config))
+    config = session.config
+    benchmarks_run = config.getoption("benchmark_only") or not config.getoption("benchmark_skip")
+    if panel is not None and benchmarks_run:
+        panel.PANELS.set_plan(session.items, profile_of(config))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

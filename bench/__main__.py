@@ -25,13 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "report":
-        from bench.report.cli import main as run
+        from bench.report.cli import main as run  # lazy: pandas and scipy, for one command
     elif command == "compare":
-        from bench.report.compare_cli import main as run
+        from bench.report.compare_cli import main as run  # lazy: pandas and scipy, for one command
     elif command == "ab":
-        from bench.ab.cli import main as run
+        from bench.ab.cli import main as run  # lazy: pandas and scipy, for one command
     elif command == "bisect":
-        from bench.ab.bisect_cli import main as run
+        from bench.ab.bisect_cli import main as run  # lazy: pandas and scipy, for one command
     else:
         print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -12,8 +12,7 @@ import contextlib
 import random
 from collections.abc import Callable
 
-from bench.ab.measure import Benchmark, Sampled, Settings, Unsupported, decided
-from bench.ab.run import Selection
+from bench.ab.measure import Benchmark, Sampled, Selection, Settings, Unsupported, decided
 from bench.workers.process import Side
 
 VERSIONS = {"python": "3.11", "tensorflow": "2.21", "keras": "3.12", "numpy": "2.0"}

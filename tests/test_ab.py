@@ -1,5 +1,6 @@
-"""The interleaved A/B check (``python -m bench ab``): its statistics on synthetic rounds, the
-worker protocol on a tiny task, cleanup when a worker crashes or hangs, and bad input.
+"""The interleaved A/B check (``python -m bench ab``): its statistics on synthetic rounds, a
+run (``ABRun``, and the command around it) on fake sides with a fake clock, the worker
+protocol on a tiny task, cleanup when a worker crashes or hangs, and bad input.
 
 The budgets (A/A false alarms, detection of planted 10% and 5% slowdowns) are measured by
 ``experiments/ab_budget.py``, not here: timed assertions flake on a shared machine.
@@ -26,9 +27,9 @@ from fake_lab import fake_lab
 from bench import tasks
 from bench.ab import worker as ab_worker
 from bench.ab.cli import main
-from bench.ab.measure import Benchmark, Settings
+from bench.ab.measure import Benchmark, Selection, Settings
 from bench.ab.output import format_table, github_entries, markdown_verdict, summary_line, undecided
-from bench.ab.run import ABRun, Selection, keyword_match, select_benchmarks
+from bench.ab.run import ABRun, keyword_match, select_benchmarks
 from bench.ab.sides import WORKER, numerics_rtol, resolve_side
 from bench.stats import paired as S
 from bench.tasks import user as user_tasks
@@ -202,6 +203,7 @@ PYF = Task("pyf", build, input_shape=(8,), num_classes=3, n_train=64, batch_size
 """
 
 
+@pytest.mark.integration
 def test_a_worker_loads_a_task_file_writes_its_batch_and_trains_it(tmp_path):
     """The worker's side of --tasks, called in this process: hello loads the file with the
     side's code, write_batch writes the task's fixed batch, setup trains on it."""
@@ -386,6 +388,7 @@ def test_a_revision_is_exported_and_removed_afterwards():
     assert not exported.exists()
 
 
+@pytest.mark.integration
 def test_a_base_without_the_registry_gives_exit_2(tmp_path, capsys):
     (tmp_path / "README.md").write_text("not this project\n")
     assert main(["--base", str(tmp_path), "-k", "custom_graph-linreg", "--pairs", "1"]) == 2
@@ -459,12 +462,14 @@ def test_worker_protocol_on_a_tiny_task(worker, tmp_path):
     assert worker.proc.returncode == 0
 
 
+@pytest.mark.integration
 def test_a_crashed_worker_is_reported_with_its_stderr(worker):
     worker.send({"op": "crash", "how": "exit", "code": 7})
     with pytest.raises(InputError, match="exited with code 7"):
         worker.receive(30, "'crash'")
 
 
+@pytest.mark.integration
 def test_a_hung_worker_times_out_and_is_killed(worker):
     worker.send({"op": "crash", "how": "sleep", "seconds": 600})
     with pytest.raises(InputError, match="hung"):
@@ -473,6 +478,7 @@ def test_a_hung_worker_times_out_and_is_killed(worker):
     assert worker.proc.poll() is not None
 
 
+@pytest.mark.integration
 def test_a_worker_exits_when_its_coordinator_goes_away(worker):
     worker.proc.stdin.close()  # what a coordinator killed outright leaves behind
     assert worker.proc.wait(timeout=30) == 0

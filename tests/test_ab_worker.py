@@ -33,6 +33,7 @@ def updates(trainer) -> int:
     return int(optimizer.iterations)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("impl", ["custom_xla_loop", "keras_fit_spe"])
 def test_a_multi_step_trainer_is_timed_per_step(impl, batch):
     trainers: dict = {}

@@ -1,7 +1,8 @@
 """``python -m bench bisect``: the search on a fake measurement (one slowdown, two steps,
 noisy and misread steps, skipped commits, nothing to find), the command's report and exit
-codes on a real git history with the measurement faked, and one end-to-end bisection of a
-planted history on linreg (the only test here that starts processes).
+codes on a real git history with the measurement faked (each step's result, or each step an
+``ABRun`` on fake sides), and one end-to-end bisection of a planted history on linreg (the
+only test here that starts processes).
 
 The budget (16 commits, one ~10% slowdown in the middle, on the MLP) is measured by
 ``experiments/bisect_budget.py``, not here: timed assertions flake on a shared machine.
@@ -288,8 +289,9 @@ def test_the_command_bisects_with_ab_runs_on_fake_sides(history, tmp_path, capsy
         (["{bad}", "{good}"], "is not on BAD '{good}''s first-parent line"),
         (["{good}", "{good}"], "are the same commit"),
         (["{good}", "{bad}", "--base", "x"], "--base: not an option of bisect"),
+        (["{good}", "{bad}", "--threshold", "0%"], "--threshold must be between 0 and 100%"),
     ],
-    ids=["unknown", "reversed", "same", "base"],
+    ids=["unknown", "reversed", "same", "base", "threshold"],
 )
 def test_bad_input_is_one_line_and_exit_2(history, capsys, argv, message):
     repo, commits = history

@@ -364,6 +364,7 @@ def test_parse_threshold_refuses_ambiguous_or_invalid(text):
         parse_threshold(text)
 
 
+@pytest.mark.integration
 def test_command_line_runs_without_tensorflow():
     script = (
         "import sys; from bench.__main__ import main; "

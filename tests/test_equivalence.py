@@ -164,6 +164,7 @@ PAIRS += [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("a, b, tolerance", PAIRS, ids=[f"{a}~{b}" for a, b, _ in PAIRS])
 def test_implementations_agree(runs, task_name, a, b, tolerance):
@@ -171,6 +172,7 @@ def test_implementations_agree(runs, task_name, a, b, tolerance):
     assert differences(runs[task_name][a], runs[task_name][b], tol) == [], tol.why
 
 
+@pytest.mark.integration
 def test_losses_actually_change(runs):
     # Guard against a vacuous pass: every run trained (the losses moved).
     for task_runs in runs.values():
@@ -210,6 +212,7 @@ class FrozenMasks(FrozenBias):
         return seed_states(model)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_a_different_learning_rate_is_caught(runs, task_name):
     task = dataclasses.replace(TASKS[task_name], learning_rate=TASKS[task_name].learning_rate * 1.5)
@@ -223,6 +226,7 @@ def test_a_different_learning_rate_is_caught(runs, task_name):
     assert differences(wrong, runs[task_name]["keras_fit"], KERAS[task_name])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_a_bias_that_is_never_updated_is_caught(runs, task_name):
     task = TASKS[task_name]
@@ -278,6 +282,7 @@ def repeating_loop(train_step):
     return loop
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("bug", [skipping_loop, repeating_loop], ids=["skips", "repeats"])
 def test_a_wrong_multi_step_loop_is_caught(runs, task_name, bug):
@@ -291,6 +296,7 @@ def test_a_wrong_multi_step_loop_is_caught(runs, task_name, bug):
     assert differences(wrong, runs[task_name]["custom_xla"], MULTI_STEP_XLA[task_name])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("impl", list(MULTI_STEP_TOLERANCE))
 def test_a_timed_call_runs_its_n_batches_in_order(runs, impl):
     """What the harness times: ``step(x[N, B], y[N, B])`` called again and again on the same
@@ -319,6 +325,7 @@ def optimizer_steps(trainer) -> int:
     return int(optimizer.iterations)
 
 
+@pytest.mark.integration
 def test_keras_fit_with_steps_per_execution_lands_where_keras_fit_does(runs):
     """fit() runs keras_fit_spe's train function (the timed one, not step_losses' recording
     twin) N steps per call: one epoch of the same batches ends at keras_fit's weights."""
@@ -354,6 +361,7 @@ def split_step_with(bug: str, model, optimizer, task):
     return train_step
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("bug", ["drops", "crosses"])
 def test_a_wrong_micro_batch_split_is_caught(runs, task_name, bug):
@@ -366,6 +374,7 @@ def test_a_wrong_micro_batch_split_is_caught(runs, task_name, bug):
     assert differences(wrong, runs[task_name][twin], MICRO_BATCH_XLA[task_name])
 
 
+@pytest.mark.integration
 def test_micro_batches_are_recorded_and_checked(runs):
     task = TASKS["mlp"]
     trainer = build("custom_xla_split", task)
@@ -409,7 +418,7 @@ def test_a_model_whose_parts_train_differently_is_refused(layer, why):
 # eager vs tf.function) while the model's function does not change.
 #
 # Random layers (Dropout, GaussianNoise, an RNN's dropout, the random augmentation layers):
-# every instance's generators start from the same state (``bench.tasks.task.set_seed_states``).
+# every instance's generators start from the same state (``bench.tasks.model.set_seed_states``).
 # From the same state eager and tf.function draw the same numbers (fit's train function and
 # the in-graph loops too), and so do all XLA functions, but XLA draws other numbers than
 # TensorFlow's kernels (test_what_draws_the_same_random_numbers); custom_xla_split draws one
@@ -579,6 +588,7 @@ def drawn_anew(losses: np.ndarray) -> bool:
     return bool(np.ptp(losses) > 1e-6 * np.abs(losses).mean())
 
 
+@pytest.mark.integration
 def test_what_draws_the_same_random_numbers():
     """The measurement behind ``draws_alike``: from the same generator state, Dropout and
     GaussianNoise draw the same numbers eagerly and under tf.function, and the same in two
@@ -667,6 +677,7 @@ def user_runs(task_data):
     return out
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(USER_TASKS))
 @pytest.mark.parametrize("a, b", USER_PAIRS, ids=[f"{a}~{b}" for a, b in USER_PAIRS])
 def test_implementations_agree_on_user_tasks(user_runs, task_name, a, b):
@@ -682,6 +693,7 @@ def test_implementations_agree_on_user_tasks(user_runs, task_name, a, b):
     assert training_differences(runs[a], runs[b], start, tol) == [], why
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(USER_TASKS))
 def test_user_tasks_train_and_every_weight_moves(user_runs, task_name):
     """Not vacuous: every run trained, and every variable moved from where it started,
@@ -697,6 +709,7 @@ def test_user_tasks_train_and_every_weight_moves(user_runs, task_name):
         assert len(run_.weights) == len(start) and all(moved), (impl, start.paths)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(USER_TASKS))
 def test_random_layers_draw_anew_every_step(user_runs, task_name):
     """Where pairs are compared with the random layers off, this is what shows that they are
@@ -710,6 +723,7 @@ def test_random_layers_draw_anew_every_step(user_runs, task_name):
         assert drawn_anew(losses), (impl, losses)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(USER_TASKS))
 def test_a_bug_is_caught_on_user_tasks(user_runs, task_name):
     """A learning rate x1.5 and biases never updated, against keras_fit (and, for a model

@@ -151,6 +151,7 @@ def test_retrace_during_timing_is_an_error():
         check_retrace(trainer, before, "mlp")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("impl", ["custom_graph_loop", "custom_xla_loop", "keras_fit_spe"])
 def test_retrace_of_a_multi_step_call_is_an_error(impl):
     x = tf.zeros((2, 8, 28, 28))
@@ -270,6 +271,7 @@ def tiny_run(tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.integration
 def test_tiny_run_records_every_field(tiny_run):
     names = sorted(b["name"] for b in tiny_run["benchmarks"] if b["name"].startswith("test_step"))
     assert names == [

@@ -41,6 +41,7 @@ def small_batch(task, task_data, n=32):
     return tf.constant(ds.x_train[:n]), tf.constant(ds.y_train[:n])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("impl", IMPLS)
 def test_a_few_steps_lower_the_loss_and_stay_finite(impl, task_name, task_data):
@@ -60,6 +61,7 @@ def test_multi_step_implementations_have_one_step_twins():
     assert set(implementations.MULTI_STEP.values()) < set(IMPLS) - set(implementations.MULTI_STEP)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("impl", IMPLS)
 def test_a_call_runs_steps_per_call_steps(impl, task_data):
     """One step() call is steps_per_call optimizer updates: N for the multi-step

@@ -142,6 +142,7 @@ def runs(worker, task_data, tmp_path_factory):
 PAIRS = [("jax_fit", "keras_fit", KERAS), ("jax_custom", "custom_xla", XLA)]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 @pytest.mark.parametrize("a, b, tolerances", PAIRS, ids=[f"{a}~{b}" for a, b, _ in PAIRS])
 def test_jax_computes_what_tensorflow_computes(worker, runs, task_name, a, b, tolerances):
@@ -151,6 +152,7 @@ def test_jax_computes_what_tensorflow_computes(worker, runs, task_name, a, b, to
     assert len(losses) == STEPS[task_name] and losses[-1] < losses[0] * 0.95  # it trained
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_jax_multi_step_variants_match_their_one_step_twins(runs, task_name):
     task_runs = runs[task_name]
@@ -165,6 +167,7 @@ def test_jax_multi_step_variants_match_their_one_step_twins(runs, task_name):
     assert differences((means, spe[1]), (means, fit[1]), EXACT) == []
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_name", list(TASKS))
 def test_a_different_learning_rate_on_jax_is_caught(worker, runs, task_name):
     task = TASKS[task_name]
@@ -187,6 +190,7 @@ def test_tolerances_are_loosened_only_where_the_devices_differ(monkeypatch):
     assert (chaotic.early_rtol, chaotic.loss_rtol, chaotic.weight_rtol) == (1e-3, 2e-2, 0.2)
 
 
+@pytest.mark.integration
 def test_the_worker_runs_keras_on_jax_without_tensorflow(worker):
     _, hello = worker
     assert hello["versions"]["backend"] == "jax"
@@ -195,6 +199,7 @@ def test_the_worker_runs_keras_on_jax_without_tensorflow(worker):
     assert hello["implementations"] == list(jax_backend.REGISTRY)
 
 
+@pytest.mark.integration
 def test_a_failed_request_is_answered_and_a_crashed_worker_reported():
     with contextlib.ExitStack() as stack:
         worker, _ = jax_client.start(stack)
@@ -206,6 +211,7 @@ def test_a_failed_request_is_answered_and_a_crashed_worker_reported():
     assert worker.proc.poll() == 3  # closed and reaped on the way out
 
 
+@pytest.mark.integration
 def test_a_setup_request_times_rounds_per_training_step(worker, tmp_path):
     task = dataclasses.replace(TASKS["linreg"])
     x = np.linspace(-1, 1, N * task.batch_size, dtype=np.float32).reshape(-1, 1)
@@ -232,6 +238,7 @@ def test_a_setup_request_times_rounds_per_training_step(worker, tmp_path):
     w.request({"op": "drop", "id": "loop"}, 60)
 
 
+@pytest.mark.integration
 def test_bench_ab_starts_jax_workers_only_for_sides_that_have_the_backend(tmp_path):
     from bench.ab import jax_sides as ab_jax
 
@@ -249,6 +256,7 @@ def test_bench_ab_starts_jax_workers_only_for_sides_that_have_the_backend(tmp_pa
         assert ab_jax.grid_for("custom_xla", [["tf"]], (grid, names)) == [["tf"]]
 
 
+@pytest.mark.integration
 def test_a_float32_matmul_precision_request_trains_alike(worker, runs):
     """What ``jax_run`` asks for where JAX is on a GPU (TF32 off), on this device: on a CPU,
     float32 already, the very same losses."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.jax.client import SKIP_REASON
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +21,7 @@ sys.exit(pytest.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.integration
 def test_without_jax_the_jax_modules_skip_with_one_line():
     files = ["tests/test_jax.py", "bench/benchmarks/bench_jax.py"]
     for extra in ([], ["--benchmark-only"]):

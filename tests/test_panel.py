@@ -277,8 +277,8 @@ def test_a_planted_slowdown_moves_its_own_ratio_only():
 
 def specs(*impls, task="linreg"):
     from bench.tasks import TASKS
-    from bench.timing.spec import Spec, twin_key
     from bench.timing.profiles import PROFILES
+    from bench.timing.spec import Spec, twin_key
 
     return [
         Spec(
@@ -295,6 +295,7 @@ def specs(*impls, task="linreg"):
     ]
 
 
+@pytest.mark.integration
 def test_a_retrace_inside_the_blocks_fails_that_member_only(monkeypatch, task_data):
     from bench.timing import panel
     from bench.timing.harness import RetraceError
@@ -341,6 +342,7 @@ def test_twins_are_among_the_targets():
     assert len(pairs) == 3  # each against the baseline, the loop against its twin (the same)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_a_jax_benchmark_is_timed_in_its_tensorflow_twins_blocks(tmp_path):
     out = tmp_path / "jax.json"
@@ -388,6 +390,7 @@ def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
@@ -514,6 +517,7 @@ def PROFILES_SMOKE():  # noqa: N802
     return PROFILES["smoke"]
 
 
+@pytest.mark.integration
 def test_a_run_past_its_budget_skips_the_distributed_launches_and_says_why():
     """With a run budget already spent (1 s: pytest's start-up alone takes longer), the quick
     profile's distributed benchmarks are skipped with the reason, before any worker starts."""

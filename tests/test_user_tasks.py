@@ -1,6 +1,7 @@
 """User tasks (``bench/tasks/user.py``): task files, their checks and one-line errors, the
-data sources, the seeded weights copied into every implementation's own model (non-trainable
-state included), the selection, and the built-in dataset's one-line error.
+data sources (``bench/tasks/task_data.py``), the seeded weights copied into every
+implementation's own model (non-trainable state included), the selection, and the built-in
+dataset's one-line error.
 
 Small models and data: seconds, apart from the two subprocess tests (a fresh pytest)."""
 
@@ -172,6 +173,7 @@ BINARY = (
 )
 
 
+@pytest.mark.integration
 def test_binary_and_multi_label_heads(tmp_path):
     """One sigmoid unit, one logit unit, three logit units (multi-label): 0/1 labels of the
     output's shape, about half 1s; accuracy counts each label, right at probability 0.5; and
@@ -443,6 +445,7 @@ T = Task('pyfunc', build, input_shape=(8,), loss=CE, num_classes=3, n_train=64)
 """
 
 
+@pytest.mark.integration
 def test_an_implementation_that_cannot_run_the_model_is_skipped_with_the_reason(tmp_path):
     import tensorflow as tf
 
@@ -659,6 +662,7 @@ def test_a_bad_task_with_several_inputs_is_one_line(tmp_path, case):
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("impl, task_name", MULTI_RUNS, ids=[f"{i}-{t}" for i, t in MULTI_RUNS])
 def test_every_implementation_trains_several_inputs_as_keras_fit_does(multi, impl, task_name):
     """From the same weights on the same batches: the same losses and weights as keras_fit

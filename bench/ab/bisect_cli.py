@@ -40,9 +40,9 @@ from bench.ab.bisect import (
     short,
 )
 from bench.ab.cli import ROOT, add_measuring_options, selection_from, settings_from
-from bench.ab.measure import Settings
+from bench.ab.measure import Selection, Settings, WorkerLab
 from bench.ab.output import print_verdicts
-from bench.ab.run import ABRun, OpenLab, Selection, worker_lab
+from bench.ab.run import ABRun, OpenLab
 from bench.ab.sides import resolve_revision, resolve_side
 from bench.report.files import write_json_atomic
 from bench.stats import paired as S
@@ -70,7 +70,7 @@ def followed_selection(expression: str | None, names: list[str]) -> str:
 
 
 def ab_measure(
-    settings: Settings, selection: Selection, repo: Path, lab: OpenLab = worker_lab
+    settings: Settings, selection: Selection, repo: Path, lab: OpenLab = WorkerLab
 ) -> Callable[..., Measurement]:
     """``measure(base, head, follow)``: an ``ABRun`` of ``head`` against ``base`` (revisions
     of ``repo``); with ``follow`` (benchmark names), only those are measured and judged. Its
@@ -170,7 +170,7 @@ def commit_range(repo: Path, good: str, bad: str) -> tuple[list[str], dict[str, 
     return [sha for sha, _ in line], dict(line)
 
 
-def run(args: argparse.Namespace, argv: list[str], lab: OpenLab = worker_lab) -> int:
+def run(args: argparse.Namespace, argv: list[str], lab: OpenLab = WorkerLab) -> int:
     given = [o for o in NOT_PASSED_ON if getattr(args, o[2:].replace("-", "_")) is not None]
     if given:
         raise InputError(
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, argv: list[str], lab: OpenLab = worker_lab) ->
     return result.exit_code
 
 
-def main(argv: list[str] | None = None, lab: OpenLab = worker_lab) -> int:
+def main(argv: list[str] | None = None, lab: OpenLab = WorkerLab) -> int:
     """``python -m bench bisect``; ``lab``: where each step measures (a fake, in the tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = functools.partial(run, lab=lab)

@@ -54,9 +54,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.ab.budget import EXTEND
-from bench.ab.measure import WARMUP_STEPS, Settings
+from bench.ab.measure import WARMUP_STEPS, Selection, Settings, WorkerLab
 from bench.ab.output import github_entries, machine, markdown_verdict, print_verdicts, side_record
-from bench.ab.run import HEADLINE, ABResults, ABRun, OpenLab, Selection, worker_lab
+from bench.ab.run import HEADLINE, ABResults, ABRun, OpenLab
 from bench.ab.sides import resolve_side
 from bench.host import STEAL_LIMIT
 from bench.report.compare_cli import parse_threshold
@@ -282,7 +282,7 @@ def write_outputs(results: ABResults, args: argparse.Namespace, argv: list[str])
             summary.write(verdict)
 
 
-def run(args: argparse.Namespace, argv: list[str], lab: OpenLab = worker_lab) -> int:
+def run(args: argparse.Namespace, argv: list[str], lab: OpenLab = WorkerLab) -> int:
     settings, selection = settings_from(args), selection_from(args)
     repo = Path(args.repo).resolve()
     with contextlib.ExitStack() as stack:  # the exported revisions, removed on every exit path
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace, argv: list[str], lab: OpenLab = worker_lab) ->
     return results.exit_code
 
 
-def main(argv: list[str] | None = None, lab: OpenLab = worker_lab) -> int:
+def main(argv: list[str] | None = None, lab: OpenLab = WorkerLab) -> int:
     """``python -m bench ab``; ``lab``: where the run measures (a fake, in the tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = functools.partial(run, lab=lab)

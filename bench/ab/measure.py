@@ -1,8 +1,9 @@
-"""Measuring one benchmark of ``python -m bench ab``: set it up in both sides' workers, take
-rounds in turn, estimate HEAD/BASE with its interval (``bench/stats/paired.py``), and the
-benchmark's record in the JSON; ``WorkerLab``, the worker processes an ``ABRun``
-(``bench/ab/run.py``) measures with. The order in which a run's benchmarks get their time is
-``bench/ab/budget.py``'s. Imports no TensorFlow (the workers do).
+"""Measuring one benchmark of ``python -m bench ab``: what is measured and how (``Benchmark``,
+``Selection``, ``Settings``); set it up in both sides' workers, take rounds in turn, estimate
+HEAD/BASE with its interval (``bench/stats/paired.py``), and the benchmark's record in the
+JSON; ``WorkerLab``, the worker processes an ``ABRun`` (``bench/ab/run.py``) measures with.
+The order in which a run's benchmarks get their time is ``bench/ab/budget.py``'s. Imports no
+TensorFlow (the workers do).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.ab.jax_sides import grid_for, start_jax_workers
+from bench.ab.jax_sides import grid_for, start_jax_workers, wanted
 from bench.ab.sides import numerics_rtol, start_workers
 from bench.host import STEAL_LIMIT, cpu_steal_counters, steal_fraction
 from bench.stats import paired as S
@@ -39,6 +40,17 @@ class Benchmark:
     def name(self) -> str:
         base = f"{self.implementation}-{self.task}"
         return base if self.default_batch else f"{base}-b{self.batch_size}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a run measures: implementation x task (x batch size), over both sides' code."""
+
+    expression: str | None = None  # -k, on names like custom_graph-mlp; None: run.HEADLINE
+    batches: tuple[int, ...] = ()  # --batch; (): each task's own
+    # --tasks values, loaded by every worker: "builtin" or a task file's absolute path; ():
+    # the built-in tasks.
+    tasks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,12 +338,12 @@ class WorkerLab:
         self,
         sides: list[Side],
         settings: Settings,
-        tasks: list[str],
-        jax: bool,
+        selection: Selection,
         stack: contextlib.ExitStack,
     ) -> None:
-        self.sides, self.settings, self.tasks, self.want_jax = sides, settings, tasks, jax
-        self.stack = stack
+        self.sides, self.settings, self.stack = sides, settings, stack
+        self.tasks = list(selection.tasks)
+        self.want_jax = wanted(selection.expression)
         self.batches = Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="loopbench-ab-"))
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from typing import TextIO
 
 from tabulate import tabulate
 
@@ -211,7 +212,9 @@ def progress(r: dict) -> None:
     )
 
 
-def print_verdicts(results: list[dict], threshold: float, wall_s: float, file=None) -> None:
+def print_verdicts(
+    results: list[dict], threshold: float, wall_s: float, file: TextIO | None = None
+) -> None:
     """The table and the summary line, each after a blank line (to ``file``; None: stdout)."""
     file = file or sys.stdout
     print(file=file)

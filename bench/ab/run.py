@@ -1,7 +1,7 @@
 """One interleaved A/B run as a library call: ``ABRun(sides, selection, settings).run()``.
 
 ``python -m bench ab`` (``bench/ab/cli.py``) and every step of ``python -m bench bisect``
-(``bench/ab/bisect.py``) make one and read its ``ABResults``. A run starts its workers,
+(``bench/ab/bisect_cli.py``) make one and read its ``ABResults``. A run starts its workers,
 selects the benchmarks (``Selection``: ``-k`` over both sides' registries), measures them
 within its deadline (``bench/ab/budget.py``: a first pass, then the widest intervals), and
 has every SLOWER or FASTER verdict measured again by fresh workers and judged on all its
@@ -24,10 +24,10 @@ import numpy as np
 from _pytest.mark.expression import Expression
 
 from bench.ab.budget import EXTEND, Plan, first_pass_cap, run_plan
-from bench.ab.jax_sides import wanted
 from bench.ab.measure import (
     Benchmark,
     Sampled,
+    Selection,
     Settings,
     Unsupported,
     WorkerLab,
@@ -48,17 +48,6 @@ HEADLINE = ("keras_fit", "keras_fit_xla", "custom_graph", "custom_xla")
 
 
 # --- what is measured ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What a run measures: implementation x task (x batch size), over both sides' code."""
-
-    expression: str | None = None  # -k, over names like custom_graph-mlp; None: HEADLINE
-    batches: tuple[int, ...] = ()  # --batch; (): each task's own
-    # --tasks values, loaded by every worker: "builtin" or a task file's absolute path; ():
-    # the built-in tasks.
-    tasks: tuple[str, ...] = ()
 
 
 def keyword_match(expression: str | None, name: str) -> bool:
@@ -137,16 +126,9 @@ class Lab(Protocol):
         """Free the benchmark in its workers."""
 
 
-# Makes a run's lab: its sides, settings and selection, and the stack that closes the lab's
-# processes and files when the run ends, however it ends.
+# A run's lab, made from its sides, settings and selection, and the stack that closes the
+# lab's processes and files when the run ends, however it ends (``WorkerLab`` is one).
 OpenLab = Callable[[list[Side], Settings, Selection, contextlib.ExitStack], Lab]
-
-
-def worker_lab(
-    sides: list[Side], settings: Settings, selection: Selection, stack: contextlib.ExitStack
-) -> WorkerLab:
-    """The worker processes, and JAX workers beside them where ``-k`` names JAX."""
-    return WorkerLab(sides, settings, list(selection.tasks), wanted(selection.expression), stack)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -291,7 +273,7 @@ class ABRun:
     sides: list[Side]
     selection: Selection
     settings: Settings
-    lab: OpenLab = worker_lab
+    lab: OpenLab = WorkerLab
     out: TextIO | None = None
 
     def run(self) -> ABResults:

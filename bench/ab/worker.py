@@ -48,17 +48,19 @@ steps (rounded up to whole calls) and reports ``steps_per_call``.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import platform
 import sys
 import time
 
+import numpy as np
+
 
 def _protocol():
     """``bench/workers/protocol.py`` of this file's own tree, loaded by its path: the side's
     ``bench`` package (maybe an older layout) must stay the one ``import bench`` finds."""
-    import importlib.util
-
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "workers", "protocol.py")
     spec = importlib.util.spec_from_file_location("loopbench_worker_protocol", path)
     module = importlib.util.module_from_spec(spec)
@@ -74,8 +76,6 @@ def _serve(root: str, ops: dict | None = None) -> int:
 def _side_module(name: str, older: str):
     """A module of the side's code under its name in this layout, or in the older flat one
     (before bench/ had packages), so a BASE from either runs."""
-    import importlib
-
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError:
@@ -83,14 +83,12 @@ def _side_module(name: str, older: str):
 
 
 def _sync(value) -> float:
-    import numpy as np
-
     # sync: fetching the loss to the host waits for the step that produced it
     return float(np.asarray(value).ravel()[0])
 
 
 def _registry_get(name: str):
-    import implementations
+    import implementations  # lazy: the side's code, on the path once serve() has put it there
 
     get = getattr(implementations, "get", None)
     if get is not None:
@@ -104,11 +102,10 @@ def _registry_get(name: str):
 
 
 def op_hello(request: dict, trainers: dict, root: str) -> dict:
-    import numpy as np
-
     if not os.path.isfile(os.path.join(root, "implementations", "__init__.py")):
         raise ImportError(f"no implementation registry under {root} (implementations/__init__.py)")
     try:
+        # lazy: the side's code, on the path once serve() has put it there
         import implementations
         from bench import tasks
     except Exception as e:
@@ -116,6 +113,7 @@ def op_hello(request: dict, trainers: dict, root: str) -> dict:
             f"no implementation registry under {root} (implementations/, bench/tasks/builtin.py): "
             f"{type(e).__name__}: {e}"
         ) from None
+    # lazy: TensorFlow, heavy, once serve() has pointed file descriptor 1 at stderr
     import keras
     import tensorflow as tf
 
@@ -123,7 +121,7 @@ def op_hello(request: dict, trainers: dict, root: str) -> dict:
     if registry is None and not hasattr(implementations, "get"):
         raise ImportError(f"{root}: implementations has neither get() nor REGISTRY")
     try:
-        from tensorflow.python.util import _pywrap_util_port
+        from tensorflow.python.util import _pywrap_util_port  # lazy: TensorFlow (as above)
 
         onednn = bool(_pywrap_util_port.IsMklEnabled())
     except (ImportError, AttributeError):
@@ -188,15 +186,11 @@ def _unsupported(impl: str, task, error: Exception) -> str | None:
 
 
 def op_write_batch(request: dict, trainers: dict, root: str) -> dict:
-    import numpy as np
-
-    from bench import tasks
+    from bench import tasks  # lazy: the side's code, on the path once serve() has put it there
 
     # bench.tasks.load_for_task since bench/ had packages; bench.data's before
     load_for_task = getattr(tasks, "load_for_task", None)
     if load_for_task is None:
-        import importlib
-
         load_for_task = importlib.import_module("bench.data").load_for_task
 
     get_task = getattr(tasks, "get_task", None) or tasks.TASKS.__getitem__
@@ -207,10 +201,9 @@ def op_write_batch(request: dict, trainers: dict, root: str) -> dict:
 
 
 def op_setup(request: dict, trainers: dict, root: str) -> dict:
-    import numpy as np
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow, heavy, once serve() has pointed fd 1 at stderr
 
-    from bench import tasks
+    from bench import tasks  # lazy: the side's code, on the path once serve() has put it there
 
     get_task = getattr(tasks, "get_task", None) or tasks.TASKS.__getitem__
     task = get_task(request["task"])

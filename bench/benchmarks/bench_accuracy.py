@@ -34,7 +34,7 @@ from bench.timing.plan import RUN_GUESS_S, Entry
 
 BASELINE = "keras_fit"
 # Mean accuracies per task, filled as the baseline runs (it is parametrized first).
-_baseline_accuracy: dict[str, float] = {}
+BASELINE_ACCURACY: dict[str, float] = {}
 # Mean float32 accuracies per (implementation, task): the twins of the mixed-precision runs.
 _float32_accuracy: dict[tuple[str, str], float] = {}
 
@@ -141,7 +141,7 @@ def test_convergence(benchmark, request, impl, task_name, profile, task_data):
     if task.kind == "classification":
         _float32_accuracy[(impl, task_name)] = info["final_accuracy"]
         if impl == BASELINE:
-            _baseline_accuracy[task_name] = info["final_accuracy"]
+            BASELINE_ACCURACY[task_name] = info["final_accuracy"]
         delta = _parity_delta_pp(task_name, info["final_accuracy"])
         if delta is not None:
             info.update(parity_delta_pp=delta, parity_ok=_parity_ok(profile, delta))
@@ -242,9 +242,9 @@ def _parity_ok(profile, delta_pp: float) -> bool | None:
 def _parity_delta_pp(task_name: str, accuracy: float) -> float | None:
     """Accuracy minus the baseline implementation's on this task, in percentage points; None
     until the baseline has run."""
-    if task_name not in _baseline_accuracy:
+    if task_name not in BASELINE_ACCURACY:
         return None
-    return 100 * (accuracy - _baseline_accuracy[task_name])
+    return 100 * (accuracy - BASELINE_ACCURACY[task_name])
 
 
 @pytest.mark.skipif("mlp" not in selected_tasks(), reason="the MLP task is not selected")

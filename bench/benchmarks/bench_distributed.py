@@ -33,6 +33,7 @@ import statistics
 from dataclasses import dataclass
 
 import pytest
+import tensorflow as tf
 
 from bench.distributed.launch import (
     IMPLEMENTATIONS,
@@ -85,8 +86,6 @@ CASES = [
 
 
 def gpu_count() -> int:
-    import tensorflow as tf
-
     return len(tf.config.list_physical_devices("GPU"))
 
 

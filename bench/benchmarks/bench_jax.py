@@ -27,6 +27,8 @@ import sys
 import numpy as np
 import pytest
 
+from bench import convergence
+from bench.benchmarks import bench_accuracy
 from bench.convergence import CONVERGENCE, PARITY_PP, anchor, failures, summarize
 from bench.jax import client as jax_client
 from bench.jax.client import backend_fields
@@ -101,14 +103,11 @@ register("test_jax_step", jax_step_spec)
 def baseline_accuracy(task, data, seeds, epochs) -> float:
     """``keras_fit``'s mean accuracy: from ``bench_accuracy`` if it ran in this session, else
     trained here (TensorFlow, this process) on the same data, seeds and epochs."""
-    from bench import convergence
-    from bench.benchmarks import bench_accuracy
-
-    if task.name in bench_accuracy._baseline_accuracy:
-        return bench_accuracy._baseline_accuracy[task.name]
+    if task.name in bench_accuracy.BASELINE_ACCURACY:
+        return bench_accuracy.BASELINE_ACCURACY[task.name]
     runs = [convergence.train("keras_fit", task, data, seed, epochs) for seed in seeds]
     accuracy = float(np.mean([r["curves"]["test_accuracy"][-1] for r in runs]))
-    bench_accuracy._baseline_accuracy[task.name] = accuracy
+    bench_accuracy.BASELINE_ACCURACY[task.name] = accuracy
     return accuracy
 
 

@@ -29,6 +29,8 @@ import tensorflow as tf
 from bench.tasks import Task
 from bench.tasks.data import map_inputs, n_examples, take
 from bench.timing.machine import device_name, sync
+from implementations.custom_loop import CustomLoopTrainer, make_step
+from implementations.keras_fit import KerasFitTrainer
 
 
 class RetraceError(RuntimeError):
@@ -79,8 +81,6 @@ def count_graph_ops(trainer, x: tf.Tensor, y: tf.Tensor) -> int | None:
     """Ops in the traced graph of one training step (custom loops only; for those that loop
     N steps per call, of the step the loop runs): roughly what eager mode dispatches one by
     one, so (eager - graph) / ops estimates the per-op dispatch cost."""
-    from implementations.custom_loop import CustomLoopTrainer, make_step
-
     if not isinstance(trainer, CustomLoopTrainer):
         return None
     if steps_per_call(trainer) > 1:
@@ -107,8 +107,6 @@ def measure_fit(
     train function, and the per-step figure divides by K x N.
 
     ``clock`` reads the time (injected by the tests: a fake ``fit`` advances a fake clock)."""
-    from implementations.keras_fit import KerasFitTrainer
-
     if not isinstance(trainer, KerasFitTrainer):
         return {"fit_overhead_s": None, "fit_s_per_step": None}
     n_per_call = steps_per_call(trainer)

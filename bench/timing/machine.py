@@ -15,10 +15,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from bench.host import cpu_model
+
+# Private to TensorFlow (whether its oneDNN kernels are on): a build may lack it.
+_pywrap_util_port = None
+with contextlib.suppress(ImportError):
+    from tensorflow.python.util import _pywrap_util_port
 
 
 def device_name() -> str:
@@ -55,10 +61,8 @@ def peak_memory_mb() -> tuple[float, str]:
 
 def onednn_enabled() -> bool:
     try:
-        from tensorflow.python.util import _pywrap_util_port
-
         return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
+    except AttributeError:  # a TensorFlow build without it
         return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "") not in ("0", "false")
 
 
@@ -265,8 +269,6 @@ def calibrate_matmul(seconds: float = 1.0) -> dict:
 
 
 def machine_info(profile: str, calibration: dict) -> dict:
-    import keras
-
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

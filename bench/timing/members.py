@@ -31,6 +31,7 @@ from bench.timing.harness import (
 )
 from bench.timing.machine import device_name, peak_memory_mb, reset_peak_memory, sync
 from bench.timing.spec import Spec
+from implementations import jax_backend
 
 
 def resident_mb() -> float:
@@ -161,8 +162,6 @@ class JaxMember:
     does it; a round is one request, timed inside the worker (no pipe in the figure)."""
 
     def __init__(self, spec: Spec, dataset, worker, hello: dict, tmp: Path):
-        from implementations import jax_backend  # lazy: optional, imports jax
-
         self.spec, self.name = spec, spec.name
         self.worker, self.hello, self.dataset = worker, hello, dataset
         self.bench_id = spec.name
@@ -217,8 +216,6 @@ def jax_step_info(
 ) -> dict:
     """A JAX panel member's extra_info (``bench.timing.panel.Spec`` ``spec``), in the
     TensorFlow step benchmarks' fields (docs/results-schema.md)."""
-    from implementations import jax_backend  # lazy: optional, imports jax
-
     task = TASKS[spec.task_name]
     fields = backend_fields(hello)
     return {

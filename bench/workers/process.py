@@ -6,8 +6,7 @@ worker's side), and owns its lifetime: the worker leads its own process group, a
 the timeout, Ctrl-C); a worker also exits by itself when its stdin closes.
 
 Used by the A/B check (``bench/ab/``: one worker per side and pair), the JAX backend
-(``bench/jax/``), panels spread over processes (``bench/timing/panel_worker.py``) and
-``tf.distribute``'s workers (``bench/distributed/``, which use ``kill_group``).
+(``bench/jax/``) and ``tf.distribute``'s workers (``bench/distributed/``, which use ``kill_group``).
 """
 
 from __future__ import annotations
@@ -84,8 +83,8 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 class Worker:
-    """One worker process: ``script`` (``bench/ab/worker.py``, ``bench/jax/worker.py``,
-    ``bench/timing/panel_worker.py``) run by the side's interpreter on the side's tree:
+    """One worker process: ``script`` (``bench/ab/worker.py``, ``bench/jax/worker.py``) run
+    by the side's interpreter on the side's tree:
     requests on its stdin, one JSON answer line each on its stdout, stderr to a file (shown
     when it fails)."""
 
