@@ -11,6 +11,8 @@ import pytest
 
 from bench.jax.client import SKIP_REASON
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 HIDE_JAX = """
 import importlib.util, sys
@@ -21,7 +23,6 @@ sys.exit(pytest.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.integration
 def test_without_jax_the_jax_modules_skip_with_one_line():
     files = ["tests/test_jax.py", "bench/benchmarks/bench_jax.py"]
     for extra in ([], ["--benchmark-only"]):

@@ -1,26 +1,19 @@
-"""Panels: the block scheduler (bench/timing/blocks.py), the paired ratios it yields, and a real
-panel
-of TensorFlow trainers (bench/timing/panel.py): one round of every member per block in random order,
-ratios recovered through a drift that hits every member alike, a planted slowdown moving its
-own ratio only, a retrace inside the blocks failing that member only, and a JAX member timed
-in the same blocks as its TensorFlow twin."""
+"""Panels: the block scheduler (bench/timing/blocks.py), the paired ratios it yields, and a
+real panel of TensorFlow trainers (bench/timing/panel.py): one round of every member per
+block in random order, ratios recovered through a drift that hits every member alike, a
+planted slowdown moving its own ratio only, a member that cannot be built failing alone, and
+members capped to the budget. A retrace inside the blocks, a JAX member timed in its
+TensorFlow twin's blocks and the command line: tests/test_panel_integration.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench.timing.blocks import Rounds, paired_ratio, run_blocks
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeClock:
@@ -295,31 +288,6 @@ def specs(*impls, task="linreg"):
     ]
 
 
-@pytest.mark.integration
-def test_a_retrace_inside_the_blocks_fails_that_member_only(monkeypatch, task_data):
-    from bench.timing import panel
-    from bench.timing.harness import RetraceError
-
-    original = panel.TFMember.run_round
-    state = {"rounds": 0}
-
-    def run_round(self):
-        if self.spec.implementation == "custom_graph":
-            state["rounds"] += 1
-            if state["rounds"] == 3:  # mid-blocks, a batch of another shape: a retrace
-                self.trainer.step(self.x[:5], self.y[:5])
-        return original(self)
-
-    monkeypatch.setattr(panel.TFMember, "run_round", run_round)
-    out = panel.Panels().measure(specs("keras_fit", "custom_graph", "custom_xla"), task_data)
-    assert isinstance(out["test_step[custom_graph-linreg]"].error, RetraceError)
-    for name in ("test_step[keras_fit-linreg]", "test_step[custom_xla-linreg]"):
-        assert out[name].error is None and len(out[name].seconds) >= 3
-        assert out[name].info["traces"] >= 1
-    xla = out["test_step[custom_xla-linreg]"].info
-    assert xla["speedup_vs"] == "keras_fit" and xla["speedup_low"] <= xla["speedup"]
-
-
 def test_a_member_that_cannot_be_built_fails_alone(task_data):
     from bench.timing import panel
 
@@ -340,29 +308,6 @@ def test_twins_are_among_the_targets():
     pairs = targets_of(members, base)
     assert ("test_step[custom_graph-linreg]", "test_step[custom_graph_loop-linreg]") in pairs
     assert len(pairs) == 3  # each against the baseline, the loop against its twin (the same)
-
-
-@pytest.mark.integration
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_a_jax_benchmark_is_timed_in_its_tensorflow_twins_blocks(tmp_path):
-    out = tmp_path / "jax.json"
-    cmd = [
-        sys.executable, "-m", "pytest", "--benchmark-only", "--profile", "smoke",
-        "-p", "no:cacheprovider", "-q",
-        "-k", "test_jax_step[jax_custom-linreg] or test_step[custom_graph-linreg]",
-        f"--benchmark-json={out}", "bench/benchmarks/bench_step.py",
-        "bench/benchmarks/bench_jax.py",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    benches = {b["name"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
-    jax, tf = benches["test_jax_step[jax_custom-linreg]"], benches["test_step[custom_graph-linreg]"]
-    assert jax["panel"] == tf["panel"] == "linreg"
-    assert jax["panel_info"]["members"] == tf["panel_info"]["members"]
-    assert jax["block_of_round"] and set(jax["block_of_round"]) <= set(range(10))
-    pair = jax["paired"]["test_step[custom_graph-linreg]"]
-    assert pair["low"] <= pair["speedup"] <= pair["high"] and pair["pairs"] >= 3
-    assert jax["backend"] == "jax" and tf["speedup_vs"] == "custom_graph"
 
 
 def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch):
@@ -388,22 +333,6 @@ def test_the_quick_profile_leaves_out_bf16_where_the_cpu_emulates_it(monkeypatch
     assert spec.precision == "mixed_bfloat16" and spec.twins == (
         ("tensorflow", "custom_graph", "float32", None, None),
     )
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    ("option", "value", "message"),
-    [
-        ("--run-budget", "-1", "--run-budget must be 0 (none) or more seconds, not -1"),
-    ],
-)
-def test_a_bad_panel_option_is_one_usage_error(option, value, message):
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", option, value, "--co", "-q", __file__],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 4
-    assert message in proc.stderr
 
 
 def test_a_member_with_a_round_cap_sits_out_the_later_blocks():
@@ -515,22 +444,3 @@ def PROFILES_SMOKE():  # noqa: N802
     from bench.timing.profiles import PROFILES
 
     return PROFILES["smoke"]
-
-
-@pytest.mark.integration
-def test_a_run_past_its_budget_skips_the_distributed_launches_and_says_why():
-    """With a run budget already spent (1 s: pytest's start-up alone takes longer), the quick
-    profile's distributed benchmarks are skipped with the reason, before any worker starts."""
-    cmd = [
-        sys.executable, "-m", "pytest", "--benchmark-only", "--profile", "quick",
-        "--run-budget", "1", "-p", "no:cacheprovider", "-q", "-rs",
-        "-k", "mirrored-r1-keras_fit-mlp or mirrored-r2-keras_fit-mlp",
-        "bench/benchmarks/bench_distributed.py",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 skipped" in proc.stdout, proc.stdout[-3000:]
-    skipped = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert len(skipped) == 1 and skipped[0].startswith("SKIPPED [2]"), proc.stdout[-3000:]
-    assert "the run budget (1 s, --run-budget) is spent" in skipped[0]
-    assert "this distributed launch is optional" in skipped[0]
