@@ -41,6 +41,7 @@ from bench.pytest_plugin import add_options  # noqa: E402
 from bench.tasks import ImageData, get_task, load_for_task  # noqa: E402
 from bench.tasks import user as user_tasks  # noqa: E402
 from bench.tasks.data import DatasetError, load_classification  # noqa: E402
+from bench.tasks.task import TaskError  # noqa: E402
 from bench.tfimport import import_tensorflow  # noqa: E402
 from bench.timing.profiles import PROFILES, Profile  # noqa: E402
 
@@ -64,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if specs:
         try:
             user_tasks.select(specs)
-        except user_tasks.TaskError as e:
+        except TaskError as e:
             raise pytest.UsageError(str(e)) from None
 
 

@@ -24,7 +24,7 @@ sys.exit(pytest.main(sys.argv[1:]))
 
 
 def test_without_jax_the_jax_modules_skip_with_one_line():
-    files = ["tests/test_jax.py", "bench/benchmarks/bench_jax.py"]
+    files = ["tests/test_jax.py", "tests/test_jax_integration.py", "bench/benchmarks/bench_jax.py"]
     for extra in ([], ["--benchmark-only"]):
         proc = subprocess.run(
             [sys.executable, "-c", HIDE_JAX, "-q", "-rs", "-p", "no:cacheprovider", *extra, *files],

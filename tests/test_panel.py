@@ -444,3 +444,35 @@ def PROFILES_SMOKE():  # noqa: N802
     from bench.timing.profiles import PROFILES
 
     return PROFILES["smoke"]
+
+
+def test_the_plan_puts_optional_items_last_and_keeps_the_rest_in_place(monkeypatch):
+    """``Panels.set_plan``: one entry per panel and per planned benchmark, in the run's order;
+    the items of optional entries moved after every other item."""
+    from types import SimpleNamespace
+
+    from bench.timing import panel
+    from bench.timing.plan import Entry
+    from bench.timing.profiles import PROFILES
+
+    def item(test, name):
+        return SimpleNamespace(originalname=test, name=name, callspec=SimpleNamespace(params={}))
+
+    monkeypatch.setitem(
+        panel.ENTRY_BUILDERS,
+        "test_opt",
+        lambda name, p, prof: Entry(name, "convergence", 5.0, optional=True),
+    )
+    monkeypatch.setitem(
+        panel.ENTRY_BUILDERS, "test_req", lambda name, p, prof: Entry(name, "convergence", 5.0)
+    )
+    items = [
+        item("test_opt", "o1"),
+        item("test_other", "x"),
+        item("test_req", "r1"),
+        item("test_opt", "o2"),
+    ]
+    plan = panel.Panels().set_plan(items, PROFILES["quick"])
+    assert [it.name for it in items] == ["x", "r1", "o1", "o2"]
+    assert [e.key for e in plan.entries] == ["r1", "o1", "o2"]
+    assert plan.budget_s == PROFILES["quick"].run_budget_s

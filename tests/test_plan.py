@@ -182,3 +182,13 @@ def test_plan_keys_are_distinct_and_min_share_is_a_quarter():
     with pytest.raises(ValueError, match="distinct"):
         Plan([step("a"), step("a")], budget_s=1.0, started=0.0)
     assert MIN_SHARE == 0.25
+
+
+def test_optional_entries_run_last_the_most_important_first():
+    from bench.timing.plan import run_rank
+
+    entries = [QUICK[6], QUICK[1], QUICK[3], None, QUICK[2], QUICK[0]]
+    ranked = sorted(range(len(entries)), key=lambda i: run_rank(entries[i]))
+    # required and unplanned items keep their places, ahead of every optional one; among
+    # the optional, priority 1 (bf16 convergence, distributed) before priority 0 (sweep)
+    assert [entries[i] for i in ranked] == [QUICK[3], None, QUICK[0], QUICK[1], QUICK[2], QUICK[6]]

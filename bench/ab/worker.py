@@ -32,7 +32,7 @@ Requests:
   ``x``, ``y``, written by the coordinator, the same file for both sides) on the device, time
   the first call alone (``compile_s``), run ``warmup`` steps and report the loss after them
   (the numerics check) and a per-call estimate (``per_step_s``: the coordinator's unit of K).
-  A user's model that the implementation cannot run (bench.tasks.user.unsupported_reason)
+  A user's model that the implementation cannot run (bench.tasks.task.unsupported_reason)
   answers ``{"unsupported": reason}`` instead.
 - ``{"op": "round", "id", "k"}``: K calls, then a host sync, timed here, in the worker;
   ``seconds`` is that time divided by the trainer's steps per call, so the coordinator's

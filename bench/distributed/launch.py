@@ -50,7 +50,7 @@ XLA_MULTI_GPU_REASON = (
     "XLA (jit_compile=True) under MirroredStrategy on several GPUs: not known to run -- it "
     "fails over logical CPU devices in TensorFlow itself, and custom_xla compiles strategy.run "
     "with its cross-replica all-reduce, a step spanning every replica's GPU, which XLA does not "
-    "compile (https://www.tensorflow.org/xla/known_issues); tests/test_distributed.py "
+    "compile (https://www.tensorflow.org/xla/known_issues); tests/test_distributed_integration.py "
     "(marker gpu) records what TensorFlow says on a host with 2 or more GPUs"
 )
 

@@ -1,5 +1,5 @@
 """The TensorFlow side's handle on the JAX worker (``bench/jax/worker.py``): start it, ask it,
-stop it. No TensorFlow and no JAX here: the worker is a ``bench.ab.sides.Worker`` running
+stop it. No TensorFlow and no JAX here: the worker is a ``bench.workers.process.Worker`` running
 another script over the same pipe protocol, in its own process group, killed on every exit
 path (``Worker.close``; the caller's ``ExitStack`` or fixture teardown runs it).
 

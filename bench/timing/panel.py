@@ -38,7 +38,7 @@ from bench.tasks import get_task
 from bench.tasks.task import skip_unsupported
 from bench.timing.blocks import PanelResult, Rounds, baseline_of, ratio_fields, run_blocks
 from bench.timing.members import JaxMember, TFMember, resident_mb
-from bench.timing.plan import Entry, Plan
+from bench.timing.plan import Entry, Plan, run_rank
 from bench.timing.profiles import Profile
 from bench.timing.spec import Spec, twin_key
 
@@ -180,24 +180,29 @@ class Panels:
 
     def set_plan(self, items: list, profile: Profile) -> Plan:
         """The session's panels, from its collected ``items``, and the run's plan: every
-        panel, convergence run and distributed launch as an entry, in the order of its first
-        item (``register``, ``register_entry``)."""
+        panel, convergence run and distributed launch as an entry (``register``,
+        ``register_entry``). ``items`` are put in the plan's run order (``run_rank``: the
+        optional entries' items last), every other item where it was."""
         self.members = {}
-        entries: dict[str, Entry] = {}
+        keys: list[str | None] = []
+        entries: dict[str, Entry | None] = {}
         for item in items:
             member = spec_of(item, profile)
+            entry = None if member is not None else entry_of(item, profile)
             if member is not None:
                 self.members.setdefault(member.panel, []).append(member)
-                entries.setdefault(member.panel, None)
-                continue
-            entry = entry_of(item, profile)
-            if entry is not None:
-                entries.setdefault(entry.key, entry)
+            key = member.panel if member is not None else entry.key if entry else None
+            keys.append(key)
+            if key is not None:
+                entries.setdefault(key, entry)
         for key in entries:
             if key in self.members:
                 entries[key] = panel_entry(self.members[key])
+        order = sorted(range(len(items)), key=lambda i: run_rank(entries.get(keys[i])))
+        items[:] = [items[i] for i in order]
+        ordered = dict.fromkeys(keys[i] for i in order if keys[i] is not None)
         started = time.monotonic() - (process_age_s() or 0.0)
-        self.plan = Plan(list(entries.values()), profile.run_budget_s, started)
+        self.plan = Plan([entries[k] for k in ordered], profile.run_budget_s, started)
         return self.plan
 
     def jax_worker(self) -> tuple:
@@ -235,8 +240,9 @@ class Panels:
             build_start = time.monotonic()
             live = self.build(specs, task_data, outcomes, built)
             panel = specs[0].panel
+            per_member = (time.monotonic() - build_start) / max(1, len(specs))
             if self.plan is not None:
-                self.plan.built(panel, (time.monotonic() - build_start) / max(1, len(specs)))
+                self.plan.built(panel, per_member)
             # Members capped to a few rounds spend outside the blocks' cap (run_blocks).
             cap = (
                 self.plan.cap(panel, fixed_s=capped_cost_s(built))
@@ -247,8 +253,9 @@ class Panels:
                 return outcomes
             result = self.time_blocks(built, live, cap)
             ratios = ratio_info(result, live, choose_baseline(live))
+            planned = {"planned_cap_s": cap, "build_s_per_member": per_member}
             for member, s in zip(built, live):
-                self.finish(member, s, result, ratios[s.name], cap, outcomes[s.name])
+                self.finish(member, s, result, ratios[s.name], planned, outcomes[s.name])
         finally:
             for member in built:
                 member.close()
@@ -294,8 +301,9 @@ class Panels:
         )
 
     @staticmethod
-    def finish(member, s: Spec, result: PanelResult, ratios: dict, cap: float, out: Outcome):
-        """One member's outcome from the panel's blocks: its kept rounds and fields."""
+    def finish(member, s: Spec, result: PanelResult, ratios: dict, planned: dict, out: Outcome):
+        """One member's outcome from the panel's blocks: its kept rounds and fields
+        (``planned``: what the run's plan gave the panel and what building it took)."""
         try:
             info = member.finish()
         except Exception as e:
@@ -308,7 +316,7 @@ class Panels:
             round_seconds=s.profile.round_seconds,
             run_budget_s=s.profile.run_budget_s,
             profile_cap_s=panel_limits(s)["time_cap_s"],
-            planned_cap_s=cap,
+            **planned,
         )
         out.seconds = [rounds.seconds[i] for i in kept]
 

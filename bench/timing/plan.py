@@ -67,6 +67,15 @@ class Entry:
     priority: int = 0  # among optional entries, the lowest drop out first
 
 
+def run_rank(entry: Entry | None) -> tuple[int, int]:
+    """Where an entry's items run (a stable sort of the collected items): the optional ones
+    last, the most important of them first; everything else where pytest put it. So the
+    required entries meet the machine first and their building and cost are known (not
+    guessed) by the time an optional one starts: a low guess costs an optional entry, not a
+    step table."""
+    return (1, -entry.priority) if entry is not None and entry.optional else (0, 0)
+
+
 @dataclass
 class Plan:
     """The run's entries in the order they run, and the rule that shares the time left."""
