@@ -158,6 +158,8 @@ def test_the_building_guess_is_per_task_once_one_of_its_panels_was_built():
     plan.built("cnn", 7.0)
     assert plan._build_guess(entries[1]) == 21.0  # the CNN's own figure
     assert plan._build_guess(entries[2]) == 7.0  # another task: the most seen so far
+    plan.built("cnn", 0.5)
+    assert plan._build_guess(entries[2]) == BUILD_GUESS_S  # and never less than the guess
 
 
 def test_non_panel_entries_are_guessed_from_their_kind_once_one_ran():

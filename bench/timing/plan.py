@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 # "Profiles").
 MIN_SHARE = 0.25
 
-# Building a panel member before anything of its task was built: a guess, replaced by the
-# task's own figure once one of its panels is built. On this project's 2-core VM a member
-# took 0.3-1.5 s to build and warm up (the CNN's XLA loops the most); on a CPU halved by a
-# neighbour, two to three times that.
+# Building a panel member before anything of its task was built (at least): replaced by the
+# task's own figure once one of its panels is built. On this project's 2-core VM, halved by a
+# spinning neighbour, a member took 0.3 s (linreg), 2.5 s (MLP) and 3.3 s (CNN) to build and
+# warm up (panel_info.build_s_per_member, results/lean-core/quick-head-halved-2.json).
 BUILD_GUESS_S = 2.0
 
 
@@ -183,7 +183,12 @@ class Plan:
         return [e for e in self.entries if e.key not in self._done]
 
     def _build_guess(self, entry: Entry) -> float:
-        per_member = self._build.get(entry.task, max(self._build.values(), default=BUILD_GUESS_S))
+        """Building ``entry``'s members: its task's figure, or, for a task not built yet, the
+        most any task took and at least ``BUILD_GUESS_S`` (erring high: linreg's members build
+        in a tenth of the time of the CNN's)."""
+        per_member = self._build.get(entry.task)
+        if per_member is None:
+            per_member = max(BUILD_GUESS_S, *self._build.values())
         return per_member * entry.members
 
     def _cap_guess(self, entry: Entry) -> float:
