@@ -188,7 +188,7 @@ class Plan:
         in a tenth of the time of the CNN's)."""
         per_member = self._build.get(entry.task)
         if per_member is None:
-            per_member = max(BUILD_GUESS_S, *self._build.values())
+            per_member = max([BUILD_GUESS_S, *self._build.values()])
         return per_member * entry.members
 
     def _cap_guess(self, entry: Entry) -> float:
