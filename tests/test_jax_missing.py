@@ -36,6 +36,9 @@ def test_without_jax_the_jax_modules_skip_with_one_line():
         out = proc.stdout  # pytest's report (TensorFlow's C++ log lines go to stderr)
         assert proc.returncode in (0, 5), out[-2000:] + proc.stderr[-2000:]  # 5: all skipped
         skips = [line for line in out.splitlines() if line.startswith("SKIPPED")]
-        assert len(skips) == len(files), out[-2000:]
+        # one module skip per file ("SKIPPED [2]" where two files skip at the same line:
+        # test_jax_integration.py skips on importing test_jax.py)
+        counts = [int(line.split("[", 1)[1].split("]", 1)[0]) for line in skips]
+        assert sum(counts) == len(files), out[-2000:]
         assert all(SKIP_REASON in line for line in skips), skips
         assert " passed" not in out and " error" not in out.lower(), out[-2000:]
