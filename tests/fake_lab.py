@@ -74,17 +74,7 @@ class FakeLab:
             for row in grid
             for w in row
         }
-        return Sampled(
-            k=10,
-            rounds=list(prior.rounds) if prior else [],
-            setups={**(prior.setups if prior else {}), **setups},
-            grid=(prior.grid if prior else []) + grid,
-            seconds=prior.seconds if prior else 0.0,
-            bench_id=bench.name,
-            offset=len(prior.grid) if prior else 0,
-            live=True,
-            setup_s=self.setup_s,
-        )
+        return Sampled.set_up_on(prior, bench.name, grid, setups, k=10, setup_s=self.setup_s)
 
     def sample(self, sampled: Sampled, cap_s: float, min_new: int) -> None:
         self.samples.append((sampled.bench_id, self.now, cap_s, min_new))

@@ -70,9 +70,14 @@ def modules() -> dict[str, Path]:
 
 def imports_of(path: Path, name: str) -> set[str]:
     """Every module ``path`` imports, at module level or inside functions."""
+    return imports_in(ast.parse(path.read_text()), name, path)
+
+
+def imports_in(tree: ast.AST, name: str, path: Path) -> set[str]:
+    """Every module the imports in ``tree`` (of module ``name``, file ``path``) name."""
     found = set()
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -217,21 +222,7 @@ def split_imports(tree: ast.Module) -> tuple[list[ast.stmt], list[ast.stmt]]:
 
 def targets(node: ast.stmt, name: str, path: Path) -> set[str]:
     """The modules one import statement may load (``imports_of`` for a single statement)."""
-    module = ast.Module(body=[node], type_ignores=[])
-    found = set()
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    for n in ast.walk(module):
-        if isinstance(n, ast.Import):
-            found |= {alias.name for alias in n.names}
-        elif isinstance(n, ast.ImportFrom):
-            if n.level:
-                base = package.rsplit(".", n.level - 1)[0] if n.level > 1 else package
-                target = f"{base}.{n.module}" if n.module else base
-            else:
-                target = n.module or ""
-            found.add(target)
-            found |= {f"{target}.{alias.name}" for alias in n.names}
-    return found
+    return imports_in(node, name, path)
 
 
 def with_packages(names: set[str]) -> set[str]:

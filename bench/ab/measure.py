@@ -107,6 +107,23 @@ class Sampled:
     live: bool = False
     setup_s: float = 0.0  # time the (last) setup took: requests, compile, warm-up, first round
 
+    @classmethod
+    def set_up_on(
+        cls, prior: Sampled | None, bench_id: str, grid: list, setups: dict, **fields
+    ) -> Sampled:
+        """Live on ``grid`` (``setups``: its workers' answers), keeping ``prior``'s rounds,
+        setups, pairs and seconds, if any; ``fields``: k, round_timeout, setup_s."""
+        return cls(
+            rounds=list(prior.rounds) if prior else [],
+            setups={**(prior.setups if prior else {}), **setups},
+            grid=(prior.grid if prior else []) + grid,
+            seconds=prior.seconds if prior else 0.0,
+            bench_id=bench_id,
+            offset=len(prior.grid) if prior else 0,
+            live=True,
+            **fields,
+        )
+
 
 def set_up(
     bench: Benchmark,
@@ -141,16 +158,13 @@ def set_up(
     round_timeout = max(120.0, 100 * k * per_step)
     for w in workers:  # one untimed round at the round's own length
         timed_round(w, bench.name, k, round_timeout)
-    return Sampled(
+    return Sampled.set_up_on(
+        prior,
+        bench.name,
+        grid,
+        setups,
         k=k,
-        rounds=list(prior.rounds) if prior else [],
-        setups={**(prior.setups if prior else {}), **setups},
-        grid=(prior.grid if prior else []) + grid,
-        seconds=prior.seconds if prior else 0.0,
-        bench_id=bench.name,
-        offset=len(prior.grid) if prior else 0,
         round_timeout=round_timeout,
-        live=True,
         setup_s=time.monotonic() - t0,
     )
 
